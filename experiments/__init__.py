@@ -1,0 +1,78 @@
+"""Named, runnable recipes for every setting of the paper, plus variants and a quickstart.
+
+Each base preset lives in its own module and reads like a row of the paper's Appendix B table.
+Variants are derived here by name suffix:
+
+* ``-noise20`` / ``-noise40`` / ``-noise80``: random-label noise rate (the paper's "symmetric");
+* ``-asym20`` / ``-asym40``: asymmetric (class-dependent) noise; ``-pairflip20`` / ``-pairflip40``;
+* ``-finetune`` / ``-lr_rewind`` / ``-scratch``: the retraining schedule (default ``lottery``).
+
+``get("resnet18_cifar10-noise40-finetune")`` combines them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from experiments import lenet_mnist, quickstart, resnet18_cifar, resnet101_tinyimagenet, smoke, vgg16_cifar
+from sdd_jax.config import Config
+
+BASE: dict[str, Callable[[], Config]] = {
+    "quickstart": quickstart.config,
+    "smoke": smoke.config,
+    "lenet_mnist": lenet_mnist.config,
+    "resnet18_cifar10": lambda: resnet18_cifar.config("cifar10"),
+    "resnet18_cifar100": lambda: resnet18_cifar.config("cifar100"),
+    "vgg16_cifar10": lambda: vgg16_cifar.config("cifar10"),
+    "vgg16_cifar100": lambda: vgg16_cifar.config("cifar100"),
+    "resnet101_tinyimagenet": resnet101_tinyimagenet.config,
+}
+
+NOISE_VARIANTS = {
+    **{f"noise{r}": ("random_labels", r / 100) for r in (20, 40, 80)},
+    **{f"asym{r}": ("asymmetric", r / 100) for r in (20, 40)},
+    **{f"pairflip{r}": ("pairflip", r / 100) for r in (20, 40)},
+}
+SCHEDULE_VARIANTS = ("finetune", "lr_rewind", "scratch")
+PAPER_BASES = tuple(name for name in BASE if name not in ("quickstart", "smoke"))
+
+
+class UnknownPreset(KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def _apply_variant(config: Config, variant: str) -> Config:
+    if variant in NOISE_VARIANTS:
+        kind, rate = NOISE_VARIANTS[variant]
+        noise = dataclasses.replace(config.noise, kind=kind, rate=rate)
+        return dataclasses.replace(config, noise=noise)
+    if variant in SCHEDULE_VARIANTS:
+        return dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, schedule=variant))
+    raise UnknownPreset(f"unknown preset variant {variant!r}; variants: "
+                        f"{', '.join([*NOISE_VARIANTS, *SCHEDULE_VARIANTS])}")
+
+
+def get(name: str) -> Config:
+    """The config of preset ``name`` (a base name plus optional ``-variant`` suffixes)."""
+    base, *variants = name.split("-")
+    if base not in BASE:
+        raise UnknownPreset(f"unknown preset {name!r}; presets: {', '.join(BASE)} "
+                            f"(variants: {', '.join([*NOISE_VARIANTS, *SCHEDULE_VARIANTS])})")
+    config = BASE[base]()
+    for variant in variants:
+        config = _apply_variant(config, variant)
+    return dataclasses.replace(config, name=name)
+
+
+def listing() -> list[tuple[str, str]]:
+    """(name, one-line description) of every base preset and of the paper variants."""
+    rows = [(name, BASE[name]().description) for name in BASE]
+    for base in PAPER_BASES:
+        for variant in [*NOISE_VARIANTS, *SCHEDULE_VARIANTS]:
+            config = get(f"{base}-{variant}")
+            rows.append((config.name, f"{BASE[base]().description.split(',')[0]}, "
+                                      f"{config.noise.kind} {config.noise.rate:.0%}, "
+                                      f"{config.pruning.schedule} retraining"))
+    return rows

@@ -1,0 +1,483 @@
+"""Run directories and an atomic, synchronous checkpoint store over orbax.
+
+Layout of one run (``<workdir>/<config.name>-<result_hash>``)::
+
+    config.json           the full config (readable, rewritten on every start)
+    result_fields.json    the settings that identify the results (checked on every start)
+    trees/<name>/0/       named trees saved once: ``theta0``, ``theta_rewind``
+    levels/<level>/       final state of a pruning level + its metrics, one orbax step
+    progress/level_XXX/<epoch>/   latest in-progress state of a level (only the latest kept)
+
+Atomicity: orbax writes a step into ``<step>.orbax-checkpoint-tmp*`` and renames it to
+``<step>`` once every item (state tree and metrics JSON) is complete, after writing
+``commit_success.txt`` into it. A step counts as finished here only if it has the final
+name *and* that file, so a save killed at any moment leaves the previous state readable and
+the new one invisible; leftover temporary directories are removed when a store next saves.
+Every call returns only after its write has finished (``wait_until_finished``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from sdd_jax.config import Config, ConfigError, from_dict, result_fields, result_hash, to_dict
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointExistsError",
+    "CheckpointNotFoundError",
+    "RunDirConflictError",
+    "RunStore",
+    "TreeMismatchError",
+    "abstract_tree",
+    "atomic_write_json",
+    "atomic_write_text",
+    "prepare_run_dir",
+    "run_dir",
+]
+
+COMMIT_FILE = "commit_success.txt"  # written by orbax into a step just before its final rename
+_TREE_ITEM = "state"
+_METRICS_ITEM = "metrics"
+_NAME_RE = re.compile(r"[A-Za-z0-9_.,+=-]+")
+_TRASH_PREFIX = ".deleting-"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be written or read as asked."""
+
+
+class CheckpointExistsError(CheckpointError):
+    """The step to be written already exists (checkpoints here are written once)."""
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """No finished checkpoint of the requested kind."""
+
+
+class TreeMismatchError(CheckpointError):
+    """The restore target's structure, shapes or dtypes differ from what was saved."""
+
+
+class RunDirConflictError(ValueError):
+    """A run directory holds a run whose result-defining settings differ."""
+
+
+# --------------------------------------------------------------------------- logging
+
+
+class _DropOrbaxInfo(logging.Filter):
+    """Orbax logs ~50 INFO lines per save through absl; keep its warnings and errors only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
+def _install_log_filter() -> None:
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _DropOrbaxInfo) for f in logger.filters):
+        logger.addFilter(_DropOrbaxInfo())
+
+
+_install_log_filter()
+
+
+# --------------------------------------------------------------------------- atomic files
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory + ``os.replace``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2, sort_keys: bool = False) -> None:
+    """:func:`atomic_write_text` of ``json.dumps(obj)`` (NaN/inf are written as JSON extensions)."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- run directories
+
+
+def run_dir(workdir: str | os.PathLike, config: Config) -> Path:
+    """``<workdir>/<config.name>-<result_hash(config)>``."""
+    name = config.name
+    if not _NAME_RE.fullmatch(name) or name.startswith("."):
+        raise ValueError(
+            f"config.name {name!r} cannot name a run directory: use letters, digits and _ . , + = - "
+            "(not starting with '.')"
+        )
+    return Path(workdir) / f"{name}-{result_hash(config)}"
+
+
+def _stored_result_fields(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        stored = json.load(handle)
+    if path.name == "config.json":
+        try:
+            return result_fields(from_dict(Config, stored))
+        except (ConfigError, TypeError, AttributeError) as err:
+            raise RunDirConflictError(f"{path} does not hold a config this version can read: {err}") from None
+    return stored
+
+
+def prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
+    """Create the run directory and write ``config.json`` and ``result_fields.json`` (atomically).
+
+    An existing directory is reused (resume) only if its stored result fields equal this
+    config's; otherwise :class:`RunDirConflictError` names the differing fields.
+    """
+    path = run_dir(workdir, config)
+    fields = json.loads(json.dumps(result_fields(config)))
+    for stored_path in (path / "result_fields.json", path / "config.json"):
+        if not stored_path.exists():
+            continue
+        stored = _stored_result_fields(stored_path)
+        if stored != fields:
+            keys = sorted(set(stored) | set(fields))
+            diffs = [
+                f"  {k}: stored {stored.get(k, '<missing>')!r}, now {fields.get(k, '<missing>')!r}"
+                for k in keys
+                if stored.get(k, "<missing>") != fields.get(k, "<missing>")
+            ]
+            raise RunDirConflictError(
+                f"run directory {path} holds a run with different result settings ({stored_path.name}):\n"
+                + "\n".join(diffs[:20])
+                + "\nUse another workdir or config name, or remove the directory."
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path / "config.json", to_dict(config), indent=2)
+    atomic_write_json(path / "result_fields.json", fields, indent=2, sort_keys=True)
+    return path
+
+
+# --------------------------------------------------------------------------- trees
+
+
+def _is_key(x: Any) -> bool:
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def abstract_tree(tree: Any) -> Any:
+    """Replace every array leaf by a ``jax.ShapeDtypeStruct`` (jax arrays keep their sharding).
+
+    Python scalars stay as they are (orbax restores them by value type); typed PRNG keys keep
+    their key dtype and are restored as typed keys.
+    """
+
+    def leaf(x):
+        if isinstance(x, jax.ShapeDtypeStruct):
+            return x
+        if isinstance(x, jax.Array):
+            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+        if isinstance(x, (np.ndarray, np.generic)):
+            return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
+        if isinstance(x, (bool, int, float)):
+            return x
+        raise CheckpointError(f"cannot checkpoint or restore a leaf of type {type(x).__name__}")
+
+    return jax.tree.map(leaf, tree)
+
+
+def _path_str(path: tuple[str, ...]) -> str:
+    return "/".join(path) or "<root>"
+
+
+def _check_target(saved_meta: Any, target: Any, where: str) -> None:
+    """Raise :class:`TreeMismatchError` unless ``target`` has the saved paths, shapes and dtypes."""
+    saved = {
+        ocp.tree.str_keypath(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(saved_meta)[0]
+    }
+    wanted = {ocp.tree.str_keypath(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
+    problems = [f"  missing in target: {_path_str(k)}" for k in sorted(set(saved) - set(wanted))]
+    problems += [f"  not in checkpoint: {_path_str(k)}" for k in sorted(set(wanted) - set(saved))]
+    for key in sorted(set(saved) & set(wanted)):
+        meta, want = saved[key], wanted[key]
+        if isinstance(want, (bool, int, float)):
+            if tuple(getattr(meta, "shape", ())) != ():
+                problems.append(f"  {_path_str(key)}: target is a scalar, saved shape {meta.shape}")
+            continue
+        if _is_key(want):  # typed keys are stored as their key data
+            want = jax.eval_shape(jax.random.key_data, want)
+        if isinstance(meta, ocp.metadata.ScalarMetadata) and want.shape == ():
+            # a Python scalar was saved (stored as 64-bit); any scalar of the same kind fits
+            if np.dtype(meta.dtype).kind == np.dtype(want.dtype).kind or {
+                np.dtype(meta.dtype).kind,
+                np.dtype(want.dtype).kind,
+            } <= {"i", "u"}:
+                continue
+        if tuple(meta.shape) != tuple(want.shape) or np.dtype(meta.dtype) != np.dtype(want.dtype):
+            problems.append(
+                f"  {_path_str(key)}: saved {np.dtype(meta.dtype).name}{list(meta.shape)}, "
+                f"target {np.dtype(want.dtype).name}{list(want.shape)}"
+            )
+    if problems:
+        raise TreeMismatchError(f"restore target does not match {where}:\n" + "\n".join(problems[:20]))
+
+
+def _json_native(obj: Any, where: str = "metrics") -> Any:
+    """Metrics as plain JSON values (numpy/jax scalars and arrays become numbers and lists)."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise CheckpointError(f"{where}: keys must be str, got {k!r}")
+            out[k] = _json_native(v, f"{where}.{k}")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_json_native(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (np.ndarray, np.generic, jax.Array)):
+        return _json_native(np.asarray(obj).tolist(), where)
+    raise CheckpointError(f"{where}: cannot store {type(obj).__name__} as JSON")
+
+
+def _check_index(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{what} must be a non-negative int, got {value!r}")
+    return int(value)
+
+
+def _reject_unsupported(tree: Any, what: str) -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float)):
+            raise CheckpointError(
+                f"{what}: leaf {jax.tree_util.keystr(path)} has unsupported type {type(leaf).__name__}"
+            )
+
+
+def _is_finished(step_dir: Path) -> bool:
+    return step_dir.is_dir() and (step_dir / COMMIT_FILE).is_file()
+
+
+# --------------------------------------------------------------------------- store
+
+
+class RunStore:
+    """Checkpoints of one run: named trees, finished levels and in-progress epochs.
+
+    Every ``save_*`` returns after the step is final on disk; every ``restore_*`` reads into
+    an abstract copy of ``target`` (concrete arrays or ``jax.ShapeDtypeStruct``s) and checks
+    that structure, shapes and dtypes match what was saved. One writer per run directory at
+    a time: the first access to each checkpoint directory removes the unfinished temporary
+    steps a killed writer left there.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            raise CheckpointNotFoundError(f"run directory {self.run_dir} does not exist (see prepare_run_dir)")
+        self._managers: dict[Path, ocp.CheckpointManager] = {}
+        progress = self.run_dir / "progress"
+        if progress.is_dir():
+            for leftover in progress.glob(f"{_TRASH_PREFIX}*"):
+                shutil.rmtree(leftover, ignore_errors=True)
+
+    # -- managers
+
+    def _manager(self, directory: Path, item_names: tuple[str, ...], keep_latest: bool = False):
+        """One orbax manager per directory, with fixed handlers so metadata reads work on a
+        fresh manager (restart) before anything was saved through it."""
+        manager = self._managers.get(directory)
+        if manager is None:
+            options = ocp.CheckpointManagerOptions(
+                enable_async_checkpointing=False,
+                cleanup_tmp_directories=True,
+                create=True,
+                save_root_metadata=False,
+                preservation_policy=ocp.checkpoint_managers.LatestN(1) if keep_latest else None,
+            )
+            handlers = {_TREE_ITEM: ocp.StandardCheckpointHandler(), _METRICS_ITEM: ocp.JsonCheckpointHandler()}
+            manager = ocp.CheckpointManager(
+                directory, options=options, item_handlers={name: handlers[name] for name in item_names}
+            )
+            self._managers[directory] = manager
+        return manager
+
+    def close(self) -> None:
+        for manager in self._managers.values():
+            manager.wait_until_finished()
+            manager.close()
+        self._managers.clear()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @staticmethod
+    def _steps(directory: Path) -> list[int]:
+        if not directory.is_dir():
+            return []
+        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and _is_finished(p))
+
+    def _save(self, manager, directory: Path, step: int, items: dict, what: str) -> None:
+        step_dir = directory / str(step)
+        if step_dir.exists():
+            state = "already saved" if _is_finished(step_dir) else f"an unfinished directory {step_dir} is in the way"
+            raise CheckpointExistsError(f"{what}: {state}")
+        args = {}
+        if _TREE_ITEM in items:
+            _reject_unsupported(items[_TREE_ITEM], what)
+            args[_TREE_ITEM] = ocp.args.StandardSave(items[_TREE_ITEM])
+        if _METRICS_ITEM in items:
+            args[_METRICS_ITEM] = ocp.args.JsonSave(items[_METRICS_ITEM])
+        manager.save(step, args=ocp.args.Composite(**args), force=True)
+        manager.wait_until_finished()
+        if not _is_finished(step_dir):
+            raise CheckpointError(f"{what}: orbax did not finalise {step_dir}")
+
+    def _restore(self, manager, directory: Path, step: int, target: Any, metrics: bool, what: str):
+        if not _is_finished(directory / str(step)):
+            raise CheckpointNotFoundError(f"{what}: no finished checkpoint in {directory / str(step)}")
+        args = {}
+        if target is not None:
+            abstract = abstract_tree(target)
+            saved = manager.item_metadata(step)[_TREE_ITEM]
+            _check_target(saved.tree if hasattr(saved, "tree") else saved, abstract, what)
+            args[_TREE_ITEM] = ocp.args.StandardRestore(abstract)
+        if metrics:
+            args[_METRICS_ITEM] = ocp.args.JsonRestore()
+        restored = manager.restore(step, args=ocp.args.Composite(**args))
+        return (restored[_TREE_ITEM] if target is not None else None), (
+            restored[_METRICS_ITEM] if metrics else None
+        )
+
+    # -- named trees
+
+    def _tree_dir(self, name: str) -> Path:
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name.startswith("."):
+            raise ValueError(f"tree name {name!r} must use letters, digits and _ . , + = -")
+        return self.run_dir / "trees" / name
+
+    def save_tree(self, name: str, tree: Any) -> None:
+        """Save a named tree once (e.g. ``theta0``, ``theta_rewind``)."""
+        directory = self._tree_dir(name)
+        self._save(self._manager(directory, (_TREE_ITEM,)), directory, 0, {_TREE_ITEM: tree}, f"tree {name!r}")
+
+    def has_tree(self, name: str) -> bool:
+        return 0 in self._steps(self._tree_dir(name))
+
+    def restore_tree(self, name: str, target: Any) -> Any:
+        directory = self._tree_dir(name)
+        if not self.has_tree(name):
+            raise CheckpointNotFoundError(f"tree {name!r} was never saved in {self.run_dir}")
+        tree, _ = self._restore(self._manager(directory, (_TREE_ITEM,)), directory, 0, target, False, f"tree {name!r}")
+        return tree
+
+    # -- levels
+
+    @property
+    def _levels_dir(self) -> Path:
+        return self.run_dir / "levels"
+
+    def _levels(self):
+        return self._manager(self._levels_dir, (_TREE_ITEM, _METRICS_ITEM))
+
+    def save_level(self, level: int, tree: Any, metrics: dict) -> None:
+        """Save a level's final state and its metrics in one atomic step (written once)."""
+        level = _check_index(level, "level")
+        if not isinstance(metrics, dict):
+            raise CheckpointError(f"level {level}: metrics must be a dict, got {type(metrics).__name__}")
+        items = {_TREE_ITEM: tree, _METRICS_ITEM: _json_native(metrics)}
+        self._save(self._levels(), self._levels_dir, level, items, f"level {level}")
+
+    def finished_levels(self) -> list[int]:
+        """Levels whose final state is on disk, ascending."""
+        return self._steps(self._levels_dir)
+
+    def restore_level(self, level: int, target: Any) -> tuple[Any, dict]:
+        level = _check_index(level, "level")
+        return self._restore(self._levels(), self._levels_dir, level, target, True, f"level {level}")
+
+    def level_metrics(self, level: int) -> dict:
+        level = _check_index(level, "level")
+        _, metrics = self._restore(self._levels(), self._levels_dir, level, None, True, f"level {level}")
+        return metrics
+
+    # -- progress within a level
+
+    def _progress_dir(self, level: int) -> Path:
+        return self.run_dir / "progress" / f"level_{_check_index(level, 'level'):03d}"
+
+    def save_progress(self, level: int, epoch: int, tree: Any, metrics: dict | None = None) -> None:
+        """Save the state (and the metrics so far) after ``epoch`` of ``level`` in one atomic
+        step; older epochs of the level are removed only after the new one is final."""
+        epoch = _check_index(epoch, "epoch")
+        directory = self._progress_dir(level)
+        latest = self.latest_progress(level)
+        if latest is not None and epoch <= latest:
+            raise CheckpointExistsError(
+                f"level {level}: progress is already at epoch {latest}, cannot save epoch {epoch} "
+                "(call clear_progress first to restart the level)"
+            )
+        manager = self._manager(directory, (_TREE_ITEM, _METRICS_ITEM), keep_latest=True)
+        manager.reload()
+        items = {_TREE_ITEM: tree, _METRICS_ITEM: _json_native(metrics or {})}
+        self._save(manager, directory, epoch, items, f"level {level} epoch {epoch}")
+
+    def latest_progress(self, level: int) -> int | None:
+        steps = self._steps(self._progress_dir(level))
+        return steps[-1] if steps else None
+
+    def restore_progress(self, level: int, target: Any) -> tuple[int, Any, dict]:
+        """``(epoch, tree, metrics)`` of the latest progress checkpoint of ``level``."""
+        epoch = self.latest_progress(level)
+        if epoch is None:
+            raise CheckpointNotFoundError(f"level {level}: no progress checkpoint in {self.run_dir}")
+        directory = self._progress_dir(level)
+        manager = self._manager(directory, (_TREE_ITEM, _METRICS_ITEM), keep_latest=True)
+        tree, metrics = self._restore(manager, directory, epoch, target, True, f"level {level} epoch {epoch}")
+        return epoch, tree, metrics
+
+    def clear_progress(self, level: int) -> None:
+        """Remove the level's progress: renamed away first (atomic), then deleted."""
+        directory = self._progress_dir(level)
+        manager = self._managers.pop(directory, None)
+        if manager is not None:
+            manager.wait_until_finished()
+            manager.close()
+        if not directory.exists():
+            return
+        trash = directory.parent / f"{_TRASH_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(directory, trash)
+        shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,177 @@
+"""``sdd-jax`` / ``python -m sdd_jax``: run presets, branch from finished runs, report.
+
+    sdd-jax presets
+    sdd-jax show PRESET [--set key=value ...]
+    sdd-jax run PRESET [--set key=value ...] [--seeds N] [--workdir DIR] [-q | -v]
+    sdd-jax oneshot RUN_DIR --levels 4,8,12      (also: reinit, random-prune, redense)
+    sdd-jax report RUN_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from sdd_jax.config import ConfigError, override, result_hash, to_dict
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sdd-jax", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("presets", help="list the presets, one line each")
+
+    def add_overrides(p):
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value by its dotted key (repeatable)")
+        p.add_argument("--seeds", type=int, help="number of seeds trained together (run.seeds)")
+        p.add_argument("--workdir", help="where run directories are created (run.workdir)")
+
+    show = sub.add_parser("show", help="print the resolved config of a preset as JSON")
+    show.add_argument("preset")
+    add_overrides(show)
+
+    run = sub.add_parser("run", help="an iterative-pruning run (resumes if interrupted)")
+    run.add_argument("preset")
+    add_overrides(run)
+    loud = run.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
+    loud.add_argument("-v", "--verbose", action="store_true", help="a line per finished level")
+
+    for name, text in (("oneshot", "one-shot pruning from the dense model to the density of level k"),
+                       ("reinit", "level k's masks with a new random initialisation"),
+                       ("random-prune", "random masks with level k's per-layer counts"),
+                       ("redense", "reopen all pruned weights after level k and train them")):
+        branch = sub.add_parser(name, help=text)
+        branch.add_argument("run_dir")
+        branch.add_argument("--levels", required=True,
+                            help="comma-separated levels (one-shot: k values, density 0.8^k)")
+        branch.add_argument("--set", dest="overrides", action="append", default=[],
+                            metavar="KEY=VALUE", help="pruning.redense_epochs/redense_lr, run.* only")
+        branch.add_argument("-q", "--quiet", action="store_true")
+
+    rep = sub.add_parser("report", help="rebuild the table and figures from results.csv")
+    rep.add_argument("run_dir")
+    return parser
+
+
+def resolve(preset: str, overrides: list[str], seeds: int | None = None, workdir: str | None = None):
+    """The config of ``preset`` with command-line overrides applied."""
+    import experiments
+
+    config = experiments.get(preset)
+    extra = list(overrides)
+    if seeds is not None:
+        extra.append(f"run.seeds={seeds}")
+    if workdir is not None:
+        extra.append(f"run.workdir={workdir}")
+    return override(config, extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (ConfigError, KeyError, ValueError, FileNotFoundError, FloatingPointError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"sdd-jax: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sdd-jax: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    if args.command == "presets":
+        import experiments
+
+        rows = experiments.listing()
+        width = max(len(name) for name, _ in rows)
+        for name, description in rows:
+            print(f"{name:<{width}}  {description}")
+        return 0
+    if args.command == "show":
+        config = resolve(args.preset, args.overrides, args.seeds, args.workdir)
+        print(json.dumps({**to_dict(config), "result_hash": result_hash(config)}, indent=2))
+        return 0
+    if args.command == "run":
+        return _run(args)
+    if args.command == "report":
+        return _report(Path(args.run_dir))
+    return _branch(args)
+
+
+def _setup_compilation_cache(path: str | None) -> None:
+    import jax
+
+    path = path or os.environ.get("SDD_JAX_COMPILATION_CACHE")
+    if path:
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def _run(args) -> int:
+    config = resolve(args.preset, args.overrides, args.seeds, args.workdir)
+    if args.quiet:
+        config = override(config, ["run.verbosity=0"])
+    elif args.verbose:
+        config = override(config, ["run.verbosity=2"])
+    _setup_compilation_cache(config.run.compilation_cache)
+    from sdd_jax import imp
+
+    started = time.time()
+    setup = imp.make_setup(config)
+    if config.run.verbosity:
+        ds = setup.dataset
+        print(f"{config.name}: {config.model.name}, {len(ds.y_train)} training examples "
+              f"({ds.metadata.get('realised_noise_rate', 0):.1%} labels changed), "
+              f"{config.run.seeds} seed(s), {config.pruning.levels} pruning levels\n"
+              f"run directory: {setup.run_dir}", file=sys.stderr)
+    run_dir = imp.run_imp(config, setup=setup)
+    return _finish(run_dir, quiet=not config.run.verbosity, seconds=time.time() - started)
+
+
+def _finish(run_dir: Path, quiet: bool, seconds: float | None = None) -> int:
+    from sdd_jax import report
+
+    result = report.report(run_dir)
+    if not quiet:
+        print(result["table"])
+        files = ", ".join(str(p) for p in result.get("figures", []))
+        timing = f" in {seconds:.0f} s" if seconds is not None else ""
+        print(f"\nfinished{timing}: {run_dir / 'results.csv'}\nfigure: {files}")
+    return 0
+
+
+def _report(run_dir: Path) -> int:
+    if not (run_dir / "results.csv").is_file():
+        raise FileNotFoundError(f"{run_dir / 'results.csv'} not found: is {run_dir} a run directory?")
+    return _finish(run_dir, quiet=False)
+
+
+def _branch(args) -> int:
+    from sdd_jax import branches
+
+    try:
+        levels = [int(v) for v in args.levels.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--levels expects comma-separated integers, got {args.levels!r}") from None
+    name = args.command.replace("-", "_")
+    overrides = args.overrides + (["run.verbosity=0"] if args.quiet else [])
+    setup = branches.open_run(Path(args.run_dir), overrides)
+    path = branches.run_branch(setup, name, levels)
+    if not args.quiet:
+        from sdd_jax import report
+
+        rows = report.read_results_csv(path)
+        print(report.summary_table(rows))
+        print(f"\n{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

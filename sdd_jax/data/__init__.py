@@ -1,0 +1,20 @@
+"""Data: sources -> numpy arrays and metadata (:func:`load_dataset`), label noise
+(:mod:`~sdd_jax.data.noise`) and on-device preprocessing (:mod:`~sdd_jax.data.device`)."""
+
+from sdd_jax.data.dataset import Dataset, load_dataset
+from sdd_jax.data.device import normalize, random_crop_flip
+from sdd_jax.data.errors import ChecksumError, DataError, DataNotFoundError, UnsafePickleError
+from sdd_jax.data.noise import apply_noise, transition_matrix
+
+__all__ = [
+    "ChecksumError",
+    "DataError",
+    "DataNotFoundError",
+    "Dataset",
+    "UnsafePickleError",
+    "apply_noise",
+    "load_dataset",
+    "normalize",
+    "random_crop_flip",
+    "transition_matrix",
+]

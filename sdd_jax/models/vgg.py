@@ -1,0 +1,70 @@
+"""CIFAR VGG-11/13/16/19 with BatchNorm, as OpenLTH's ``cifar_vgg``.
+
+Each number of the plan is a 3x3 conv (padding 1, *with* bias) -> BN -> ReLU, ``"M"`` a 2x2
+max-pool; then a 2x2 average pool, flatten and a dense classifier (512 -> classes for 32x32
+inputs). Layers are ``conv1..convN``/``bn1..bnN`` in plan order and ``fc``; the conv kernels are
+prunable, the output layer ``fc`` is not (OpenLTH lists it in ``output_layer_names``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sdd_jax.models.init import BatchNorm, check_bias_init, conv, dense
+
+OUTPUT_LAYER = "fc"
+
+PLANS = {
+    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512),
+    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512),
+}
+
+
+class VGG(nn.Module):
+    """``plan``: channel counts and ``"M"`` (max-pool) markers.
+
+    ``bias_init`` (``"zeros"`` or ``"torch_default"``, see :mod:`sdd_jax.models.init`) applies
+    to the conv biases and the classifier's.
+    """
+
+    plan: Sequence[int | str]
+    num_classes: int = 10
+    bias_init: str = "zeros"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        check_bias_init(self.bias_init)
+        if x.ndim != 4:
+            raise ValueError(f"VGG expects NHWC inputs, got shape {x.shape}")
+        height, width = x.shape[1:3]
+        index = 0
+        for spec in self.plan:
+            if spec == "M":
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            else:
+                index += 1
+                x = conv(x, int(spec), 3, name=f"conv{index}", use_bias=True, bias_init=self.bias_init)
+                x = nn.relu(BatchNorm(use_running_average=not train, name=f"bn{index}")(x))
+        if x.shape[1] < 2 or x.shape[2] < 2:
+            pools = sum(1 for s in self.plan if s == "M") + 1
+            raise ValueError(
+                f"VGG input {height}x{width} is too small: {pools} 2x2 poolings need at least "
+                f"{2**pools}x{2**pools}"
+            )
+        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = jnp.reshape(x, (x.shape[0], -1))
+        return dense(x, self.num_classes, name=OUTPUT_LAYER, bias_init=self.bias_init)
+
+
+def vgg(depth: int, num_classes: int = 10, width_multiplier: int = 1, bias_init: str = "zeros") -> VGG:
+    """The CIFAR VGG of ``depth`` (11, 13, 16, 19), channels scaled by ``width_multiplier``."""
+    if depth not in PLANS:
+        raise ValueError(f"unknown VGG depth {depth}; valid: {', '.join(map(str, PLANS))}")
+    plan = tuple(s if s == "M" else s * width_multiplier for s in PLANS[depth])
+    return VGG(plan, num_classes, bias_init)

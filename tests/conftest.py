@@ -1,0 +1,21 @@
+"""Shared fixtures. Tests that need real data sets find them in ``<repo>/../shared`` and skip
+when it is absent; the package itself never needs it."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Single-threaded XLA CPU kernels: test processes (often several under pytest-xdist) share few cores.
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``<repo>/../shared`` (real MNIST IDX files, a prepared tfds MNIST), or a skip."""
+    path = (REPO.parent / "shared").resolve()
+    if not path.is_dir():
+        pytest.skip(f"shared data folder {path} is absent (it holds the real MNIST files these tests read)")
+    return path
