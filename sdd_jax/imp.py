@@ -65,9 +65,7 @@ class Setup:
     def engine_for(self, optim: OptimConfig) -> Engine:
         if optim == self.engine.optim:
             return self.engine
-        return Engine(self.model, optim, self.train.size, mean=self.dataset.mean,
-                      std=self.dataset.std, augment=self.config.data.augment,
-                      eval_batch_size=self.config.run.eval_batch_size)
+        return make_engine(self.config, self.model, self.dataset, optim)
 
 
 def validate(config: Config) -> None:
@@ -87,13 +85,18 @@ def validate(config: Config) -> None:
         raise ValueError(f"pruning.rewind_iteration must be >= 0, got {p.rewind_iteration}")
 
 
+def make_engine(config: Config, model, dataset: Dataset, optim: OptimConfig) -> Engine:
+    return Engine(model, optim, len(dataset.y_train), mean=dataset.mean, std=dataset.std,
+                  augment=config.data.augment, eval_batch_size=config.run.eval_batch_size,
+                  seeds_per_chunk=config.run.seeds_per_chunk)
+
+
 def make_setup(config: Config, dataset: Dataset | None = None) -> Setup:
     validate(config)
     if dataset is None:
         dataset = load_dataset(config.data, config.noise)
     model = build_model(config.model, dataset.num_classes)
-    engine = Engine(model, config.optim, len(dataset.y_train), mean=dataset.mean, std=dataset.std,
-                    augment=config.data.augment, eval_batch_size=config.run.eval_batch_size)
+    engine = make_engine(config, model, dataset, config.optim)
     total = config.optim.epochs * engine.steps_per_epoch
     if config.pruning.rewind_iteration >= total:
         raise ValueError(f"pruning.rewind_iteration={config.pruning.rewind_iteration} is not below "

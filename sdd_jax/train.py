@@ -140,11 +140,14 @@ class Engine:
     ``mean``/``std`` normalise images inside the step (images stay uint8 on the device).
     ``augment`` switches on the pad-4 random crop + flip. The jitted functions are built once per
     Engine and compile once per input shape; the train state argument is donated. ``max_traces``
-    wraps the epoch in ``chex.assert_max_traces`` (a retrace then raises).
+    wraps the epoch in ``chex.assert_max_traces`` (a retrace then raises). ``seeds_per_chunk``
+    (> 0) bounds device memory: the seeds then train and evaluate in chunks of that many, the
+    other chunks' states waiting in host memory (the results are the same per seed).
     """
 
     def __init__(self, model: nn.Module, optim: OptimConfig, train_size: int, *, mean, std,
-                 augment: bool = False, eval_batch_size: int = 1000, max_traces: int | None = None):
+                 augment: bool = False, eval_batch_size: int = 1000, max_traces: int | None = None,
+                 seeds_per_chunk: int = 0):
         self.model = model
         self.optim = optim
         self.batch_size = int(optim.batch_size)
@@ -156,6 +159,7 @@ class Engine:
         self.std = tuple(float(s) for s in std)
         self.augment = bool(augment)
         self.eval_batch_size = int(eval_batch_size)
+        self.seeds_per_chunk = int(seeds_per_chunk)
         self.optimizer = make_optimizer(optim)
         self.schedule = learning_rate_schedule(optim, self.steps_per_epoch)
         epoch = self._epoch if max_traces is None else chex.assert_max_traces(self._epoch, n=max_traces)
@@ -285,6 +289,23 @@ class Engine:
         rng_data = jnp.asarray(np.stack([seed_rng_data(s) for s in seeds]))
         return jax.eval_shape(self.init_fn, init_keys, rng_data, sample_input)
 
+    def _chunks(self, n_seeds: int) -> list[slice]:
+        size = self.seeds_per_chunk
+        if size <= 0 or size >= n_seeds:
+            return [slice(None)]
+        return [slice(i, min(i + size, n_seeds)) for i in range(0, n_seeds, size)]
+
+    def _by_chunk(self, fn, stacked_args, n_seeds: int):
+        """Apply ``fn`` to seed chunks of the stacked arguments; concatenate on the host."""
+        chunks = self._chunks(n_seeds)
+        if len(chunks) == 1:
+            return fn(*stacked_args)
+        outs = []
+        for chunk in chunks:
+            part = jax.tree.map(lambda leaf: jnp.asarray(leaf[chunk]), stacked_args)
+            outs.append(jax.device_get(fn(*part)))
+        return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outs)
+
     def train_epoch(self, state: TrainState, mask, data: DeviceData, epoch: int,
                     start_iteration: int = 0, stop_iteration: int | None = None):
         """Run epoch ``epoch`` for all seeds. Returns (state, per-seed mean loss, accuracy).
@@ -293,15 +314,19 @@ class Engine:
         """
         if stop_iteration is None:
             stop_iteration = np.iinfo(np.int32).max
-        state, (loss_sum, correct, count) = self.epoch_fn(
-            state, mask, data.x, data.y, jnp.int32(epoch), jnp.int32(start_iteration),
-            jnp.int32(stop_iteration))
+        scalars = (jnp.int32(epoch), jnp.int32(start_iteration), jnp.int32(stop_iteration))
+
+        def run(st, msk):
+            return self.epoch_fn(st, msk, data.x, data.y, *scalars)
+
+        state, (loss_sum, correct, count) = self._by_chunk(run, (state, mask), _n_seeds(state.step))
         count = jnp.maximum(count, 1.0)
         return state, loss_sum / count, correct / count
 
-    def evaluate(self, state_or_params, batch_stats, mask, data: DeviceData):
+    def evaluate(self, params, batch_stats, mask, data: DeviceData):
         """Per-seed (loss, accuracy, predictions) on ``data`` in eval mode."""
-        return self.eval_fn(state_or_params, batch_stats, mask, data.x, data.y)
+        return self._by_chunk(lambda p, b, m: self.eval_fn(p, b, m, data.x, data.y),
+                              (params, batch_stats, mask), _n_seeds(jax.tree.leaves(params)[0]))
 
     def mean_gradient(self, params, batch_stats, mask, data: DeviceData, key: jax.Array,
                       n_batches: int = 1):
@@ -314,7 +339,12 @@ class Engine:
         idx = idx[: per * n_batches].reshape(n_batches, per)
         images = jnp.take(data.x, idx, axis=0)
         labels = jnp.take(data.y, idx, axis=0)
-        return self.grad_fn(params, batch_stats, mask, images, labels)
+        return self._by_chunk(lambda p, b, m: self.grad_fn(p, b, m, images, labels),
+                              (params, batch_stats, mask), _n_seeds(jax.tree.leaves(params)[0]))
+
+
+def _n_seeds(leaf) -> int:
+    return int(np.shape(leaf)[0])
 
 
 def check_finite(losses, *, what: str) -> None:

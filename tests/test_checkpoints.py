@@ -254,7 +254,7 @@ def test_save_interrupted_before_rename_leaves_previous_state(tmp_path, monkeypa
     assert leftovers[1].startswith("2.orbax-checkpoint-tmp")  # complete but never renamed
     with ck.RunStore(tmp_path) as fresh:
         assert fresh.latest_progress(0) == 1
-        epoch, tree = fresh.restore_progress(0, {"w": jnp.zeros(2)})
+        epoch, tree, _ = fresh.restore_progress(0, {"w": jnp.zeros(2)})
         assert epoch == 1
         chex.assert_trees_all_equal(tree["w"], jnp.ones(2))
         fresh.save_progress(0, 2, {"w": jnp.full(2, 2.0)})
@@ -284,7 +284,7 @@ def test_second_store_sees_first_store_saves(tmp_path):
         restored, metrics = store.restore_level(0, tree)
         _assert_identical(restored, tree)
         assert metrics == {"acc": 0.5}
-        epoch, progress = store.restore_progress(1, tree)
+        epoch, progress, _ = store.restore_progress(1, tree)
         assert epoch == 3
         _assert_identical(progress, tree)
         store.close()

@@ -190,3 +190,21 @@ def test_non_finite_loss_is_one_clear_error():
     with pytest.raises(TrainingDiverged, match="seed index"):
         check_finite(np.array([0.3, np.nan]), what="at level 0, epoch 1")
     check_finite(np.array([0.3, 0.2]), what="ok")
+
+
+def test_seed_chunks_give_the_same_numbers(data):
+    """seeds_per_chunk bounds memory; each seed's numbers do not depend on it."""
+    whole = make_engine()
+    chunked = make_engine(seeds_per_chunk=2)
+    seeds = [0, 1, 2]
+    a, b = init(whole, seeds), init(chunked, seeds)
+    mask = random_mask(a.params, seed=4)
+    for epoch in range(2):
+        a, loss_a, _ = whole.train_epoch(a, mask, data, epoch)
+        b, loss_b, _ = chunked.train_epoch(b, mask, data, epoch)
+    assert isinstance(jax.tree.leaves(b.params)[0], np.ndarray)  # waiting chunks live on the host
+    chex.assert_trees_all_close(jax.device_get(a.params), b.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(loss_a), np.asarray(loss_b), rtol=1e-5)
+    ev_a = whole.evaluate(a.params, a.batch_stats, mask, data)
+    ev_b = chunked.evaluate(b.params, b.batch_stats, mask, data)
+    np.testing.assert_array_equal(np.asarray(ev_a[2]), np.asarray(ev_b[2]))

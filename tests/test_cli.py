@@ -1,0 +1,131 @@
+"""The command line end to end on the seconds-long ``smoke`` preset, presets, --set errors,
+config hashing, and ``report`` rebuilding the figure from results.csv."""
+
+import json
+
+import numpy as np
+import pytest
+
+import experiments
+from sdd_jax import cli, report
+from sdd_jax.config import Config, ConfigError, from_dict, override, result_hash, to_dict
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("runs")
+    code = cli.main(["run", "smoke", "--workdir", str(workdir), "--set", "pruning.levels=2", "-q"])
+    assert code == 0
+    (run_dir,) = [p for p in workdir.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_run_writes_results_figure_and_config(smoke_run):
+    for name in ("results.csv", "summary.txt", "figure.png", "figure.svg", "config.json", "dataset.json"):
+        assert (smoke_run / name).stat().st_size > 0, name
+    rows = report.read_results_csv(smoke_run / "results.csv")
+    assert len(rows) == 2 * 3  # 2 seeds x levels 0..2
+    for column in report.RESULT_COLUMNS:
+        assert column in rows[0]
+    assert {r["seed"] for r in rows} == {0, 1}
+    assert [r["level"] for r in rows if r["seed"] == 0] == [0, 1, 2]
+    config = json.loads((smoke_run / "config.json").read_text())
+    assert config["pruning"]["levels"] == 2
+
+
+def test_rerun_is_not_recomputed_and_more_levels_extend_the_run(smoke_run):
+    before = report.read_results_csv(smoke_run / "results.csv")
+    code = cli.main(["run", "smoke", "--workdir", str(smoke_run.parent), "--set", "pruning.levels=3", "-q"])
+    assert code == 0
+    after = report.read_results_csv(smoke_run / "results.csv")
+    assert after[: len(before)] == before  # finished levels are read back, not recomputed
+    assert {r["level"] for r in after} == {0, 1, 2, 3}
+
+
+def test_report_rebuilds_the_figure_from_results_csv(smoke_run, capsys):
+    rows = report.read_results_csv(smoke_run / "results.csv")
+    expected = report.figure_data(rows)
+    (smoke_run / "figure.png").unlink()
+    assert cli.main(["report", str(smoke_run)]) == 0
+    assert (smoke_run / "figure.png").stat().st_size > 0
+    np.testing.assert_equal(report.report(smoke_run)["figure_data"], expected)
+    assert "test acc" in capsys.readouterr().out
+
+
+def test_oneshot_branch_from_the_command_line(smoke_run):
+    assert cli.main(["oneshot", str(smoke_run), "--levels", "2", "-q"]) == 0
+    rows = report.read_results_csv(smoke_run / "branches" / "oneshot" / "results.csv")
+    imp_rows = report.read_results_csv(smoke_run / "results.csv")
+    density = {r["level"]: r["density"] for r in imp_rows}
+    assert {r["density"] for r in rows} == {density[2]}
+
+
+def test_unknown_key_lists_valid_keys(capsys):
+    assert cli.main(["show", "smoke", "--set", "optim.learning_rate=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'optim.learning_rate'" in err and "optim.lr (float)" in err
+
+
+def test_wrong_type_names_the_expected_type(capsys):
+    assert cli.main(["show", "smoke", "--set", "optim.epochs=ten"]) == 2
+    assert "optim.epochs: expected int, got 'ten'" in capsys.readouterr().err
+
+
+def test_unknown_preset_is_one_clear_error(capsys):
+    assert cli.main(["run", "lenet_cifar"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'lenet_cifar'" in err and "quickstart" in err
+
+
+def test_missing_run_dir_for_report(tmp_path, capsys):
+    assert cli.main(["report", str(tmp_path / "nope")]) == 2
+    assert "results.csv" in capsys.readouterr().err
+
+
+def test_show_prints_the_resolved_config(capsys):
+    assert cli.main(["show", "resnet18_cifar10-noise40-finetune", "--seeds", "3"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["noise"]["rate"] == 0.4 and shown["pruning"]["schedule"] == "finetune"
+    assert shown["run"]["seeds"] == 3 and shown["optim"]["milestones"] == [80, 120]
+    assert len(shown["result_hash"]) == 12
+
+
+def test_presets_list_every_paper_setting(capsys):
+    assert cli.main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("quickstart", "lenet_mnist", "resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10",
+                 "vgg16_cifar100", "resnet101_tinyimagenet", "lenet_mnist-noise80",
+                 "resnet18_cifar10-asym20", "vgg16_cifar10-pairflip40", "lenet_mnist-scratch"):
+        assert f"\n{name} " in "\n" + out, name
+
+
+@pytest.mark.parametrize("name", list(experiments.BASE))
+def test_presets_follow_the_paper(name):
+    config = experiments.get(name)
+    assert config.name == name
+    if name.startswith(("resnet18", "vgg16")):
+        assert (config.optim.lr, config.optim.momentum, config.optim.weight_decay) == (0.1, 0.9, 1e-4)
+        assert config.optim.milestones == (80, 120) and config.optim.epochs == 160
+        assert config.optim.batch_size == 128 and config.data.augment
+        assert config.pruning.rewind_iteration == (2000 if name.startswith("vgg") else 1000)
+    if name == "lenet_mnist":
+        assert (config.optim.lr, config.optim.momentum, config.optim.epochs) == (0.1, 0.0, 200)
+        assert config.pruning.rewind_iteration == 0
+    if name == "resnet101_tinyimagenet":
+        assert (config.optim.batch_size, config.optim.lr, config.optim.milestones) == (512, 0.2, (100, 150))
+
+
+def test_result_hash_ignores_paths_and_verbosity_only():
+    base = experiments.get("quickstart")
+    same = override(base, {"run.workdir": "/elsewhere", "run.verbosity": 0, "run.seeds_per_chunk": 1,
+                           "pruning.levels": 40})
+    assert result_hash(same) == result_hash(base)
+    for key, value in (("noise.rate", 0.4), ("run.seeds", 3), ("optim.epochs", 7), ("noise.seed", 1)):
+        assert result_hash(override(base, {key: value})) != result_hash(base), key
+
+
+def test_config_round_trips_through_json():
+    config = experiments.get("resnet18_cifar100-asym40")
+    assert from_dict(Config, json.loads(json.dumps(to_dict(config)))) == config
+    with pytest.raises(ConfigError, match="unknown keys"):
+        from_dict(Config, {**to_dict(config), "extra": 1})
