@@ -63,7 +63,7 @@ class ModelConfig:
 
     name: str = "lenet_300_100"
     widths: tuple[int, ...] = (300, 100)  # hidden widths for ``mlp``
-    width_multiplier: int = 1
+    width_multiplier: float = 1.0  # channel/width scale (fractions give thin nets for tests)
     # "zeros" as the paper; "torch_default" as the official code (PyTorch's uniform bias init).
     bias_init: str = "zeros"
 
@@ -115,6 +115,7 @@ class RunConfig:
     eval_every_epochs: int = 1  # test-set evaluation period (test_acc_best is over these epochs)
     checkpoint_every_epochs: int = 0  # 0: only at the end of each level
     verbosity: int = 1  # 0 quiet, 1 progress, 2 verbose
+    epoch_loop: str = "auto"  # scan | steps | auto (steps for conv nets on CPU; see train.Engine)
     compilation_cache: str | None = None
 
 
@@ -143,6 +144,7 @@ NON_RESULT_FIELDS = frozenset(
         "run.eval_batch_size",
         "run.checkpoint_every_epochs",
         "run.verbosity",
+        "run.epoch_loop",
         "run.compilation_cache",
         "data.data_dir",
         "data.download",

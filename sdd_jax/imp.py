@@ -88,7 +88,7 @@ def validate(config: Config) -> None:
 def make_engine(config: Config, model, dataset: Dataset, optim: OptimConfig) -> Engine:
     return Engine(model, optim, len(dataset.y_train), mean=dataset.mean, std=dataset.std,
                   augment=config.data.augment, eval_batch_size=config.run.eval_batch_size,
-                  seeds_per_chunk=config.run.seeds_per_chunk)
+                  seeds_per_chunk=config.run.seeds_per_chunk, epoch_loop=config.run.epoch_loop)
 
 
 def make_setup(config: Config, dataset: Dataset | None = None) -> Setup:

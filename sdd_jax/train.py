@@ -143,11 +143,16 @@ class Engine:
     wraps the epoch in ``chex.assert_max_traces`` (a retrace then raises). ``seeds_per_chunk``
     (> 0) bounds device memory: the seeds then train and evaluate in chunks of that many, the
     other chunks' states waiting in host memory (the results are the same per seed).
+
+    ``epoch_loop``: ``"scan"`` runs an epoch as one jitted ``lax.scan``; ``"steps"`` loops over
+    the same jitted batch step from Python. XLA's CPU backend runs convolutions inside a loop
+    body about 20× slower than outside one (jax issue 12868), so ``"auto"`` picks ``"steps"``
+    for convolutional models on the CPU and ``"scan"`` everywhere else.
     """
 
     def __init__(self, model: nn.Module, optim: OptimConfig, train_size: int, *, mean, std,
                  augment: bool = False, eval_batch_size: int = 1000, max_traces: int | None = None,
-                 seeds_per_chunk: int = 0):
+                 seeds_per_chunk: int = 0, epoch_loop: str = "auto"):
         self.model = model
         self.optim = optim
         self.batch_size = int(optim.batch_size)
@@ -162,9 +167,18 @@ class Engine:
         self.seeds_per_chunk = int(seeds_per_chunk)
         self.optimizer = make_optimizer(optim)
         self.schedule = learning_rate_schedule(optim, self.steps_per_epoch)
+        if epoch_loop == "auto":
+            epoch_loop = "steps" if jax.default_backend() == "cpu" and has_convolutions(model) else "scan"
+        if epoch_loop not in ("scan", "steps"):
+            raise ValueError(f"epoch_loop must be 'auto', 'scan' or 'steps', got {epoch_loop!r}")
+        self.epoch_loop = epoch_loop
         epoch = self._epoch if max_traces is None else chex.assert_max_traces(self._epoch, n=max_traces)
         self.epoch_fn = jax.jit(jax.vmap(epoch, in_axes=(0, 0, None, None, None, None, None)),
                                 donate_argnums=(0,))
+        step = self._batch_step if max_traces is None else chex.assert_max_traces(self._batch_step, n=max_traces)
+        self.step_fn = jax.jit(jax.vmap(step, in_axes=(0, 0, None, None, None, 0, 0, None, None)),
+                               donate_argnums=(0,))
+        self.order_fn = jax.jit(jax.vmap(self._epoch_order, in_axes=(0, None)))
         self.eval_fn = jax.jit(jax.vmap(self._evaluate, in_axes=(0, 0, 0, None, None)))
         self.grad_fn = jax.jit(jax.vmap(self._mean_gradient, in_axes=(0, 0, 0, None, None)))
         self.init_fn = jax.jit(jax.vmap(partial(init_state, model, self.optimizer),
@@ -207,6 +221,30 @@ class Engine:
         w = jnp.sum(weights) * active
         return new_state, (loss * w, correct * active, w)
 
+    def _epoch_order(self, state: TrainState, epoch):
+        """The batches of epoch ``epoch`` for one seed: example indices and weights, each
+        (steps_per_epoch, batch). The last batch is padded with weight-0 examples."""
+        n, spe, bs = self.train_size, self.steps_per_epoch, self.batch_size
+        order_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng[0]), epoch)
+        perm = jax.random.permutation(order_key, n)
+        padded = spe * bs
+        index = jnp.concatenate([perm, perm[: padded - n]]) if padded > n else perm
+        weights = (jnp.arange(padded) < n).astype(jnp.float32)
+        return index.reshape(spe, bs), weights.reshape(spe, bs)
+
+    def _batch_step(self, state: TrainState, mask, x_train, y_train, iteration, idx, w,
+                    start_iteration, stop_iteration):
+        """One iteration for one seed on the examples ``idx`` (weights ``w``); a no-op unless
+        ``start_iteration <= iteration < stop_iteration``."""
+        images = jnp.take(x_train, idx, axis=0)
+        if self.augment:
+            augment_key = jax.random.wrap_key_data(state.rng[1])
+            images = random_crop_flip(jax.random.fold_in(augment_key, iteration), images)
+        images = self._prepare(images)
+        labels = jnp.take(y_train, idx, axis=0)
+        active = (iteration >= start_iteration) & (iteration < stop_iteration)
+        return self._train_step(state, mask, images, labels, w, active)
+
     def _epoch(self, state: TrainState, mask, x_train, y_train, epoch, start_iteration, stop_iteration):
         """One epoch for one seed: batches of a fresh permutation under ``lax.scan``.
 
@@ -214,32 +252,36 @@ class Engine:
         the global iteration ``epoch * steps_per_epoch + i``): this runs partial epochs at rewind
         points without retracing. Returns the state and (summed loss, correct, examples).
         """
-        n, spe, bs = self.train_size, self.steps_per_epoch, self.batch_size
-        order_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng[0]), epoch)
-        augment_key = jax.random.wrap_key_data(state.rng[1])
-        perm = jax.random.permutation(order_key, n)
-        padded = spe * bs
-        index = jnp.concatenate([perm, perm[: padded - n]]) if padded > n else perm
-        weights = (jnp.arange(padded) < n).astype(jnp.float32)
-        index = index.reshape(spe, bs)
-        weights = weights.reshape(spe, bs)
+        index, weights = self._epoch_order(state, epoch)
 
-        def body(carry, inputs):
-            st = carry
+        def body(st, inputs):
             i, idx, w = inputs
-            iteration = epoch * spe + i
-            images = jnp.take(x_train, idx, axis=0)
-            if self.augment:
-                images = random_crop_flip(jax.random.fold_in(augment_key, iteration), images)
-            images = self._prepare(images)
-            labels = jnp.take(y_train, idx, axis=0)
-            active = (iteration >= start_iteration) & (iteration < stop_iteration)
-            st, stats = self._train_step(st, mask, images, labels, w, active)
-            return st, stats
+            return self._batch_step(st, mask, x_train, y_train, epoch * self.steps_per_epoch + i,
+                                    idx, w, start_iteration, stop_iteration)
 
         state, (loss_sums, correct, counts) = jax.lax.scan(
-            body, state, (jnp.arange(spe), index, weights))
+            body, state, (jnp.arange(self.steps_per_epoch), index, weights))
         return state, (jnp.sum(loss_sums), jnp.sum(correct), jnp.sum(counts))
+
+    def _epoch_by_steps(self, state: TrainState, mask, x_train, y_train, epoch, start_iteration,
+                        stop_iteration):
+        """The same epoch as :meth:`_epoch` (all seeds) with the loop over batches in Python:
+        one jitted, donated call per active iteration (see ``epoch_loop``)."""
+        index, weights = self.order_fn(state, jnp.int32(epoch))
+        spe = self.steps_per_epoch
+        sums = None
+        for i in range(spe):
+            iteration = epoch * spe + i
+            if not start_iteration <= iteration < stop_iteration:
+                continue  # an inactive step leaves the state as it is
+            state, stats = self.step_fn(state, mask, x_train, y_train, jnp.int32(iteration),
+                                        index[:, i], weights[:, i], jnp.int32(start_iteration),
+                                        jnp.int32(stop_iteration))
+            sums = stats if sums is None else jax.tree.map(jnp.add, sums, stats)
+        if sums is None:
+            zeros = jnp.zeros(index.shape[0], jnp.float32)
+            sums = (zeros, zeros, zeros)
+        return state, sums
 
     def _batched(self, x, y):
         n, eb = x.shape[0], min(self.eval_batch_size, x.shape[0])
@@ -317,6 +359,9 @@ class Engine:
         scalars = (jnp.int32(epoch), jnp.int32(start_iteration), jnp.int32(stop_iteration))
 
         def run(st, msk):
+            if self.epoch_loop == "steps":
+                return self._epoch_by_steps(st, msk, data.x, data.y, int(epoch), int(start_iteration),
+                                            int(stop_iteration))
             return self.epoch_fn(st, msk, data.x, data.y, *scalars)
 
         state, (loss_sum, correct, count) = self._by_chunk(run, (state, mask), _n_seeds(state.step))
@@ -345,6 +390,13 @@ class Engine:
 
 def _n_seeds(leaf) -> int:
     return int(np.shape(leaf)[0])
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    """Whether ``model`` is convolutional (the CIFAR ResNets and VGGs; MLPs are not)."""
+    from sdd_jax.models.mlp import MLP
+
+    return not isinstance(model, MLP)
 
 
 def check_finite(losses, *, what: str) -> None:

@@ -208,3 +208,28 @@ def test_seed_chunks_give_the_same_numbers(data):
     ev_a = whole.evaluate(a.params, a.batch_stats, mask, data)
     ev_b = chunked.evaluate(b.params, b.batch_stats, mask, data)
     np.testing.assert_array_equal(np.asarray(ev_a[2]), np.asarray(ev_b[2]))
+
+
+def test_python_step_loop_equals_the_scanned_epoch(data):
+    """epoch_loop="steps" (conv nets on CPU) runs the same iterations as the scan, including
+    partial epochs at rewind points and the weighted last batch."""
+    scan, steps = make_engine(epoch_loop="scan"), make_engine(epoch_loop="steps")
+    a, b = init(scan, [0, 1]), init(steps, [0, 1])
+    mask = random_mask(a.params, seed=3)
+    for epoch, start, stop in ((0, 0, 3), (0, 3, None), (1, 0, None)):
+        a, loss_a, acc_a = scan.train_epoch(a, mask, data, epoch, start, stop)
+        b, loss_b, acc_b = steps.train_epoch(b, mask, data, epoch, start, stop)
+        np.testing.assert_allclose(np.asarray(loss_a), np.asarray(loss_b), rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(acc_a), np.asarray(acc_b), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(a.step), np.asarray(b.step))
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
+
+
+def test_epoch_loop_auto_picks_steps_for_conv_nets_on_cpu():
+    conv = Engine(build_model(ModelConfig(name="vgg11", width_multiplier=0.125), 10),
+                  OptimConfig(batch_size=8), 32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    dense = make_engine()
+    assert dense.epoch_loop == "scan"
+    assert conv.epoch_loop == ("steps" if jax.default_backend() == "cpu" else "scan")
+    with pytest.raises(ValueError, match="epoch_loop"):
+        make_engine(epoch_loop="while")

@@ -60,6 +60,11 @@ def _family(name: str) -> str:
     raise ValueError(f"unknown model {name!r}; valid: {', '.join(MODEL_NAMES)}")
 
 
+def scaled(channels: int, multiplier: float) -> int:
+    """``channels × multiplier``, rounded, at least 1 (fractional multipliers make thin test nets)."""
+    return max(1, int(round(channels * multiplier)))
+
+
 def build_model(model_cfg: ModelConfig, num_classes: int) -> nn.Module:
     """The flax module named by ``model_cfg.name`` with ``num_classes`` outputs.
 
@@ -69,14 +74,16 @@ def build_model(model_cfg: ModelConfig, num_classes: int) -> nn.Module:
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     mult = model_cfg.width_multiplier
-    if isinstance(mult, bool) or not isinstance(mult, int) or mult < 1:
-        raise ValueError(f"model.width_multiplier must be a positive integer, got {mult!r}")
+    if isinstance(mult, bool) or not isinstance(mult, (int, float)) or not mult > 0:
+        raise ValueError(f"model.width_multiplier must be a positive number, got {mult!r}")
     bias_init = getattr(model_cfg, "bias_init", "zeros")
     if bias_init not in BIAS_INITS:
         raise ValueError(f"unknown bias_init {bias_init!r}; valid: {', '.join(BIAS_INITS)}")
     if family == "mlp":
         widths = (300, 100) if model_cfg.name == "lenet_300_100" else tuple(model_cfg.widths)
-        return mlp(tuple(w * mult for w in widths), num_classes, bias_init)
+        if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+            raise ValueError(f"model.widths must be positive integers, got {widths!r}")
+        return mlp(tuple(scaled(w, mult) for w in widths), num_classes, bias_init)
     depth = int(model_cfg.name[len(family):])
     if family == "resnet":
         return resnet(depth, num_classes, mult, bias_init)

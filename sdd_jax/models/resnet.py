@@ -101,9 +101,9 @@ class ResNet(nn.Module):
         return dense(x, self.num_classes, name=OUTPUT_LAYER, bias_init=self.bias_init)
 
 
-def resnet(depth: int, num_classes: int = 10, width_multiplier: int = 1, bias_init: str = "zeros") -> ResNet:
+def resnet(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_init: str = "zeros") -> ResNet:
     """The CIFAR ResNet of ``depth`` (18, 34, 50, 101, 152), channels scaled by ``width_multiplier``."""
     if depth not in DEPTHS:
         raise ValueError(f"unknown ResNet depth {depth}; valid: {', '.join(map(str, DEPTHS))}")
     block, stages = DEPTHS[depth]
-    return ResNet(block, stages, num_classes, 64 * width_multiplier, bias_init)
+    return ResNet(block, stages, num_classes, max(1, int(round(64 * width_multiplier))), bias_init)

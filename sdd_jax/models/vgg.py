@@ -62,9 +62,9 @@ class VGG(nn.Module):
         return dense(x, self.num_classes, name=OUTPUT_LAYER, bias_init=self.bias_init)
 
 
-def vgg(depth: int, num_classes: int = 10, width_multiplier: int = 1, bias_init: str = "zeros") -> VGG:
+def vgg(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_init: str = "zeros") -> VGG:
     """The CIFAR VGG of ``depth`` (11, 13, 16, 19), channels scaled by ``width_multiplier``."""
     if depth not in PLANS:
         raise ValueError(f"unknown VGG depth {depth}; valid: {', '.join(map(str, PLANS))}")
-    plan = tuple(s if s == "M" else s * width_multiplier for s in PLANS[depth])
+    plan = tuple(s if s == "M" else max(1, int(round(s * width_multiplier))) for s in PLANS[depth])
     return VGG(plan, num_classes, bias_init)

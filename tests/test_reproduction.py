@@ -1,0 +1,44 @@
+"""The quickstart reproduces sparse double descent (slow: about 2-4 minutes on 2 cores).
+
+Run with ``pytest -m slow``; CI runs it too. The thresholds are loose margins around the
+phenomenon, not recorded numbers: test accuracy must dip below the dense value while the sparse
+networks still fit the noisy training labels, rise above the dense value once they no longer
+can, and fall back at the sparsest levels.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import experiments
+from sdd_jax import imp, report
+
+
+@pytest.mark.slow
+def test_quickstart_shows_all_three_phases(tmp_path):
+    config = experiments.get("quickstart")
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, workdir=str(tmp_path), verbosity=0))
+    run_dir = imp.run_imp(config)
+    agg = report.aggregate(report.read_results_csv(run_dir / "results.csv"))
+    test = np.array([a["test_acc_mean"] for a in agg])
+    train = np.array([a["train_acc_mean"] for a in agg])
+    memorised = np.array([a["train_acc_noisy_subset_mean"] for a in agg])
+    dense_test = test[0]
+    assert train[0] > 0.98 and memorised[0] > 0.95  # the dense net memorises the noise
+
+    # Phase 1: while the sparse nets still memorise, test accuracy falls below the dense value.
+    memorising = np.flatnonzero(train > 0.97)
+    dip = memorising[np.argmin(test[memorising])]
+    assert test[dip] < dense_test - 0.03, (dense_test, test[dip])
+
+    # Phase 2: past the dip, memorisation breaks down and test accuracy beats the dense value.
+    peak = dip + int(np.argmax(test[dip:]))
+    assert test[peak] > dense_test + 0.005, (dense_test, test[peak])
+    assert memorised[peak] < 0.5 and train[peak] < 0.9
+
+    # Phase 3: the sparsest levels fall back (collapse or flatten).
+    assert peak < len(test) - 1 and test[-1] < test[peak] - 0.01
+
+    labels = report.phases(agg)
+    assert labels[0] == "light" and "critical" in labels and labels[-1] in ("sweet", "collapsed")
