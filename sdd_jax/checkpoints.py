@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sdd_jax.atomic import atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
 from sdd_jax.config import Config, ConfigError, from_dict, result_fields, result_hash, to_dict
 
 __all__ = [
@@ -95,41 +95,6 @@ _install_log_filter()
 
 
 # --------------------------------------------------------------------------- atomic files
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory + ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2, sort_keys: bool = False) -> None:
-    """:func:`atomic_write_text` of ``json.dumps(obj)`` (NaN/inf are written as JSON extensions)."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- run directories

@@ -382,6 +382,8 @@ def run_imp(config: Config, *, dataset: Dataset | None = None, stop_after_level:
                 raise SimulatedInterrupt(f"stopped after level {level}")
     finally:
         progress.close()
+    if not results_complete(setup):  # a kill between a level's checkpoint and its results row
+        write_results(setup)
     return setup.run_dir
 
 
@@ -405,6 +407,15 @@ def collect_rows(store: checkpoints.RunStore, branch: str = "imp") -> list[dict]
             flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
             rows.append({"branch": branch, "level": level, **flat})
     return rows
+
+
+def results_complete(setup: Setup) -> bool:
+    """Whether ``results.csv`` has a row for every seed of every finished level."""
+    path = setup.run_dir / "results.csv"
+    if not path.is_file():
+        return False
+    have = {(r["level"], r["seed"]) for r in report.read_results_csv(path)}
+    return have == {(level, seed) for level in setup.store.finished_levels() for seed in setup.seeds}
 
 
 def write_results(setup: Setup) -> Path:

@@ -18,11 +18,12 @@ import io
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from sdd_jax.atomic import atomic_write_bytes, atomic_write_text
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "seed",
@@ -117,23 +118,6 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(RESULT_COLUMNS) + sorted(extra)
 
 
-def _atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_results_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> str:
     """Write result rows atomically (temp file in the same folder, then ``os.replace``).
 
@@ -149,7 +133,7 @@ def write_results_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike
     writer.writerow(columns)
     for row in rows:
         writer.writerow([_format_cell(row.get(c)) for c in columns])
-    _atomic_write_text(path, buf.getvalue())
+    atomic_write_text(path, buf.getvalue())
     return os.fspath(path)
 
 
@@ -637,18 +621,10 @@ def _make_figure(data: Mapping[str, Any], title: str | None = None):
 
 
 def _atomic_savefig(fig, path: str, fmt: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        metadata = {"Date": None} if fmt == "svg" else None
-        fig.savefig(tmp, format=fmt, metadata=metadata, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    metadata = {"Date": None} if fmt == "svg" else None
+    fig.savefig(buffer, format=fmt, metadata=metadata, bbox_inches="tight")
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot(
@@ -688,7 +664,7 @@ def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options
         raise ResultsError(f"{results} has no result rows")
     table = summary_table(rows, **phase_options)
     summary = os.path.join(run_dir, SUMMARY_FILE)
-    _atomic_write_text(summary, table)
+    atomic_write_text(summary, table)
     data = figure_data(rows, **phase_options)
     fig = _make_figure(data, title if title is not None else os.path.basename(os.path.abspath(run_dir)))
     figures = []

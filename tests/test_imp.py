@@ -228,3 +228,12 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
         with pytest.raises(ValueError, match=key.split(".")[1]):
             imp.make_setup(tiny_config(tmp_path, **{key: value}))
     assert not any(tmp_path.iterdir())
+
+
+def test_results_csv_is_rebuilt_after_a_kill_before_it_was_written(tmp_path):
+    config = tiny_config(tmp_path, **{"pruning.levels": 1, "optim.epochs": 1})
+    run_dir = imp.run_imp(config)
+    rows = report.read_results_csv(run_dir / "results.csv")
+    report.write_results_csv([r for r in rows if r["level"] == 0], run_dir / "results.csv")
+    imp.run_imp(config)
+    assert report.read_results_csv(run_dir / "results.csv") == rows
