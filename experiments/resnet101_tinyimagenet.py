@@ -21,5 +21,5 @@ def config() -> Config:
                           milestones=(100, 150), gamma=0.1),
         pruning=PruningConfig(levels=0, fraction=0.2, schedule="lottery", rewind_iteration=0,
                               oneshot_levels=(2, 4, 6, 8, 10, 12, 14, 16, 18, 20)),
-        run=RunConfig(seeds=1, seeds_per_chunk=1, eval_batch_size=500),
+        run=RunConfig(seeds=1, seeds_per_chunk=1, eval_batch_size=500, checkpoint_every_epochs=10),
     )

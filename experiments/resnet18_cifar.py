@@ -19,5 +19,5 @@ def config(dataset: str = "cifar10") -> Config:
                           milestones=(80, 120), gamma=0.1),
         pruning=PruningConfig(levels=24, fraction=0.2, schedule="lottery", rewind_iteration=1000,
                               finetune_lr=0.001, redense_lr=0.001),
-        run=RunConfig(seeds=1, eval_batch_size=1000),
+        run=RunConfig(seeds=1, eval_batch_size=1000, checkpoint_every_epochs=10),
     )

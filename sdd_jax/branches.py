@@ -6,13 +6,14 @@
 * ``reinit``       level k's mask, a new random initialisation (``init`` stream, branch salt),
   retrained from iteration k (the "winning ticket vs random initialisation" ablation);
 * ``random_prune`` random masks with the same per-layer counts as level k's, retrained by the
-  run's schedule from the rewind weights;
+  run's schedule (lottery: from the rewind weights; finetune/lr_rewind: from level k's trained
+  weights; scratch: from a fresh initialisation);
 * ``redense``      after level k's sparse training, reopen every pruned weight at 0 and train all
   weights for ``pruning.redense_epochs`` at the fixed ``pruning.redense_lr`` (reference: 0.001
   CIFAR, 0.1 MNIST), keeping per-epoch train/test metrics.
 
-Each branch writes to ``<run_dir>/branches/<name>/`` (its own checkpoints and ``results.csv``)
-and resumes like the main run.
+Each branch writes to ``<run_dir>/branches/<name>/`` (re-dense: ``redense-e<epochs>-lr<lr>``),
+with its own checkpoints and ``results.csv``, and resumes like the main run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 from sdd_jax import checkpoints, imp, masks, pruning, report
 from sdd_jax import rng as rng_streams
-from sdd_jax.config import load_json, override
+from sdd_jax.config import NON_RESULT_FIELDS, load_json, override
 from sdd_jax.progress import Progress
 
 BRANCHES = ("oneshot", "reinit", "random_prune", "redense")
@@ -38,30 +39,46 @@ class BranchError(ValueError):
     """A branch asked of a run that cannot provide it."""
 
 
-BRANCH_OVERRIDES = ("pruning.redense_epochs", "pruning.redense_lr", "run.")
+BRANCH_SETTINGS = ("pruning.redense_epochs", "pruning.redense_lr")
 
 
 def open_run(run_dir: str | Path, overrides: list[str] = ()) -> imp.Setup:
     """The setup of a finished (or partly finished) run, from its ``config.json``.
 
     ``overrides`` (``key=value``) may change only the branch settings
-    ``pruning.redense_epochs``/``redense_lr`` and ``run.*``: the run's identity stays.
+    ``pruning.redense_epochs``/``redense_lr`` and the ``run.*`` settings that do not change
+    results (chunking, verbosity, ...): the run's identity stays.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise BranchError(f"{run_dir} is not a run directory (no config.json)")
     config = load_json(str(run_dir / "config.json"))
-    config = override(config, [f"run.workdir={run_dir.parent}"])
+    run_items, branch_items = [], []
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key in BRANCH_SETTINGS:
+            branch_items.append(item)
+        elif key.startswith("run.") and key in NON_RESULT_FIELDS and key != "run.workdir":
+            run_items.append(item)
+        else:
+            allowed = [*BRANCH_SETTINGS, *sorted(k for k in NON_RESULT_FIELDS if k.startswith("run.") and k != "run.workdir")]
+            raise BranchError(f"a branch may only override {', '.join(allowed)} (got {item!r})")
+    config = override(config, [*run_items, f"run.workdir={run_dir.parent}"])
     setup = imp.make_setup(config)
     if setup.run_dir.resolve() != run_dir.resolve():
         raise BranchError(f"{run_dir} does not match its config.json (expected {setup.run_dir.name})")
-    for item in overrides:
-        if not item.split("=", 1)[0].strip().startswith(BRANCH_OVERRIDES):
-            raise BranchError(f"a branch may only override {', '.join(BRANCH_OVERRIDES)}* "
-                              f"(got {item!r})")
-    if overrides:
-        setup = dataclasses.replace(setup, config=override(config, list(overrides)))
+    if branch_items:
+        setup = dataclasses.replace(setup, config=override(config, branch_items))
     return setup
+
+
+def branch_dir(setup: imp.Setup, name: str) -> Path:
+    """Where branch ``name`` keeps its results: re-dense runs are named by their settings, so
+    runs with other epochs or learning rates never mix."""
+    if name == "redense":
+        p = setup.config.pruning
+        return setup.run_dir / "branches" / f"redense-e{p.redense_epochs}-lr{p.redense_lr:g}"
+    return setup.run_dir / "branches" / name
 
 
 def _require_levels(setup: imp.Setup, levels) -> list[int]:
@@ -84,11 +101,20 @@ def run_branch(setup: imp.Setup, name: str, levels: list[int]) -> Path:
         _require_levels(setup, levels)
     else:
         _require_levels(setup, [0])
+    if any(k < 0 for k in levels):
+        raise BranchError(f"levels must be >= 0, got {levels}")
+    if name == "oneshot":
+        total = sum(int(np.prod(s.shape[1:])) for path, s in
+                    zip(masks.paths(imp.abstract_state(setup).params),
+                        jax.tree.leaves(imp.abstract_state(setup).params)) if setup.is_prunable(path))
+        empty = [k for k in levels if pruning.kept_after_levels(total, cfg.pruning.fraction, k) == 0]
+        if empty:
+            raise BranchError(f"one-shot k={empty} would keep no prunable weight (of {total})")
     if name == "redense" and cfg.pruning.redense_epochs <= 0:
         raise BranchError("redense needs pruning.redense_epochs > 0")
-    branch_dir = setup.run_dir / "branches" / name
-    branch_dir.mkdir(parents=True, exist_ok=True)
-    store = checkpoints.RunStore(branch_dir)
+    directory = branch_dir(setup, name)
+    directory.mkdir(parents=True, exist_ok=True)
+    store = checkpoints.RunStore(directory)
     weights = imp.abstract_weights(setup)
     theta0 = setup.store.restore_tree("theta0", weights)
     rewind = setup.store.restore_tree("theta_rewind", weights)
@@ -102,17 +128,22 @@ def run_branch(setup: imp.Setup, name: str, levels: list[int]) -> Path:
             if k in store.finished_levels():
                 continue
             plan = plans[k]
-            mask, state = _branch_start(setup, name, k, plan, schedule, theta0, rewind)
+            mask, state, reference = _branch_start(setup, name, k, plan, schedule, theta0, rewind)
             progress.start_level(k, float(np.mean(imp._densities(setup, mask))))
-            state, curves = imp.train_run(setup, plan, state, mask, level=k, progress=progress)
-            rows = imp.level_metrics(setup, plan.engine, state, mask, curves, theta0["params"],
+            state, mask, curves = imp.train_level(setup, store, plan, k, mask, lambda s=state: s,
+                                                  level=k, progress=progress)
+            # The learning distance is measured from the network's own dense initialisation:
+            # the new random one for reinit, the run's θ0 otherwise.
+            rows = imp.level_metrics(setup, plan.engine, state, mask, curves, reference,
                                      rewind["params"])
             store.save_level(k, {"params": state.params, "batch_stats": state.batch_stats,
                                  "mask": mask}, {"rows": rows, "curves": curves})
+            store.clear_progress(k)
             progress.level_done(k, rows)
+            report.write_results_csv(imp.collect_rows(store, branch=name), directory / "results.csv")
     finally:
         progress.close()
-    path = branch_dir / "results.csv"
+    path = directory / "results.csv"
     report.write_results_csv(imp.collect_rows(store, branch=name), path)
     return path
 
@@ -136,14 +167,14 @@ def _branch_start(setup: imp.Setup, name: str, k: int, plan: imp.LevelPlan, sche
         dense, _ = setup.store.restore_level(0, abstract)
         mask = oneshot_mask(setup, dense, k)
         state = imp.start_state(setup, plan, max(k, 1), schedule, mask, dense, rewind)
-        return mask, state
+        return mask, state, theta0["params"]
     level_tree, _ = setup.store.restore_level(k, abstract)
     mask = level_tree["mask"]
     if name == "reinit":
         fresh = imp.fresh_state(setup, plan.engine, salt=(_SALT["reinit"], k))
         state = imp.state_from(plan.engine, setup, fresh.params, fresh.batch_stats, mask,
                                plan.start_iteration)
-        return mask, state
+        return mask, state, jax.device_get(fresh.params)
     if name == "random_prune":
         keys = jnp.stack([rng_streams.stream_key(s, "mask", _SALT["random_prune"], k)
                           for s in setup.seeds])
@@ -151,12 +182,12 @@ def _branch_start(setup: imp.Setup, name: str, k: int, plan: imp.LevelPlan, sche
         mask = random_masks(mask, keys)
         previous = {**level_tree, "mask": mask}
         state = imp.start_state(setup, plan, max(k, 1), schedule, mask, previous, rewind)
-        return mask, state
+        return mask, state, theta0["params"]
     # redense: every weight trainable again, the pruned ones starting at exactly zero.
     dense_mask = masks.ones_like(level_tree["params"])
     state = imp.state_from(plan.engine, setup, level_tree["params"], level_tree["batch_stats"],
                            dense_mask, 0)
-    return dense_mask, state
+    return dense_mask, state, theta0["params"]
 
 
 def oneshot_mask(setup: imp.Setup, dense, k: int):

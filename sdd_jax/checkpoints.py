@@ -108,7 +108,7 @@ def run_dir(workdir: str | os.PathLike, config: Config) -> Path:
             f"config.name {name!r} cannot name a run directory: use letters, digits and _ . , + = - "
             "(not starting with '.')"
         )
-    return Path(workdir) / f"{name}-{result_hash(config)}"
+    return Path(workdir).expanduser().absolute() / f"{name}-{result_hash(config)}"
 
 
 def _stored_result_fields(path: Path) -> dict:

@@ -83,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sdd-jax: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `sdd-jax show ... | head`
+        sys.stderr.close()
+        return 0
 
 
 def _dispatch(args) -> int:
@@ -96,6 +99,9 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "show":
         config = resolve(args.preset, args.overrides, args.seeds, args.workdir)
+        from sdd_jax.imp import validate
+
+        validate(config)
         print(json.dumps({**to_dict(config), "result_hash": result_hash(config)}, indent=2))
         return 0
     if args.command == "run":
@@ -125,6 +131,7 @@ def _run(args) -> int:
 
     started = time.time()
     setup = imp.make_setup(config)
+    already = set(setup.store.finished_levels()) >= set(range(config.pruning.levels + 1))
     if config.run.verbosity:
         ds = setup.dataset
         print(f"{config.name}: {config.model.name}, {len(ds.y_train)} training examples "
@@ -132,10 +139,11 @@ def _run(args) -> int:
               f"{config.run.seeds} seed(s), {config.pruning.levels} pruning levels\n"
               f"run directory: {setup.run_dir}", file=sys.stderr)
     run_dir = imp.run_imp(config, setup=setup)
-    return _finish(run_dir, quiet=not config.run.verbosity, seconds=time.time() - started)
+    return _finish(run_dir, quiet=not config.run.verbosity,
+                   seconds=None if already else time.time() - started, already=already)
 
 
-def _finish(run_dir: Path, quiet: bool, seconds: float | None = None) -> int:
+def _finish(run_dir: Path, quiet: bool, seconds: float | None = None, already: bool = False) -> int:
     from sdd_jax import report
 
     result = report.report(run_dir)
@@ -143,7 +151,8 @@ def _finish(run_dir: Path, quiet: bool, seconds: float | None = None) -> int:
         print(result["table"])
         files = ", ".join(str(p) for p in result.get("figures", []))
         timing = f" in {seconds:.0f} s" if seconds is not None else ""
-        print(f"\nfinished{timing}: {run_dir / 'results.csv'}\nfigure: {files}")
+        status = "already complete (nothing recomputed)" if already else f"finished{timing}"
+        print(f"\n{status}: {run_dir / 'results.csv'}\nfigure: {files}")
     return 0
 
 

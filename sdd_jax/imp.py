@@ -18,8 +18,9 @@ each epoch is one jitted, seed-vmapped ``lax.scan`` (:mod:`sdd_jax.train`).
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
+import hashlib
+import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,18 +55,23 @@ class Setup:
     train: DeviceData
     test: DeviceData
     train_eval: DeviceData  # training images with the noisy labels, for eval-mode accuracy
+    val: DeviceData | None  # the held-out validation split (clean labels), if any
     seeds: list[int]
     run_dir: Path
     store: checkpoints.RunStore
     pruners: dict = dataclasses.field(default_factory=dict)
+    engines: dict = dataclasses.field(default_factory=dict)
 
     def sample_input(self) -> jax.Array:
         return jnp.zeros((1, *self.dataset.x_train.shape[1:]), jnp.float32)
 
     def engine_for(self, optim: OptimConfig) -> Engine:
+        """The engine of ``optim`` (finetuning, re-dense), built once per run."""
         if optim == self.engine.optim:
             return self.engine
-        return make_engine(self.config, self.model, self.dataset, optim)
+        if optim not in self.engines:
+            self.engines[optim] = make_engine(self.config, self.model, self.dataset, optim)
+        return self.engines[optim]
 
 
 def validate(config: Config) -> None:
@@ -83,12 +89,29 @@ def validate(config: Config) -> None:
         raise ValueError(f"run.seeds must be positive, got {config.run.seeds}")
     if p.rewind_iteration < 0:
         raise ValueError(f"pruning.rewind_iteration must be >= 0, got {p.rewind_iteration}")
+    if p.criterion not in pruning.CRITERIA:
+        raise ValueError(f"unknown pruning.criterion {p.criterion!r}; choose one of {pruning.CRITERIA}")
+    if p.scope not in ("global", "layer"):
+        raise ValueError(f"unknown pruning.scope {p.scope!r}; choose 'global' or 'layer'")
+    pruning.fraction_ratio(p.fraction)
+    if o.batch_size <= 0:
+        raise ValueError(f"optim.batch_size must be positive, got {o.batch_size}")
 
 
 def make_engine(config: Config, model, dataset: Dataset, optim: OptimConfig) -> Engine:
     return Engine(model, optim, len(dataset.y_train), mean=dataset.mean, std=dataset.std,
                   augment=config.data.augment, eval_batch_size=config.run.eval_batch_size,
                   seeds_per_chunk=config.run.seeds_per_chunk, epoch_loop=config.run.epoch_loop)
+
+
+def data_fingerprint(dataset: Dataset) -> str:
+    """SHA-256 of the arrays a run trains and tests on (images, noisy and clean labels)."""
+    digest = hashlib.sha256()
+    for array in (dataset.x_train, dataset.y_train, dataset.y_train_clean, dataset.x_test, dataset.y_test):
+        a = np.ascontiguousarray(array)
+        digest.update(str((a.shape, a.dtype.str)).encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
 
 
 def make_setup(config: Config, dataset: Dataset | None = None) -> Setup:
@@ -101,15 +124,34 @@ def make_setup(config: Config, dataset: Dataset | None = None) -> Setup:
     if config.pruning.rewind_iteration >= total:
         raise ValueError(f"pruning.rewind_iteration={config.pruning.rewind_iteration} is not below "
                          f"the {total} iterations of a training run")
+    is_prunable = masks.exclude(prunable_predicate(config.model), config.pruning.ignore)
+    shapes = jax.eval_shape(lambda key, x: model.init(key, x, train=False), jax.random.key(0),
+                            jnp.zeros((1, *dataset.x_train.shape[1:]), jnp.float32))
+    prunable_names = [masks.path_str(p) for p in masks.paths(shapes["params"])
+                      if prunable_predicate(config.model)(p)]
+    for pattern in config.pruning.ignore:
+        if not any(re.search(pattern, name) for name in prunable_names):
+            raise ValueError(f"pruning.ignore pattern {pattern!r} matches no prunable parameter "
+                             f"(prunable: {', '.join(prunable_names)})")
     x_train = jnp.asarray(dataset.x_train)
     train = DeviceData(x_train, jnp.asarray(dataset.y_train, jnp.int32))
     test = DeviceData(jnp.asarray(dataset.x_test), jnp.asarray(dataset.y_test, jnp.int32))
+    val = None
+    if dataset.x_val is not None and len(dataset.x_val):
+        val = DeviceData(jnp.asarray(dataset.x_val), jnp.asarray(dataset.y_val, jnp.int32))
+    run_dir = checkpoints.run_dir(config.run.workdir, config)
+    metadata = {**dataset.metadata, "fingerprint": data_fingerprint(dataset)}
+    stored = run_dir / "dataset.json"
+    if stored.is_file():
+        previous = json.loads(stored.read_text()).get("fingerprint")
+        if previous is not None and previous != metadata["fingerprint"]:
+            raise ValueError(f"{run_dir} was computed on different data (fingerprint {previous[:12]}…, "
+                             f"now {metadata['fingerprint'][:12]}…): another reader or data_dir gives "
+                             f"other examples or order; use another run.workdir")
     run_dir = checkpoints.prepare_run_dir(config.run.workdir, config)
-    checkpoints.atomic_write_json(run_dir / "dataset.json", dataset.metadata)
-    return Setup(config=config, dataset=dataset, model=model,
-                 is_prunable=masks.exclude(prunable_predicate(config.model), config.pruning.ignore),
-                 engine=engine, train=train,
-                 test=test, train_eval=train, seeds=config.seed_list, run_dir=run_dir,
+    checkpoints.atomic_write_json(stored, metadata)
+    return Setup(config=config, dataset=dataset, model=model, is_prunable=is_prunable, engine=engine, train=train,
+                 test=test, train_eval=train, val=val, seeds=config.seed_list, run_dir=run_dir,
                  store=checkpoints.RunStore(run_dir))
 
 
@@ -192,27 +234,35 @@ class LevelPlan:
 
 
 def train_run(setup: Setup, plan: LevelPlan, state: TrainState, mask, *, level: int,
-              progress: Progress, progress_key: int | None = None, curves=None,
+              progress: Progress, store: checkpoints.RunStore | None = None,
+              progress_key: int | None = None, curves=None,
               on_capture: Callable[[TrainState], None] | None = None):
     """Train ``state`` on ``mask`` from ``plan.first_epoch`` to ``plan.epochs``; evaluate on the
     test set every ``run.eval_every_epochs`` and at the end. Saves in-progress checkpoints every
-    ``run.checkpoint_every_epochs`` under ``progress_key``. Returns (state, curves)."""
+    ``run.checkpoint_every_epochs`` in ``store`` under ``progress_key``. Returns (state, curves)."""
     engine, run_cfg = plan.engine, setup.config.run
     spe = engine.steps_per_epoch
     curves = curves or {"epoch": [], "train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
+    what = f"at level {level}, epoch {{}}"
     for epoch in range(plan.first_epoch, plan.epochs):
         start = max(plan.start_iteration, epoch * spe)
         k = plan.capture_iteration
+        parts = []
         if k is not None and epoch * spe <= k < (epoch + 1) * spe:
-            if k > start:
-                state, _, _ = engine.train_epoch(state, mask, setup.train, epoch, start, k)
+            if k > start:  # the epoch in two parts around the rewind point
+                state, *sums = engine.train_epoch_sums(state, mask, setup.train, epoch, start, k)
+                check_finite(sums[0], what=what.format(epoch + 1), seeds=setup.seeds)
+                parts.append(sums)
             on_capture(state)
             start = k
-        state, loss, acc = engine.train_epoch(state, mask, setup.train, epoch, start)
-        check_finite(loss, what=f"at level {level}, epoch {epoch + 1}")
+        state, *sums = engine.train_epoch_sums(state, mask, setup.train, epoch, start)
+        parts.append(sums)
+        loss_sum, correct, count = (sum(np.asarray(p[i], np.float64) for p in parts) for i in range(3))
+        count = np.maximum(count, 1.0)
+        check_finite(loss_sum, what=what.format(epoch + 1), seeds=setup.seeds)
         curves["epoch"].append(epoch + 1)
-        curves["train_loss"].append(np.asarray(loss).tolist())
-        curves["train_acc"].append(np.asarray(acc).tolist())
+        curves["train_loss"].append((loss_sum / count).tolist())
+        curves["train_acc"].append((correct / count).tolist())
         last = epoch + 1 == plan.epochs
         every = max(run_cfg.eval_every_epochs, 1)
         if last or (epoch + 1) % every == 0:
@@ -225,9 +275,29 @@ def train_run(setup: Setup, plan: LevelPlan, state: TrainState, mask, *, level: 
         progress.epoch_done(test_acc=_last_mean(curves["test_acc"]))
         ckpt_every = run_cfg.checkpoint_every_epochs
         if progress_key is not None and ckpt_every and (epoch + 1) % ckpt_every == 0 and not last:
-            setup.store.save_progress(progress_key, epoch + 1, {"state": state, "mask": mask},
-                                      {"curves": curves})
+            (store or setup.store).save_progress(progress_key, epoch + 1,
+                                                 {"state": state, "mask": mask}, {"curves": curves})
     return state, curves
+
+
+def train_level(setup: Setup, store: checkpoints.RunStore, plan: LevelPlan, key: int, mask,
+                start: Callable[[], TrainState], *, level: int, progress: Progress,
+                on_capture: Callable[[TrainState], None] | None = None):
+    """One training run that resumes from ``store``'s progress checkpoint ``key`` when there is
+    one (else starts from ``start()``). Returns (state, mask, curves)."""
+    curves = None
+    if store.latest_progress(key) is not None:
+        epoch, tree, extra = store.restore_progress(key, {"state": abstract_state(setup), "mask": mask})
+        state, mask, curves = tree["state"], tree["mask"], extra["curves"]
+        progress.skip_epochs(epoch - plan.first_epoch)
+        plan = dataclasses.replace(plan, first_epoch=epoch,
+                                   start_iteration=max(plan.start_iteration,
+                                                       epoch * plan.engine.steps_per_epoch))
+    else:
+        state = start()
+    state, curves = train_run(setup, plan, state, mask, level=level, progress=progress, store=store,
+                              progress_key=key, curves=curves, on_capture=on_capture)
+    return state, mask, curves
 
 
 def _last_mean(values):
@@ -243,7 +313,15 @@ def level_metrics(setup: Setup, engine: Engine, state: TrainState, mask, curves,
     test_loss, test_acc, _ = engine.evaluate(state.params, state.batch_stats, mask, setup.test)
     train_loss, train_acc, train_pred = engine.evaluate(state.params, state.batch_stats, mask,
                                                         setup.train_eval)
+    check_finite(test_loss, what="on the test set at the end of training", seeds=setup.seeds)
+    check_finite(train_loss, what="on the training set at the end of training", seeds=setup.seeds)
     train_pred = np.asarray(train_pred)
+    # Memorisation is measured on the examples whose label was actually changed (with
+    # random_labels about 1/K of the selected examples keep their true label).
+    relabelled = ds.y_train != ds.y_train_clean
+    val = None
+    if setup.val is not None:
+        val = engine.evaluate(state.params, state.batch_stats, mask, setup.val)[:2]
     is_prunable = setup.is_prunable
     params_host = jax.device_get(state.params)
     mask_host = jax.device_get(mask)
@@ -254,14 +332,14 @@ def level_metrics(setup: Setup, engine: Engine, state: TrainState, mask, curves,
         params_i, mask_i = unstack(params_host, i), unstack(mask_host, i)
         dist0 = metrics.learning_distances(unstack(theta0_host, i), params_i, mask_i, is_prunable)
         distk = metrics.learning_distances(unstack(thetak_host, i), params_i, mask_i, is_prunable)
-        split = metrics.accuracy_split(train_pred[i], ds.y_train, ds.y_train_clean, ds.is_noisy)
+        split = metrics.accuracy_split(train_pred[i], ds.y_train, ds.y_train_clean, relabelled)
         kept, total = masks.count(mask_i, is_prunable)
         kept = int(kept)
         test_curve = [c[i] for c in curves["test_acc"] if c is not None]
         rows.append({
             "seed": seed,
             "density": kept / total,
-            "sparsity": 1.0 - kept / total,
+            "sparsity": (total - kept) / total,
             "kept_weights": int(kept),
             "train_acc": float(split["train_acc"]),
             "train_acc_clean": float(split["train_acc_clean"]),
@@ -274,6 +352,8 @@ def level_metrics(setup: Setup, engine: Engine, state: TrainState, mask, curves,
             "learning_distance_unpruned": dist0["learning_distance_unpruned"],
             "learning_distance_rewind": distk["learning_distance"],
             "learning_distance_rewind_unpruned": distk["learning_distance_unpruned"],
+            **({} if val is None else {"val_loss": float(np.asarray(val[0])[i]),
+                                         "val_acc": float(np.asarray(val[1])[i])}),
             "layer_density": {k: float(v) for k, v in masks.layer_densities(mask_i, is_prunable).items()},
             "layer_learning_distance": dist0["per_layer"],
         })
@@ -329,6 +409,7 @@ def run_imp(config: Config, *, dataset: Dataset | None = None, stop_after_level:
         rewind = store.restore_tree("theta_rewind", weights_target)
     for finished in done:
         progress.skip_epochs(_level_epochs(setup, finished))
+        store.clear_progress(finished)  # left by a kill between a level's save and its clean-up
     last_done = max(done) if done else None
     if last_done is not None:
         previous, _ = store.restore_level(last_done, abstract_level(setup))
@@ -342,23 +423,15 @@ def run_imp(config: Config, *, dataset: Dataset | None = None, stop_after_level:
                 mask = next_mask(setup, previous["params"], previous["batch_stats"], previous["mask"],
                                  level)
             progress.start_level(level, float(np.mean(_densities(setup, mask))))
-            curves = None
-            key = level
-            resumed = store.latest_progress(key)
-            if resumed is not None:
-                epoch, tree, extra = store.restore_progress(
-                    key, {"state": abstract_state(setup), "mask": mask})
-                state, mask, curves = tree["state"], tree["mask"], extra["curves"]
-                progress.skip_epochs(epoch - plan.first_epoch)
-                plan = dataclasses.replace(plan, first_epoch=epoch,
-                                           start_iteration=max(plan.start_iteration,
-                                                               epoch * plan.engine.steps_per_epoch))
-            else:
-                state = start_state(setup, plan, level, schedule, mask, previous, rewind)
-            if level == 0 and theta0 is None:
-                theta0 = {"params": state.params, "batch_stats": state.batch_stats}
-                store.save_tree("theta0", theta0)
-                theta0 = jax.device_get(theta0)
+
+            def start(level=level, plan=plan, mask=mask):
+                nonlocal theta0
+                state = start_state(setup, plan, level, cfg.pruning.schedule, mask, previous, rewind)
+                if level == 0 and theta0 is None:
+                    theta0 = {"params": state.params, "batch_stats": state.batch_stats}
+                    store.save_tree("theta0", theta0)
+                    theta0 = jax.device_get(theta0)
+                return state
 
             def capture(st):
                 nonlocal rewind
@@ -367,15 +440,15 @@ def run_imp(config: Config, *, dataset: Dataset | None = None, stop_after_level:
 
             if level == 0 and rewind is not None:
                 plan = dataclasses.replace(plan, capture_iteration=None)
-            state, curves = train_run(setup, plan, state, mask, level=level, progress=progress,
-                                      progress_key=key, curves=curves, on_capture=capture)
+            state, mask, curves = train_level(setup, store, plan, level, mask, start, level=level,
+                                              progress=progress, on_capture=capture)
             if rewind is None:  # k at the very end is rejected in make_setup; k=0 captured above
                 raise RuntimeError("the rewind point was never reached")
             rows = level_metrics(setup, plan.engine, state, mask, curves, theta0["params"],
                                  rewind["params"])
             previous = {"params": state.params, "batch_stats": state.batch_stats, "mask": mask}
             store.save_level(level, previous, {"rows": rows, "curves": curves})
-            store.clear_progress(key)
+            store.clear_progress(level)
             progress.level_done(level, rows)
             write_results(setup)
             if stop_after_level is not None and level >= stop_after_level and level < levels:

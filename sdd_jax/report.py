@@ -14,6 +14,7 @@ is imported only inside the plotting functions.
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import math
 import numbers
@@ -450,12 +451,16 @@ def summary_table(rows: Iterable[Mapping[str, Any]], **phase_options: Any) -> st
     weights (%), then mean ± std over seeds of test accuracy, train accuracy and memorisation
     (train accuracy on the relabelled subset), all in %, the learning distance, and the phase
     (:func:`phases`; ``phase_options`` go to it). With a ``branch`` column, one table per branch
-    under a ``branch: NAME`` heading."""
+    under a ``branch: NAME`` heading; phases are labelled on the main (``imp``) curve only, since
+    a branch's few levels do not determine them."""
     agg = aggregate(rows)
     branches = _split_branches(agg)
     parts = []
     for branch, entries in branches.items():
-        labels = phases(entries, **phase_options)
+        if branch in (None, MAIN_BRANCH):
+            labels = phases(entries, **phase_options)
+        else:
+            labels = ["-"] * len(entries)
         lines = _table_lines(entries, labels)
         if branch is not None:
             lines.insert(0, f"branch: {branch}")
@@ -653,15 +658,25 @@ def plot(
 # --------------------------------------------------------------------------------------------
 
 
+def run_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of ``run_dir/results.csv`` followed by those of every branch
+    (``run_dir/branches/*/results.csv``: one-shot, reinit, random pruning, re-dense)."""
+    results = os.path.join(os.fspath(run_dir), RESULTS_FILE)
+    rows = read_results_csv(results)
+    if not rows:
+        raise ResultsError(f"{results} has no result rows")
+    for branch_csv in sorted(glob.glob(os.path.join(os.fspath(run_dir), "branches", "*", RESULTS_FILE))):
+        rows += read_results_csv(branch_csv)
+    return rows
+
+
 def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options: Any) -> dict[str, Any]:
     """Read ``run_dir/results.csv``; write ``run_dir/summary.txt`` and ``run_dir/figure.png``
     and ``.svg``. Returns the paths (``results``, ``summary``, ``figures``), the ``table`` text,
     the main branch's ``aggregate`` and ``phases``, and the plotted ``figure_data``."""
     run_dir = os.fspath(run_dir)
     results = os.path.join(run_dir, RESULTS_FILE)
-    rows = read_results_csv(results)
-    if not rows:
-        raise ResultsError(f"{results} has no result rows")
+    rows = run_rows(run_dir)
     table = summary_table(rows, **phase_options)
     summary = os.path.join(run_dir, SUMMARY_FILE)
     atomic_write_text(summary, table)

@@ -142,12 +142,13 @@ class Engine:
     Engine and compile once per input shape; the train state argument is donated. ``max_traces``
     wraps the epoch in ``chex.assert_max_traces`` (a retrace then raises). ``seeds_per_chunk``
     (> 0) bounds device memory: the seeds then train and evaluate in chunks of that many, the
-    other chunks' states waiting in host memory (the results are the same per seed).
+    other chunks' states waiting in host memory (each seed's numbers are the same up to float
+    rounding: XLA may order a batched reduction differently).
 
     ``epoch_loop``: ``"scan"`` runs an epoch as one jitted ``lax.scan``; ``"steps"`` loops over
     the same jitted batch step from Python. XLA's CPU backend runs convolutions inside a loop
     body about 20× slower than outside one (jax issue 12868), so ``"auto"`` picks ``"steps"``
-    for convolutional models on the CPU and ``"scan"`` everywhere else.
+    for convolutional models on the CPU and ``"scan"`` everywhere else (equal up to float rounding).
     """
 
     def __init__(self, model: nn.Module, optim: OptimConfig, train_size: int, *, mean, std,
@@ -228,7 +229,7 @@ class Engine:
         order_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng[0]), epoch)
         perm = jax.random.permutation(order_key, n)
         padded = spe * bs
-        index = jnp.concatenate([perm, perm[: padded - n]]) if padded > n else perm
+        index = jnp.resize(perm, padded)  # the permutation, repeated into the padding
         weights = (jnp.arange(padded) < n).astype(jnp.float32)
         return index.reshape(spe, bs), weights.reshape(spe, bs)
 
@@ -348,9 +349,10 @@ class Engine:
             outs.append(jax.device_get(fn(*part)))
         return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outs)
 
-    def train_epoch(self, state: TrainState, mask, data: DeviceData, epoch: int,
-                    start_iteration: int = 0, stop_iteration: int | None = None):
-        """Run epoch ``epoch`` for all seeds. Returns (state, per-seed mean loss, accuracy).
+    def train_epoch_sums(self, state: TrainState, mask, data: DeviceData, epoch: int,
+                         start_iteration: int = 0, stop_iteration: int | None = None):
+        """Run (part of) epoch ``epoch`` for all seeds. Returns (state, per-seed summed loss,
+        correct predictions, examples), so that parts of an epoch add up.
 
         ``state`` is donated: do not use the argument again.
         """
@@ -365,6 +367,13 @@ class Engine:
             return self.epoch_fn(st, msk, data.x, data.y, *scalars)
 
         state, (loss_sum, correct, count) = self._by_chunk(run, (state, mask), _n_seeds(state.step))
+        return state, loss_sum, correct, count
+
+    def train_epoch(self, state: TrainState, mask, data: DeviceData, epoch: int,
+                    start_iteration: int = 0, stop_iteration: int | None = None):
+        """:meth:`train_epoch_sums` as (state, per-seed mean loss, accuracy)."""
+        state, loss_sum, correct, count = self.train_epoch_sums(state, mask, data, epoch,
+                                                                start_iteration, stop_iteration)
         count = jnp.maximum(count, 1.0)
         return state, loss_sum / count, correct / count
 
@@ -379,6 +388,7 @@ class Engine:
         draw from ``key``)."""
         n = data.size
         count = min(n, n_batches * self.batch_size)
+        n_batches = max(1, min(n_batches, count))
         idx = jax.random.permutation(key, n)[:count]
         per = count // n_batches
         idx = idx[: per * n_batches].reshape(n_batches, per)
@@ -399,13 +409,14 @@ def has_convolutions(model: nn.Module) -> bool:
     return not isinstance(model, MLP)
 
 
-def check_finite(losses, *, what: str) -> None:
+def check_finite(losses, *, what: str, seeds=None) -> None:
     """Raise :class:`TrainingDiverged` naming the seeds whose loss is not finite."""
     values = np.asarray(losses)
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        raise TrainingDiverged(f"non-finite loss {values[bad].tolist()} for seed index(es) "
-                               f"{bad.tolist()} {what}; lower the learning rate or check the data")
+        names = [seeds[i] for i in bad] if seeds is not None else bad.tolist()
+        raise TrainingDiverged(f"non-finite training loss {values[bad].tolist()} for seed(s) {names} "
+                               f"{what}; lower the learning rate or check the data")
 
 
 class TrainingDiverged(FloatingPointError):

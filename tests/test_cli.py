@@ -43,8 +43,7 @@ def test_rerun_is_not_recomputed_and_more_levels_extend_the_run(smoke_run):
 
 
 def test_report_rebuilds_the_figure_from_results_csv(smoke_run, capsys):
-    rows = report.read_results_csv(smoke_run / "results.csv")
-    expected = report.figure_data(rows)
+    expected = report.figure_data(report.run_rows(smoke_run))
     (smoke_run / "figure.png").unlink()
     assert cli.main(["report", str(smoke_run)]) == 0
     assert (smoke_run / "figure.png").stat().st_size > 0
@@ -58,6 +57,11 @@ def test_oneshot_branch_from_the_command_line(smoke_run):
     imp_rows = report.read_results_csv(smoke_run / "results.csv")
     density = {r["level"]: r["density"] for r in imp_rows}
     assert {r["density"] for r in rows} == {density[2]}
+    # The main report draws the branch beside the main curve and labels phases on imp only.
+    result = report.report(smoke_run)
+    assert "oneshot" in result["figure_data"]["others"]
+    oneshot_table = result["table"].split("branch: oneshot")[1]
+    assert not any(p in oneshot_table for p in ("light", "critical", "sweet", "collapsed"))
 
 
 def test_unknown_key_lists_valid_keys(capsys):

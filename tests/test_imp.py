@@ -149,7 +149,7 @@ def test_resume_inside_a_level_from_the_last_saved_epoch(tmp_path):
     straight = imp.run_imp(dataclasses.replace(config, run=dataclasses.replace(config.run, workdir=str(tmp_path / "s"))))
     setup = imp.make_setup(config)
     calls = {"n": 0}
-    original = setup.engine.train_epoch
+    original = setup.engine.train_epoch_sums
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -157,7 +157,7 @@ def test_resume_inside_a_level_from_the_last_saved_epoch(tmp_path):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    setup.engine.train_epoch = dying
+    setup.engine.train_epoch_sums = dying
     with pytest.raises(KeyboardInterrupt):
         imp.run_imp(config, setup=setup)
     assert setup.store.latest_progress(1) == 1
@@ -203,6 +203,11 @@ def test_reinit_and_random_prune_keep_counts(lottery_run):
         same = np.array_equal(np.asarray(tree["mask"]["fc1"]["kernel"]), np.asarray(levels[2]["mask"]["fc1"]["kernel"]))
         assert same == (name == "reinit")
         assert all(r["branch"] == name for r in rows)
+    # reinit measures its learning distance from its own new initialisation.
+    reinit = {r["seed"]: r for r in report.read_results_csv(setup.run_dir / "branches" / "reinit" / "results.csv")}
+    main = {r["seed"]: r for r in report.read_results_csv(run_dir / "results.csv") if r["level"] == 2}
+    for seed, row in reinit.items():
+        assert row["learning_distance"] < 3 * main[seed]["learning_distance"]
 
 
 def test_redense_reopens_pruned_weights_at_zero_then_trains_them(lottery_run):
@@ -210,21 +215,82 @@ def test_redense_reopens_pruned_weights_at_zero_then_trains_them(lottery_run):
     setup = dataclasses.replace(setup, config=override(setup.config, {"pruning.redense_epochs": 1,
                                                                       "pruning.redense_lr": 0.05}))
     plan = branches._plan(setup, "redense", 2)
-    mask, state = branches._branch_start(setup, "redense", 2, plan, "lottery", None, None)
+    theta0 = setup.store.restore_tree("theta0", imp.abstract_weights(setup))
+    mask, state, reference = branches._branch_start(setup, "redense", 2, plan, "lottery", theta0, None)
+    chex.assert_trees_all_equal(reference, theta0["params"])
     pruned = np.asarray(levels[2]["mask"]["fc1"]["kernel"]) == 0
     start = np.asarray(state.params["fc1"]["kernel"])
     assert np.all(start[pruned] == 0) and np.asarray(mask["fc1"]["kernel"]).min() == 1
     branches.run_branch(setup, "redense", [2])
-    store = branches.checkpoints.RunStore(setup.run_dir / "branches" / "redense")
+    store = branches.checkpoints.RunStore(branches.branch_dir(setup, "redense"))
+    assert branches.branch_dir(setup, "redense").name == "redense-e1-lr0.05"
     tree, metrics = store.restore_level(2, imp.abstract_level(setup))
     trained = np.asarray(tree["params"]["fc1"]["kernel"])
     assert np.count_nonzero(trained[pruned]) > 0.9 * pruned.sum()
     assert len(metrics["curves"]["train_acc"]) == 1
 
 
+def test_branch_overrides_reach_the_engine_and_result_fields_are_refused(lottery_run):
+    config, run_dir, _, _ = lottery_run
+    setup = branches.open_run(run_dir, ["run.seeds_per_chunk=1", "pruning.redense_epochs=3"])
+    assert setup.engine.seeds_per_chunk == 1 and setup.config.pruning.redense_epochs == 3
+    for bad in ("run.seeds=1", "optim.lr=0.5", "run.eval_every_epochs=2"):
+        with pytest.raises(branches.BranchError, match="may only override"):
+            branches.open_run(run_dir, [bad])
+
+
+def test_capture_epoch_curve_covers_the_whole_epoch(tmp_path):
+    """With the rewind point inside epoch 1, its training curve still averages all examples:
+    equal to a run whose rewind point is at 0 (same data order, same updates)."""
+    a = tiny_config(tmp_path / "a", **{"pruning.levels": 0, "pruning.rewind_iteration": 2})
+    b = tiny_config(tmp_path / "b", **{"pruning.levels": 0, "pruning.rewind_iteration": 0})
+    curves = []
+    for config in (a, b):
+        setup = imp.make_setup(config)
+        imp.run_imp(config, setup=setup)
+        curves.append(setup.store.level_metrics(0)["curves"])
+    np.testing.assert_allclose(curves[0]["train_loss"], curves[1]["train_loss"], rtol=1e-6)
+    np.testing.assert_allclose(curves[0]["train_acc"], curves[1]["train_acc"], rtol=1e-6)
+
+
+def test_a_diverging_last_update_is_an_error_not_a_result(tmp_path):
+    config = tiny_config(tmp_path, **{"optim.lr": 1e4, "pruning.levels": 0, "optim.epochs": 3})
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        imp.run_imp(config)
+    assert not (imp.make_setup(config).run_dir / "results.csv").exists()
+
+
+def test_oneshot_refuses_a_target_without_weights(lottery_run):
+    _, _, setup, _ = lottery_run
+    with pytest.raises(branches.BranchError, match="keep no prunable weight"):
+        branches.run_branch(setup, "oneshot", [200])
+
+
+def test_a_training_set_smaller_than_a_batch_trains(tmp_path):
+    config = tiny_config(tmp_path, **{"data.train_size": 50, "pruning.levels": 0, "optim.epochs": 1})
+    rows = report.read_results_csv(imp.run_imp(config) / "results.csv")
+    assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
+
+
+def test_switching_to_other_data_in_the_same_run_dir_is_refused(tmp_path):
+    config = tiny_config(tmp_path, **{"pruning.levels": 0, "optim.epochs": 1})
+    imp.make_setup(config)
+    dataset = imp.load_dataset(config.data, config.noise)
+    shuffled = dataclasses.replace(dataset, x_train=dataset.x_train[::-1].copy())
+    with pytest.raises(ValueError, match="different data"):
+        imp.make_setup(config, shuffled)
+
+
+def test_validation_split_is_reported(tmp_path):
+    config = tiny_config(tmp_path, **{"data.validation_size": 64, "pruning.levels": 0, "optim.epochs": 1})
+    rows = report.read_results_csv(imp.run_imp(config) / "results.csv")
+    assert all(0.0 <= r["val_acc"] <= 1.0 for r in rows)
+
+
 def test_bad_settings_fail_before_anything_is_written(tmp_path):
     for key, value in (("pruning.schedule", "bogus"), ("pruning.fraction", "1.5"),
-                       ("pruning.rewind_iteration", "100000")):
+                       ("pruning.rewind_iteration", "100000"), ("pruning.criterion", "taylor"),
+                       ("pruning.scope", "block"), ("pruning.ignore", "conv9")):
         with pytest.raises(ValueError, match=key.split(".")[1]):
             imp.make_setup(tiny_config(tmp_path, **{key: value}))
     assert not any(tmp_path.iterdir())

@@ -187,8 +187,8 @@ def test_evaluate_matches_a_direct_computation(data):
 
 
 def test_non_finite_loss_is_one_clear_error():
-    with pytest.raises(TrainingDiverged, match="seed index"):
-        check_finite(np.array([0.3, np.nan]), what="at level 0, epoch 1")
+    with pytest.raises(TrainingDiverged, match=r"seed\(s\) \[9\]"):
+        check_finite(np.array([0.3, np.nan]), what="at level 0, epoch 1", seeds=[4, 9])
     check_finite(np.array([0.3, 0.2]), what="ok")
 
 

@@ -40,7 +40,7 @@ def tfds_builder(name: str, data_dir: str | os.PathLike | None):
     when ``None``); no download, no network."""
     tfds = _import_tfds()
     try:
-        return tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
+        return tfds.builder(name, data_dir=None if data_dir is None else os.path.expanduser(os.fspath(data_dir)))
     except Exception as err:  # DatasetNotFoundError and friends
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataNotFoundError(f"tfds has no dataset {name!r}: {first}") from None
@@ -101,7 +101,14 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None = None, download: bo
     prepared = builder.is_prepared()
     if not prepared and not download:
         raise DataNotFoundError(f"tfds dataset {name!r} is not prepared in {builder.data_dir}; " + _prepare_hint(name, data_dir))
-    data_dir = None if data_dir is None else os.fspath(data_dir)
+    data_dir = None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
+    if not prepared:  # download=True: the only place the network is ever used
+        try:
+            builder.download_and_prepare(file_format="array_record")
+        except Exception as err:
+            raise DataError(f"tfds dataset {name!r}: download failed ({type(err).__name__}: {err})") from None
+        builder = tfds_builder(name, data_dir)
+        prepared = builder.is_prepared()
     file_format = getattr(builder.info, "file_format", None)
     file_format = str(getattr(file_format, "value", file_format) or "")
     use_array_record = not prepared or file_format == "array_record"
