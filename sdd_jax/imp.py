@@ -54,7 +54,6 @@ class Setup:
     engine: Engine
     train: DeviceData
     test: DeviceData
-    train_eval: DeviceData  # training images with the noisy labels, for eval-mode accuracy
     val: DeviceData | None  # the held-out validation split (clean labels), if any
     seeds: list[int]
     run_dir: Path
@@ -151,7 +150,7 @@ def make_setup(config: Config, dataset: Dataset | None = None) -> Setup:
     run_dir = checkpoints.prepare_run_dir(config.run.workdir, config)
     checkpoints.atomic_write_json(stored, metadata)
     return Setup(config=config, dataset=dataset, model=model, is_prunable=is_prunable, engine=engine, train=train,
-                 test=test, train_eval=train, val=val, seeds=config.seed_list, run_dir=run_dir,
+                 test=test, val=val, seeds=config.seed_list, run_dir=run_dir,
                  store=checkpoints.RunStore(run_dir))
 
 
@@ -311,8 +310,9 @@ def level_metrics(setup: Setup, engine: Engine, state: TrainState, mask, curves,
     """Per-seed metrics of a finished training run (see :mod:`sdd_jax.metrics`)."""
     ds = setup.dataset
     test_loss, test_acc, _ = engine.evaluate(state.params, state.batch_stats, mask, setup.test)
+    # Eval mode, no augmentation, on the noisy labels the network was trained on.
     train_loss, train_acc, train_pred = engine.evaluate(state.params, state.batch_stats, mask,
-                                                        setup.train_eval)
+                                                        setup.train)
     check_finite(test_loss, what="on the test set at the end of training", seeds=setup.seeds)
     check_finite(train_loss, what="on the training set at the end of training", seeds=setup.seeds)
     train_pred = np.asarray(train_pred)
