@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -113,6 +114,20 @@ def data_fingerprint(dataset: Dataset) -> str:
     return digest.hexdigest()
 
 
+def _check_execution(run_dir: Path, execution: dict) -> None:
+    """Warn when a run is continued with other execution settings: they are outside the run's
+    identity but can move the last float bits (see ``train.Engine``)."""
+    path = run_dir / "execution.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = {k: (before.get(k), v) for k, v in execution.items() if before.get(k) != v}
+        if changed and (run_dir / "levels").is_dir():
+            warnings.warn(f"{run_dir.name} continues with other execution settings "
+                          f"{ {k: f'{a} -> {b}' for k, (a, b) in changed.items()} }: levels computed "
+                          f"before and after may differ in the last float bits", stacklevel=3)
+    checkpoints.atomic_write_json(path, execution)
+
+
 def make_setup(config: Config, dataset: Dataset | None = None) -> Setup:
     validate(config)
     if dataset is None:
@@ -149,6 +164,8 @@ def make_setup(config: Config, dataset: Dataset | None = None) -> Setup:
                              f"other examples or order; use another run.workdir")
     run_dir = checkpoints.prepare_run_dir(config.run.workdir, config)
     checkpoints.atomic_write_json(stored, metadata)
+    _check_execution(run_dir, {"seeds_per_chunk": config.run.seeds_per_chunk,
+                               "epoch_loop": engine.epoch_loop, "backend": jax.default_backend()})
     return Setup(config=config, dataset=dataset, model=model, is_prunable=is_prunable, engine=engine, train=train,
                  test=test, val=val, seeds=config.seed_list, run_dir=run_dir,
                  store=checkpoints.RunStore(run_dir))

@@ -303,3 +303,10 @@ def test_results_csv_is_rebuilt_after_a_kill_before_it_was_written(tmp_path):
     report.write_results_csv([r for r in rows if r["level"] == 0], run_dir / "results.csv")
     imp.run_imp(config)
     assert report.read_results_csv(run_dir / "results.csv") == rows
+
+
+def test_continuing_with_other_execution_settings_warns(tmp_path):
+    config = tiny_config(tmp_path, **{"pruning.levels": 0, "optim.epochs": 1})
+    imp.run_imp(config)
+    with pytest.warns(UserWarning, match="seeds_per_chunk"):
+        imp.make_setup(override(config, {"run.seeds_per_chunk": 1}))
