@@ -104,9 +104,9 @@ def run_branch(setup: imp.Setup, name: str, levels: list[int]) -> Path:
     if any(k < 0 for k in levels):
         raise BranchError(f"levels must be >= 0, got {levels}")
     if name == "oneshot":
+        shapes = imp.abstract_state(setup).params
         total = sum(int(np.prod(s.shape[1:])) for path, s in
-                    zip(masks.paths(imp.abstract_state(setup).params),
-                        jax.tree.leaves(imp.abstract_state(setup).params)) if setup.is_prunable(path))
+                    zip(masks.paths(shapes), jax.tree.leaves(shapes)) if setup.is_prunable(path))
         empty = [k for k in levels if pruning.kept_after_levels(total, cfg.pruning.fraction, k) == 0]
         if empty:
             raise BranchError(f"one-shot k={empty} would keep no prunable weight (of {total})")

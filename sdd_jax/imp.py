@@ -138,11 +138,11 @@ def make_setup(config: Config, dataset: Dataset | None = None) -> Setup:
     if config.pruning.rewind_iteration >= total:
         raise ValueError(f"pruning.rewind_iteration={config.pruning.rewind_iteration} is not below "
                          f"the {total} iterations of a training run")
-    is_prunable = masks.exclude(prunable_predicate(config.model), config.pruning.ignore)
     shapes = jax.eval_shape(lambda key, x: model.init(key, x, train=False), jax.random.key(0),
                             jnp.zeros((1, *dataset.x_train.shape[1:]), jnp.float32))
-    prunable_names = [masks.path_str(p) for p in masks.paths(shapes["params"])
-                      if prunable_predicate(config.model)(p)]
+    by_model = prunable_predicate(config.model)
+    prunable_names = [masks.path_str(p) for p in masks.paths(shapes["params"]) if by_model(p)]
+    is_prunable = masks.exclude(by_model, config.pruning.ignore)  # also rejects a bad regex
     for pattern in config.pruning.ignore:
         if not any(re.search(pattern, name) for name in prunable_names):
             raise ValueError(f"pruning.ignore pattern {pattern!r} matches no prunable parameter "
@@ -166,9 +166,9 @@ def make_setup(config: Config, dataset: Dataset | None = None) -> Setup:
     checkpoints.atomic_write_json(stored, metadata)
     _check_execution(run_dir, {"seeds_per_chunk": config.run.seeds_per_chunk,
                                "epoch_loop": engine.epoch_loop, "backend": jax.default_backend()})
-    return Setup(config=config, dataset=dataset, model=model, is_prunable=is_prunable, engine=engine, train=train,
-                 test=test, val=val, seeds=config.seed_list, run_dir=run_dir,
-                 store=checkpoints.RunStore(run_dir))
+    return Setup(config=config, dataset=dataset, model=model, is_prunable=is_prunable,
+                 engine=engine, train=train, test=test, val=val, seeds=config.seed_list,
+                 run_dir=run_dir, store=checkpoints.RunStore(run_dir))
 
 
 # ----- masks and weights -----------------------------------------------------------------------
@@ -255,7 +255,8 @@ def train_run(setup: Setup, plan: LevelPlan, state: TrainState, mask, *, level: 
               on_capture: Callable[[TrainState], None] | None = None):
     """Train ``state`` on ``mask`` from ``plan.first_epoch`` to ``plan.epochs``; evaluate on the
     test set every ``run.eval_every_epochs`` and at the end. Saves in-progress checkpoints every
-    ``run.checkpoint_every_epochs`` in ``store`` under ``progress_key``. Returns (state, curves)."""
+    ``run.checkpoint_every_epochs`` in ``store`` under ``progress_key`` (both or neither).
+    Returns (state, curves)."""
     engine, run_cfg = plan.engine, setup.config.run
     spe = engine.steps_per_epoch
     curves = curves or {"epoch": [], "train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
@@ -291,8 +292,8 @@ def train_run(setup: Setup, plan: LevelPlan, state: TrainState, mask, *, level: 
         progress.epoch_done(test_acc=_last_mean(curves["test_acc"]))
         ckpt_every = run_cfg.checkpoint_every_epochs
         if progress_key is not None and ckpt_every and (epoch + 1) % ckpt_every == 0 and not last:
-            (store or setup.store).save_progress(progress_key, epoch + 1,
-                                                 {"state": state, "mask": mask}, {"curves": curves})
+            store.save_progress(progress_key, epoch + 1, {"state": state, "mask": mask},
+                                {"curves": curves})
     return state, curves
 
 

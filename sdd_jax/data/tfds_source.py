@@ -108,19 +108,14 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None = None, download: bo
         except Exception as err:
             raise DataError(f"tfds dataset {name!r}: download failed ({type(err).__name__}: {err})") from None
         builder = tfds_builder(name, data_dir)
-        prepared = builder.is_prepared()
     file_format = getattr(builder.info, "file_format", None)
     file_format = str(getattr(file_format, "value", file_format) or "")
-    use_array_record = not prepared or file_format == "array_record"
-    if use_array_record:
+    if file_format == "array_record":
         try:
-            sources = tfds.data_source(
-                name, split=list(_split_names(builder.info)), data_dir=data_dir, download=bool(download and not prepared)
-            )
+            sources = tfds.data_source(name, split=list(_split_names(builder.info)), data_dir=data_dir,
+                                       download=False)
         except Exception as err:
             raise DataError(f"tfds dataset {name!r}: cannot open its array_record files ({type(err).__name__}: {err})") from None
-        if not prepared:
-            builder = tfds_builder(name, data_dir)
         image_key, label_key = _keys(builder.info)
         out = {}
         for split, source in zip(("train", "test"), sources):
