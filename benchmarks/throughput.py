@@ -26,7 +26,8 @@ import numpy as np
 from sdd_jax import rng as rng_streams
 from sdd_jax.config import ModelConfig, OptimConfig
 from sdd_jax.models import build_model
-from sdd_jax.train import DeviceData, Engine
+from sdd_jax.engine import Engine
+from sdd_jax.train import DeviceData
 
 LENET_MACS = 784 * 300 + 300 * 100 + 100 * 10
 
@@ -52,7 +53,7 @@ def measure(n_seeds: int, train_size: int, epochs: int, batch_size: int) -> floa
                     OptimConfig(lr=0.1, batch_size=batch_size, epochs=epochs), train_size,
                     mean=(0.1307,), std=(0.3081,))
     seeds = list(range(n_seeds))
-    keys = jnp.stack([rng_streams.stream_key(s, "init") for s in seeds])
+    keys = rng_streams.seed_keys(seeds, "init")
     state = engine.init(keys, seeds, jnp.zeros((1, 28, 28, 1)))
     mask = jax.tree.map(lambda p: (jnp.arange(p.size).reshape(p.shape) % 5 != 0).astype(p.dtype),
                         state.params)  # 80% density: a masked run, as in a pruning level

@@ -4,16 +4,16 @@
   step (kept count ``kept_after_levels``, so it equals level k's count exactly), then retrain by
   the run's schedule (the paper's Tiny-ImageNet protocol);
 * ``reinit``       level k's mask, a new random initialisation (``init`` stream, branch salt),
-  retrained from iteration k (the "winning ticket vs random initialisation" ablation);
+  retrained from the rewind iteration (the "winning ticket vs random initialisation" ablation);
 * ``random_prune`` random masks with the same per-layer counts as level k's, retrained by the
-  run's schedule (lottery: from the rewind weights; finetune/lr_rewind: from level k's trained
-  weights; scratch: from a fresh initialisation);
+  run's schedule (lottery: from θk; finetune/lr_rewind: from level k's trained weights; scratch:
+  from a fresh initialisation);
 * ``redense``      after level k's sparse training, reopen every pruned weight at 0 and train all
   weights for ``pruning.redense_epochs`` at the fixed ``pruning.redense_lr`` (reference: 0.001
   CIFAR, 0.1 MNIST), keeping per-epoch train/test metrics.
 
 Each branch writes to ``<run_dir>/branches/<name>/`` (re-dense: ``redense-e<epochs>-lr<lr>``),
-with its own checkpoints and ``results.csv``, and resumes like the main run.
+with its own checkpoints and ``results.csv``, and resumes like the main run (:mod:`sdd_jax.level`).
 """
 
 from __future__ import annotations
@@ -25,25 +25,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdd_jax import checkpoints, imp, masks, pruning, report
-from sdd_jax import rng as rng_streams
-from sdd_jax.config import NON_RESULT_FIELDS, load_json, override
+from sdd_jax import imp, masks, pruning
+from sdd_jax.config import load_json, override
+from sdd_jax.experiment import (Experiment, densities, fresh_state, oneshot_mask, random_masks,
+                                state_from)
+from sdd_jax.level import LevelPlan, run_level
 from sdd_jax.progress import Progress
+from sdd_jax.rundir import NON_RESULT_FIELDS, RunDir
+from sdd_jax.train import TrainState, Weights
 
 BRANCHES = ("oneshot", "reinit", "random_prune", "redense")
+BRANCH_SETTINGS = ("pruning.redense_epochs", "pruning.redense_lr")
 # Folded into the init / mask streams so branch draws never coincide with the main run's.
-_SALT = {"reinit": 101, "random_prune": 102}
+SALT = {"reinit": 101, "random_prune": 102}
 
 
 class BranchError(ValueError):
     """A branch asked of a run that cannot provide it."""
 
 
-BRANCH_SETTINGS = ("pruning.redense_epochs", "pruning.redense_lr")
-
-
-def open_run(run_dir: str | Path, overrides: list[str] = ()) -> imp.Setup:
-    """The setup of a finished (or partly finished) run, from its ``config.json``.
+def open_run(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Experiment, RunDir]:
+    """The experiment and run directory of a finished (or partly finished) run, from its
+    ``config.json``.
 
     ``overrides`` (``key=value``) may change only the branch settings
     ``pruning.redense_epochs``/``redense_lr`` and the ``run.*`` settings that do not change
@@ -53,160 +56,95 @@ def open_run(run_dir: str | Path, overrides: list[str] = ()) -> imp.Setup:
     if not (run_dir / "config.json").is_file():
         raise BranchError(f"{run_dir} is not a run directory (no config.json)")
     config = load_json(str(run_dir / "config.json"))
-    run_items, branch_items = [], []
+    allowed = [*BRANCH_SETTINGS, *sorted(k for k in NON_RESULT_FIELDS if k.startswith("run.") and k != "run.workdir")]
     for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        if key in BRANCH_SETTINGS:
-            branch_items.append(item)
-        elif key.startswith("run.") and key in NON_RESULT_FIELDS and key != "run.workdir":
-            run_items.append(item)
-        else:
-            allowed = [*BRANCH_SETTINGS, *sorted(k for k in NON_RESULT_FIELDS if k.startswith("run.") and k != "run.workdir")]
+        if item.split("=", 1)[0].strip() not in allowed:
             raise BranchError(f"a branch may only override {', '.join(allowed)} (got {item!r})")
-    config = override(config, [*run_items, f"run.workdir={run_dir.parent}"])
-    setup = imp.make_setup(config)
-    if setup.run_dir.resolve() != run_dir.resolve():
-        raise BranchError(f"{run_dir} does not match its config.json (expected {setup.run_dir.name})")
+    branch_items = [i for i in overrides if i.split("=", 1)[0].strip() in BRANCH_SETTINGS]
+    run_items = [i for i in overrides if i not in branch_items]
+    exp, run = imp.prepare(override(config, [*run_items, f"run.workdir={run_dir.parent}"]))
+    if run.path.resolve() != run_dir.resolve():
+        raise BranchError(f"{run_dir} does not match its config.json (expected {run.path.name})")
     if branch_items:
-        setup = dataclasses.replace(setup, config=override(config, branch_items))
-    return setup
+        exp = dataclasses.replace(exp, config=override(exp.config, branch_items))
+    return exp, run
 
 
-def branch_dir(setup: imp.Setup, name: str) -> Path:
-    """Where branch ``name`` keeps its results: re-dense runs are named by their settings, so
-    runs with other epochs or learning rates never mix."""
+def branch_dirname(exp: Experiment, name: str) -> str:
+    """The folder under ``branches/`` of branch ``name``: re-dense runs are named by their
+    settings, so runs with other epochs or learning rates never mix."""
     if name == "redense":
-        p = setup.config.pruning
-        return setup.run_dir / "branches" / f"redense-e{p.redense_epochs}-lr{p.redense_lr:g}"
-    return setup.run_dir / "branches" / name
+        p = exp.config.pruning
+        return f"redense-e{p.redense_epochs}-lr{p.redense_lr:g}"
+    return name
 
 
-def _require_levels(setup: imp.Setup, levels) -> list[int]:
-    done = setup.store.finished_levels()
-    missing = [k for k in levels if k not in done]
-    if missing:
-        raise BranchError(f"levels {missing} of {setup.run_dir.name} are not finished "
-                          f"(finished: {done}); run the main experiment first")
-    return list(levels)
-
-
-def run_branch(setup: imp.Setup, name: str, levels: list[int]) -> Path:
-    """Run branch ``name`` for each level (one-shot: each k) and write its ``results.csv``."""
+def _check(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> None:
     if name not in BRANCHES:
         raise BranchError(f"unknown branch {name!r}; choose one of {BRANCHES}")
     if not levels:
         raise BranchError("no levels given")
-    cfg = setup.config
-    if name != "oneshot":
-        _require_levels(setup, levels)
-    else:
-        _require_levels(setup, [0])
-    if any(k < 0 for k in levels):
+    done = run.finished_levels()
+    missing = [level for level in ([0] if name == "oneshot" else levels) if level not in done]
+    if missing:
+        raise BranchError(f"levels {missing} of {run.path.name} are not finished "
+                          f"(finished: {done}); run the main experiment first")
+    if any(level < 0 for level in levels):
         raise BranchError(f"levels must be >= 0, got {levels}")
     if name == "oneshot":
-        shapes = imp.abstract_state(setup).params
-        total = sum(int(np.prod(s.shape[1:])) for path, s in
-                    zip(masks.paths(shapes), jax.tree.leaves(shapes)) if setup.is_prunable(path))
-        empty = [k for k in levels if pruning.kept_after_levels(total, cfg.pruning.fraction, k) == 0]
+        shapes = exp.level_shapes.mask
+        total = sum(int(np.prod(s.shape[1:])) for path, s in zip(masks.paths(shapes), jax.tree.leaves(shapes))
+                    if exp.is_prunable(path))
+        empty = [k for k in levels if pruning.kept_after_levels(total, exp.config.pruning.fraction, k) == 0]
         if empty:
             raise BranchError(f"one-shot k={empty} would keep no prunable weight (of {total})")
-    if name == "redense" and cfg.pruning.redense_epochs <= 0:
+    if name == "redense" and exp.config.pruning.redense_epochs <= 0:
         raise BranchError("redense needs pruning.redense_epochs > 0")
-    directory = branch_dir(setup, name)
-    directory.mkdir(parents=True, exist_ok=True)
-    store = checkpoints.RunStore(directory)
-    weights = imp.abstract_weights(setup)
-    theta0 = setup.store.restore_tree("theta0", weights)
-    rewind = setup.store.restore_tree("theta_rewind", weights)
-    schedule = cfg.pruning.schedule
-    plans = {k: _plan(setup, name, k) for k in levels}
-    progress = Progress(total_epochs=sum(p.epochs - p.first_epoch for k, p in plans.items()
-                                         if k not in store.finished_levels()),
-                        verbosity=cfg.run.verbosity, desc=f"{cfg.name}:{name}")
-    try:
-        for k in levels:
-            if k in store.finished_levels():
-                continue
-            plan = plans[k]
-            mask, state, reference = _branch_start(setup, name, k, plan, schedule, theta0, rewind)
-            progress.start_level(k, float(np.mean(imp._densities(setup, mask))))
-            state, mask, curves = imp.train_level(setup, store, plan, k, mask, lambda s=state: s,
-                                                  level=k, progress=progress)
-            # The learning distance is measured from the network's own dense initialisation:
-            # the new random one for reinit, the run's θ0 otherwise.
-            rows = imp.level_metrics(setup, plan.engine, state, mask, curves, reference,
-                                     rewind["params"])
-            store.save_level(k, {"params": state.params, "batch_stats": state.batch_stats,
-                                 "mask": mask}, {"rows": rows, "curves": curves})
-            store.clear_progress(k)
-            progress.level_done(k, rows)
-            report.write_results_csv(imp.collect_rows(store, branch=name), directory / "results.csv")
-    finally:
-        progress.close()
-    path = directory / "results.csv"
-    report.write_results_csv(imp.collect_rows(store, branch=name), path)
-    return path
 
 
-def _plan(setup: imp.Setup, name: str, k: int) -> imp.LevelPlan:
-    cfg = setup.config
+def run_branch(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> Path:
+    """Run branch ``name`` at each level (one-shot: each k) and write its ``results.csv``."""
+    _check(exp, run, name, levels)
+    branch = run.branch(branch_dirname(exp, name), name)
+    todo = [level for level in dict.fromkeys(levels) if level not in branch.finished_levels()]
+    plans = {level: plan(exp, name) for level in todo}
+    with Progress(total_epochs=sum(p.num_epochs for p in plans.values()),
+                  verbosity=exp.config.run.verbosity, desc=f"{exp.config.name}:{name}") as progress:
+        for level in todo:
+            mask, state, distance_from = branch_start(exp, run, name, level, plans[level])
+            progress.start_level(level, float(np.mean(densities(exp, mask))))
+            run_level(exp, branch, plans[level], level, mask, lambda s=state: s, progress=progress,
+                      distance_from=distance_from)
+    return branch.write_results()
+
+
+def plan(exp: Experiment, name: str) -> LevelPlan:
+    """The training run of branch ``name`` (as a pruned level of the run's schedule)."""
+    cfg = exp.config
     if name == "redense":
-        optim = dataclasses.replace(cfg.optim, lr=cfg.pruning.redense_lr, milestones=(),
-                                    warmup_epochs=0.0, epochs=cfg.pruning.redense_epochs)
-        return imp.LevelPlan(setup.engine_for(optim), 0, 0, optim.epochs)
-    if name == "reinit":
-        return imp.schedule_plan(setup, 1, "lottery")
-    return imp.schedule_plan(setup, 1, cfg.pruning.schedule)
+        optim = cfg.optim.constant_lr(cfg.pruning.redense_lr, cfg.pruning.redense_epochs)
+        return LevelPlan(exp.engine_for(optim), 0, 0, optim.epochs)
+    return imp.schedule_plan(exp, 1, "lottery" if name == "reinit" else cfg.pruning.schedule)
 
 
-def _branch_start(setup: imp.Setup, name: str, k: int, plan: imp.LevelPlan, schedule: str,
-                  theta0, rewind):
-    """The mask and the starting state of branch ``name`` at level (or one-shot k) ``k``."""
-    abstract = imp.abstract_level(setup)
+def branch_start(exp: Experiment, run: RunDir, name: str, level: int,
+                 plan: LevelPlan) -> tuple[object, TrainState, Weights | None]:
+    """The mask, the starting state and the reference of the learning distance (``None``: θ0) of
+    branch ``name`` at ``level`` (one-shot: k)."""
+    schedule = exp.config.pruning.schedule
     if name == "oneshot":
-        dense, _ = setup.store.restore_level(0, abstract)
-        mask = oneshot_mask(setup, dense, k)
-        state = imp.start_state(setup, plan, max(k, 1), schedule, mask, dense, rewind)
-        return mask, state, theta0["params"]
-    level_tree, _ = setup.store.restore_level(k, abstract)
-    mask = level_tree["mask"]
+        dense = run.level(0)
+        mask = oneshot_mask(exp, dense, level)
+        return mask, imp.start_state(exp, run, plan, max(level, 1), schedule, mask, dense), None
+    trained = run.level(level)
     if name == "reinit":
-        fresh = imp.fresh_state(setup, plan.engine, salt=(_SALT["reinit"], k))
-        state = imp.state_from(plan.engine, setup, fresh.params, fresh.batch_stats, mask,
-                               plan.start_iteration)
-        return mask, state, jax.device_get(fresh.params)
+        # The learning distance is measured from the network's own dense initialisation.
+        fresh = jax.device_get(fresh_state(exp, plan.engine, SALT["reinit"], level).weights)
+        return trained.mask, state_from(exp, plan.engine, fresh, trained.mask, plan.start_iteration), fresh
     if name == "random_prune":
-        keys = jnp.stack([rng_streams.stream_key(s, "mask", _SALT["random_prune"], k)
-                          for s in setup.seeds])
-        random_masks = jax.jit(jax.vmap(lambda m, key: pruning.random_mask_like(m, setup.is_prunable, key)))
-        mask = random_masks(mask, keys)
-        previous = {**level_tree, "mask": mask}
-        state = imp.start_state(setup, plan, max(k, 1), schedule, mask, previous, rewind)
-        return mask, state, theta0["params"]
+        mask = random_masks(exp, trained.mask, SALT["random_prune"], level)
+        previous = dataclasses.replace(trained, mask=mask)
+        return mask, imp.start_state(exp, run, plan, max(level, 1), schedule, mask, previous), None
     # redense: every weight trainable again, the pruned ones starting at exactly zero.
-    dense_mask = masks.ones_like(level_tree["params"])
-    state = imp.state_from(plan.engine, setup, level_tree["params"], level_tree["batch_stats"],
-                           dense_mask, 0)
-    return dense_mask, state, theta0["params"]
-
-
-def oneshot_mask(setup: imp.Setup, dense, k: int):
-    """Per seed, prune the dense level-0 weights once to the kept count of iterative level k."""
-    p = setup.config.pruning
-    one = jax.tree.map(lambda leaf: leaf[0], dense["params"])
-    targets = pruning.oneshot_targets(one, setup.is_prunable, levels=k, fraction=p.fraction,
-                                      scope=p.scope)
-    keys = jnp.stack([rng_streams.stream_key(s, "mask", 0, k) for s in setup.seeds])
-    grads = None
-    if p.criterion == "saliency":
-        key = rng_streams.stream_key(setup.config.run.first_seed, "mask", 0, k, 1)
-        grads = setup.engine.mean_gradient(dense["params"], dense["batch_stats"], dense["mask"],
-                                           setup.train, key, p.saliency_batches)
-
-    def prune_one(params, mask, key, g):
-        return pruning.prune_to_count(params, mask, setup.is_prunable, kept=targets,
-                                      criterion=p.criterion, scope=p.scope, key=key, grads=g,
-                                      largest_first=p.largest_first)
-
-    in_axes = (0, 0, 0, 0 if grads is not None else None)
-    return jax.jit(jax.vmap(prune_one, in_axes=in_axes))(dense["params"], dense["mask"], keys, grads)
+    dense_mask = jax.tree.map(jnp.ones_like, trained.mask)
+    return dense_mask, state_from(exp, plan.engine, trained.weights, dense_mask, 0), None

@@ -1,9 +1,8 @@
-"""Run directories and an atomic, synchronous checkpoint store over orbax.
+"""An atomic, synchronous checkpoint store over orbax (the run directory around it is owned by
+:mod:`sdd_jax.rundir`).
 
-Layout of one run (``<workdir>/<config.name>-<result_hash>``)::
+Layout under the store's directory::
 
-    config.json           the full config (readable, rewritten on every start)
-    result_fields.json    the settings that identify the results (checked on every start)
     trees/<name>/0/       named trees saved once: ``theta0``, ``theta_rewind``
     levels/<level>/       final state of a pruning level + its metrics, one orbax step
     progress/level_XXX/<epoch>/   latest in-progress state of a level (only the latest kept)
@@ -18,7 +17,6 @@ Every call returns only after its write has finished (``wait_until_finished``).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -31,27 +29,27 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sdd_jax.atomic import atomic_write_json, atomic_write_text  # noqa: F401 (re-exported)
-from sdd_jax.config import Config, ConfigError, from_dict, result_fields, result_hash, to_dict
+from sdd_jax.masks import path_str
 
 __all__ = [
     "CheckpointError",
     "CheckpointExistsError",
     "CheckpointNotFoundError",
-    "RunDirConflictError",
     "RunStore",
     "TreeMismatchError",
     "abstract_tree",
-    "atomic_write_json",
-    "atomic_write_text",
-    "prepare_run_dir",
-    "run_dir",
 ]
 
 COMMIT_FILE = "commit_success.txt"  # written by orbax into a step just before its final rename
 _TREE_ITEM = "state"
 _METRICS_ITEM = "metrics"
 _NAME_RE = re.compile(r"[A-Za-z0-9_.,+=-]+")
+
+
+def valid_name(name: object) -> bool:
+    """Whether ``name`` can name a folder here: letters, digits and ``_ . , + = -``, not
+    starting with ``.``."""
+    return isinstance(name, str) and bool(_NAME_RE.fullmatch(name)) and not name.startswith(".")
 _TRASH_PREFIX = ".deleting-"
 
 
@@ -71,10 +69,6 @@ class TreeMismatchError(CheckpointError):
     """The restore target's structure, shapes or dtypes differ from what was saved."""
 
 
-class RunDirConflictError(ValueError):
-    """A run directory holds a run whose result-defining settings differ."""
-
-
 # --------------------------------------------------------------------------- logging
 
 
@@ -92,64 +86,6 @@ def _install_log_filter() -> None:
 
 
 _install_log_filter()
-
-
-# --------------------------------------------------------------------------- atomic files
-
-
-# --------------------------------------------------------------------------- run directories
-
-
-def run_dir(workdir: str | os.PathLike, config: Config) -> Path:
-    """``<workdir>/<config.name>-<result_hash(config)>``."""
-    name = config.name
-    if not _NAME_RE.fullmatch(name) or name.startswith("."):
-        raise ValueError(
-            f"config.name {name!r} cannot name a run directory: use letters, digits and _ . , + = - "
-            "(not starting with '.')"
-        )
-    return Path(workdir).expanduser().absolute() / f"{name}-{result_hash(config)}"
-
-
-def _stored_result_fields(path: Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        stored = json.load(handle)
-    if path.name == "config.json":
-        try:
-            return result_fields(from_dict(Config, stored))
-        except (ConfigError, TypeError, AttributeError) as err:
-            raise RunDirConflictError(f"{path} does not hold a config this version can read: {err}") from None
-    return stored
-
-
-def prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
-    """Create the run directory and write ``config.json`` and ``result_fields.json`` (atomically).
-
-    An existing directory is reused (resume) only if its stored result fields equal this
-    config's; otherwise :class:`RunDirConflictError` names the differing fields.
-    """
-    path = run_dir(workdir, config)
-    fields = json.loads(json.dumps(result_fields(config)))
-    for stored_path in (path / "result_fields.json", path / "config.json"):
-        if not stored_path.exists():
-            continue
-        stored = _stored_result_fields(stored_path)
-        if stored != fields:
-            keys = sorted(set(stored) | set(fields))
-            diffs = [
-                f"  {k}: stored {stored.get(k, '<missing>')!r}, now {fields.get(k, '<missing>')!r}"
-                for k in keys
-                if stored.get(k, "<missing>") != fields.get(k, "<missing>")
-            ]
-            raise RunDirConflictError(
-                f"run directory {path} holds a run with different result settings ({stored_path.name}):\n"
-                + "\n".join(diffs[:20])
-                + "\nUse another workdir or config name, or remove the directory."
-            )
-    path.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path / "config.json", to_dict(config), indent=2)
-    atomic_write_json(path / "result_fields.json", fields, indent=2, sort_keys=True)
-    return path
 
 
 # --------------------------------------------------------------------------- trees
@@ -181,23 +117,17 @@ def abstract_tree(tree: Any) -> Any:
     return jax.tree.map(leaf, tree)
 
 
-def _path_str(path: tuple[str, ...]) -> str:
-    return "/".join(path) or "<root>"
-
-
 def _check_target(saved_meta: Any, target: Any, where: str) -> None:
     """Raise :class:`TreeMismatchError` unless ``target`` has the saved paths, shapes and dtypes."""
-    saved = {
-        ocp.tree.str_keypath(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(saved_meta)[0]
-    }
-    wanted = {ocp.tree.str_keypath(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
-    problems = [f"  missing in target: {_path_str(k)}" for k in sorted(set(saved) - set(wanted))]
-    problems += [f"  not in checkpoint: {_path_str(k)}" for k in sorted(set(wanted) - set(saved))]
+    saved = {path_str(p) or "<root>": leaf for p, leaf in jax.tree_util.tree_flatten_with_path(saved_meta)[0]}
+    wanted = {path_str(p) or "<root>": leaf for p, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
+    problems = [f"  missing in target: {k}" for k in sorted(set(saved) - set(wanted))]
+    problems += [f"  not in checkpoint: {k}" for k in sorted(set(wanted) - set(saved))]
     for key in sorted(set(saved) & set(wanted)):
         meta, want = saved[key], wanted[key]
         if isinstance(want, (bool, int, float)):
             if tuple(getattr(meta, "shape", ())) != ():
-                problems.append(f"  {_path_str(key)}: target is a scalar, saved shape {meta.shape}")
+                problems.append(f"  {key}: target is a scalar, saved shape {meta.shape}")
             continue
         if _is_key(want):  # typed keys are stored as their key data
             want = jax.eval_shape(jax.random.key_data, want)
@@ -210,7 +140,7 @@ def _check_target(saved_meta: Any, target: Any, where: str) -> None:
                 continue
         if tuple(meta.shape) != tuple(want.shape) or np.dtype(meta.dtype) != np.dtype(want.dtype):
             problems.append(
-                f"  {_path_str(key)}: saved {np.dtype(meta.dtype).name}{list(meta.shape)}, "
+                f"  {key}: saved {np.dtype(meta.dtype).name}{list(meta.shape)}, "
                 f"target {np.dtype(want.dtype).name}{list(want.shape)}"
             )
     if problems:
@@ -245,7 +175,7 @@ def _reject_unsupported(tree: Any, what: str) -> None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float)):
             raise CheckpointError(
-                f"{what}: leaf {jax.tree_util.keystr(path)} has unsupported type {type(leaf).__name__}"
+                f"{what}: leaf {path_str(path)} has unsupported type {type(leaf).__name__}"
             )
 
 
@@ -269,7 +199,7 @@ class RunStore:
     def __init__(self, run_dir: str | os.PathLike):
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
-            raise CheckpointNotFoundError(f"run directory {self.run_dir} does not exist (see prepare_run_dir)")
+            raise CheckpointNotFoundError(f"run directory {self.run_dir} does not exist (see rundir.prepare_run_dir)")
         self._managers: dict[Path, ocp.CheckpointManager] = {}
         progress = self.run_dir / "progress"
         if progress.is_dir():
@@ -350,7 +280,7 @@ class RunStore:
     # -- named trees
 
     def _tree_dir(self, name: str) -> Path:
-        if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name.startswith("."):
+        if not valid_name(name):
             raise ValueError(f"tree name {name!r} must use letters, digits and _ . , + = -")
         return self.run_dir / "trees" / name
 

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from sdd_jax.config import ConfigError, override, result_hash, to_dict
+from sdd_jax.config import ConfigError, override, to_dict
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -99,7 +99,8 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "show":
         config = resolve(args.preset, args.overrides, args.seeds, args.workdir)
-        from sdd_jax.imp import validate
+        from sdd_jax.config import validate
+        from sdd_jax.rundir import result_hash
 
         validate(config)
         print(json.dumps({**to_dict(config), "result_hash": result_hash(config)}, indent=2))
@@ -130,15 +131,15 @@ def _run(args) -> int:
     from sdd_jax import imp
 
     started = time.time()
-    setup = imp.make_setup(config)
-    already = set(setup.store.finished_levels()) >= set(range(config.pruning.levels + 1))
+    exp, run = imp.prepare(config)
+    already = set(run.finished_levels()) >= set(range(config.pruning.levels + 1))
     if config.run.verbosity:
-        ds = setup.dataset
+        ds = exp.dataset
         print(f"{config.name}: {config.model.name}, {len(ds.y_train)} training examples "
               f"({ds.metadata.get('realised_noise_rate', 0):.1%} labels changed), "
               f"{config.run.seeds} seed(s), {config.pruning.levels} pruning levels\n"
-              f"run directory: {setup.run_dir}", file=sys.stderr)
-    run_dir = imp.run_imp(config, setup=setup)
+              f"run directory: {run.path}", file=sys.stderr)
+    run_dir = imp.run_imp(config, prepared=(exp, run))
     return _finish(run_dir, quiet=not config.run.verbosity,
                    seconds=None if already else time.time() - started, already=already)
 
@@ -171,13 +172,12 @@ def _branch(args) -> int:
         raise ConfigError(f"--levels expects comma-separated integers, got {args.levels!r}") from None
     name = args.command.replace("-", "_")
     overrides = args.overrides + (["run.verbosity=0"] if args.quiet else [])
-    setup = branches.open_run(Path(args.run_dir), overrides)
-    path = branches.run_branch(setup, name, levels)
+    exp, run = branches.open_run(Path(args.run_dir), overrides)
+    path = branches.run_branch(exp, run, name, levels)
     if not args.quiet:
-        from sdd_jax import report
+        from sdd_jax import results, table
 
-        rows = report.read_results_csv(path)
-        print(report.summary_table(rows))
+        print(table.summary_table(results.read_results_csv(path)))
         print(f"\n{name}: {path}")
     return 0
 

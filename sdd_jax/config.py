@@ -2,24 +2,22 @@
 
 ``Config`` holds ``data``, ``noise``, ``model``, ``optim``, ``pruning`` and ``run``. Presets in
 ``experiments/`` build a ``Config``; the command line applies ``--set key=value`` through
-:func:`override`. :func:`result_hash` hashes only the fields that change results (everything but
-``run`` fields listed in ``NON_RESULT_FIELDS``), so paths, chunk sizes and verbosity never
-change a run's identity.
+:func:`override`; :func:`validate` rejects settings that cannot run before anything is written.
+Which fields identify a run's results is decided in :mod:`sdd_jax.rundir`.
+
+Units: iterations are SGD steps counted from the start of training (an epoch is
+``ceil(N / batch_size)`` of them), epochs are passes over the training set, fractions lie in
+[0, 1], learning rates are per-iteration step sizes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
-
-# Bumped whenever the on-disk result format or the meaning of a stored number changes.
-RESULT_FORMAT_VERSION = 1
-
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -35,11 +33,11 @@ class DataConfig:
     source: str = "auto"
     data_dir: str | None = None
     download: bool = False
-    train_size: int | None = None  # keep N training examples (None: all)
+    train_size: int | None = None  # examples kept from the training split (None: all)
     subset_mode: str = "first"  # first | random
     class_balanced: bool = False
-    validation_size: int = 0
-    test_size: int | None = None
+    validation_size: int = 0  # examples held out of the training split (clean labels)
+    test_size: int | None = None  # examples kept from the test split (None: all)
     subset_seed: int = 0
     augment: bool = False  # pad-4 random crop + horizontal flip (CIFAR-like data)
 
@@ -51,8 +49,8 @@ class NoiseConfig:
     "symmetric" (the new label may equal the true one)."""
 
     kind: str = "none"
-    rate: float = 0.0
-    seed: int = 0
+    rate: float = 0.0  # fraction of training examples selected for relabelling
+    seed: int = 0  # seed of the ``noise`` stream
     exact: bool = True  # symmetric: corrupt exactly ceil(rate*N) examples
     asymmetric_mode: str = "superclass"  # superclass | reference_blocks (CIFAR-100)
 
@@ -72,34 +70,41 @@ class ModelConfig:
 class OptimConfig:
     """SGD as PyTorch: momentum without dampening, weight decay added to the gradient."""
 
-    lr: float = 0.1
+    lr: float = 0.1  # step size per iteration
     momentum: float = 0.0
     nesterov: bool = False
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    epochs: int = 200
+    weight_decay: float = 0.0  # coefficient of the L2 term added to the gradient
+    batch_size: int = 128  # examples per iteration
+    epochs: int = 200  # epochs of one training run (one pruning level)
     milestones: tuple[int, ...] = ()  # epochs at which lr is multiplied by gamma
     gamma: float = 0.1
-    warmup_epochs: float = 0.0
+    warmup_epochs: float = 0.0  # epochs of linear warm-up (fractions allowed)
+
+    def constant_lr(self, lr: float, epochs: int) -> OptimConfig:
+        """This optimiser at the fixed learning rate ``lr`` for ``epochs`` epochs (no milestones,
+        no warm-up): finetuning and re-dense training, as the reference code's fixed-lr runs."""
+        return dataclasses.replace(self, lr=lr, milestones=(), warmup_epochs=0.0, epochs=epochs)
+
+
+SCHEDULES = ("lottery", "finetune", "lr_rewind", "scratch")
 
 
 @dataclass(frozen=True)
 class PruningConfig:
-    """Iterative pruning. ``schedule``: lottery | finetune | lr_rewind | scratch."""
+    """Iterative pruning. ``schedule``: one of :data:`SCHEDULES` (see :mod:`sdd_jax.imp`)."""
 
-    levels: int = 24
+    levels: int = 24  # pruning levels after the dense level 0
     fraction: float = 0.2  # of the remaining prunable weights, per level
     criterion: str = "magnitude"  # magnitude | saliency | random
     largest_first: bool = False
     scope: str = "global"  # global | layer
     ignore: tuple[str, ...] = ()  # regexes over parameter paths never pruned
-    saliency_batches: int = 1
+    saliency_batches: int = 1  # batches whose mean gradient gives saliency scores
     schedule: str = "lottery"
-    rewind_iteration: int = 0
+    rewind_iteration: int = 0  # iteration whose weights θk later levels restart from (lottery)
     finetune_lr: float = 0.1
-    finetune_epochs: int = 0  # 0: same as optim.epochs
-    oneshot_levels: tuple[int, ...] = ()  # k values for the one-shot branch (density 0.8^k)
-    redense_epochs: int = 0
+    finetune_epochs: int = 0  # epochs per finetuning level (0: optim.epochs)
+    redense_epochs: int = 0  # epochs of dense training after a level (re-dense branch)
     redense_lr: float = 0.1
 
 
@@ -107,15 +112,15 @@ class PruningConfig:
 class RunConfig:
     """Seeds and execution. Only ``seeds`` and ``first_seed`` change results."""
 
-    seeds: int = 1
-    first_seed: int = 0
+    seeds: int = 1  # training seeds run together
+    first_seed: int = 0  # seeds are first_seed .. first_seed + seeds - 1
     workdir: str = "runs"
-    seeds_per_chunk: int = 0  # 0: all seeds at once
-    eval_batch_size: int = 1000
-    eval_every_epochs: int = 1  # test-set evaluation period (test_acc_best is over these epochs)
-    checkpoint_every_epochs: int = 0  # 0: only at the end of each level
+    seeds_per_chunk: int = 0  # seeds on the device at a time (0: all at once)
+    eval_batch_size: int = 1000  # examples per evaluation batch
+    eval_every_epochs: int = 1  # test-set evaluation period in epochs (test_acc_best is over these)
+    checkpoint_every_epochs: int = 0  # in-level checkpoint period in epochs (0: level ends only)
     verbosity: int = 1  # 0 quiet, 1 progress, 2 verbose
-    epoch_loop: str = "auto"  # scan | steps | auto (steps for conv nets on CPU; see train.Engine)
+    epoch_loop: str = "auto"  # scan | steps | auto (steps for conv nets on CPU; see engine.Engine)
     compilation_cache: str | None = None
 
 
@@ -133,26 +138,6 @@ class Config:
     @property
     def seed_list(self) -> list[int]:
         return list(range(self.run.first_seed, self.run.first_seed + self.run.seeds))
-
-
-NON_RESULT_FIELDS = frozenset(
-    {
-        "name",
-        "description",
-        "run.workdir",
-        "run.seeds_per_chunk",
-        "run.eval_batch_size",
-        "run.checkpoint_every_epochs",
-        "run.verbosity",
-        "run.epoch_loop",
-        "run.compilation_cache",
-        "data.data_dir",
-        "data.download",
-        "data.source",
-        # More levels extend a run: the levels already computed do not change.
-        "pruning.levels",
-    }
-)
 
 
 class ConfigError(ValueError):
@@ -287,31 +272,32 @@ def _replace_path(node: Any, path: list[str], value: Any) -> Any:
     return dataclasses.replace(node, **{path[0]: _replace_path(child, path[1:], value)})
 
 
-def result_fields(config: Config) -> dict[str, Any]:
-    """The settings that change results, flattened, plus the result-format version."""
-    flat = {}
+def validate(config: Config) -> None:
+    """Reject settings that cannot run, before anything is written (:class:`ValueError` naming
+    the setting). Checks that need the data (the rewind iteration against the length of a
+    training run, ignore patterns against the model) are made in :mod:`sdd_jax.experiment`."""
+    from sdd_jax import pruning
 
-    def walk_leaf(key, v):
-        if key not in NON_RESULT_FIELDS:
-            flat[key] = v
-
-    def rec(prefix, d):
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                rec(key + ".", v)
-            else:
-                walk_leaf(key, v)
-
-    rec("", to_dict(config))
-    flat["result_format_version"] = RESULT_FORMAT_VERSION
-    return flat
-
-
-def result_hash(config: Config) -> str:
-    """A 12-hex-digit hash of :func:`result_fields` (stable across processes and machines)."""
-    payload = json.dumps(result_fields(config), sort_keys=True).encode()
-    return hashlib.sha256(payload).hexdigest()[:12]
+    p, o = config.pruning, config.optim
+    if p.schedule not in SCHEDULES:
+        raise ValueError(f"unknown pruning.schedule {p.schedule!r}; choose one of {SCHEDULES}")
+    if not 0.0 < p.fraction < 1.0:
+        raise ValueError(f"pruning.fraction must be in (0, 1), got {p.fraction}")
+    if p.levels < 0:
+        raise ValueError(f"pruning.levels must be >= 0, got {p.levels}")
+    if o.epochs <= 0:
+        raise ValueError(f"optim.epochs must be positive, got {o.epochs}")
+    if config.run.seeds <= 0:
+        raise ValueError(f"run.seeds must be positive, got {config.run.seeds}")
+    if p.rewind_iteration < 0:
+        raise ValueError(f"pruning.rewind_iteration must be >= 0, got {p.rewind_iteration}")
+    if p.criterion not in pruning.CRITERIA:
+        raise ValueError(f"unknown pruning.criterion {p.criterion!r}; choose one of {pruning.CRITERIA}")
+    if p.scope not in pruning.SCOPES:
+        raise ValueError(f"unknown pruning.scope {p.scope!r}; choose 'global' or 'layer'")
+    pruning.fraction_ratio(p.fraction)
+    if o.batch_size <= 0:
+        raise ValueError(f"optim.batch_size must be positive, got {o.batch_size}")
 
 
 def load_json(path: str) -> Config:

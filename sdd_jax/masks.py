@@ -3,8 +3,8 @@
 A mask never has ``None`` leaves; leaves that are not prunable are all ones. Which leaves are
 prunable is decided by a predicate over the leaf's *path* in the unbatched params tree, e.g.
 ``is_prunable(("fc1", "kernel")) -> True`` — never by ``ndim``, because with a leading seed axis
-a bias looks 2-D. Functions taking ``prunable`` accept either such a predicate or the static
-tree of Python bools made by :func:`prunable_tree`.
+a bias looks 2-D. Paths are tuples of names; :func:`leaf_path` and :func:`path_str` are the one
+place that turns ``jax.tree_util`` key paths into them.
 
 Every function works on a seed-stacked tree (a leading seed axis on every leaf) as well: the
 paths are the same, and the counting functions take ``seed_axis=True`` to return one value per
@@ -14,47 +14,48 @@ seed (or can be wrapped in ``jax.vmap``).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Union
+from typing import Any, Callable, Iterable
 
 import jax
 import jax.numpy as jnp
 
 Path = tuple[str, ...]
 Predicate = Callable[[Path], bool]
-Prunable = Union[Predicate, Any]  # a predicate, or a pytree of Python bools
 
 
 class MaskError(ValueError):
-    """A mask (or prunability tree) that does not fit the params it is used with."""
-
-
-def _key_name(entry: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(entry, attr):
-            return str(getattr(entry, attr))
-    return str(entry)
+    """A mask (or prunability predicate) that does not fit the params it is used with."""
 
 
 def leaf_path(keypath: Iterable[Any]) -> Path:
-    """A ``jax.tree_util`` key path as a tuple of strings, e.g. ``("fc1", "kernel")``."""
-    return tuple(_key_name(entry) for entry in keypath)
+    """A key path as a tuple of names, e.g. ``("fc1", "kernel")``.
+
+    Entries may be ``jax.tree_util`` keys (``DictKey.key``, ``GetAttrKey.name``,
+    ``SequenceKey.idx``, ``FlattenedIndexKey.key``) or plain names; anything else goes through
+    ``str``.
+    """
+    names = []
+    for entry in keypath:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                entry = getattr(entry, attr)
+                break
+        names.append(str(entry))
+    return tuple(names)
 
 
-def path_str(path: Path) -> str:
-    """``("fc1", "kernel") -> "fc1/kernel"`` (the form used in reports and ignore regexes)."""
-    return "/".join(str(p) for p in path)
+def path_str(path: Iterable[Any]) -> str:
+    """``("fc1", "kernel") -> "fc1/kernel"`` (the form used in reports and ignore regexes).
+
+    ``path`` is a tuple of names or a ``jax.tree_util`` key path (``{"a": {"b": [x]}}`` gives
+    ``"a/b/0"`` for ``x``).
+    """
+    return "/".join(leaf_path(path))
 
 
 def paths(tree: Any) -> list[Path]:
     """The path of every leaf, in ``jax.tree_util`` leaf order."""
     return [leaf_path(kp) for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-
-
-def prunable_tree(params: Any, is_prunable: Predicate) -> Any:
-    """A pytree of Python bools (static), ``True`` where ``is_prunable(path)``."""
-    if not callable(is_prunable):
-        raise MaskError(f"is_prunable must be a callable over path tuples, got {type(is_prunable).__name__}")
-    return jax.tree_util.tree_map_with_path(lambda kp, _: bool(is_prunable(leaf_path(kp))), params)
 
 
 def exclude(is_prunable: Predicate, patterns: Iterable[str] = ()) -> Predicate:
@@ -81,18 +82,11 @@ def exclude(is_prunable: Predicate, patterns: Iterable[str] = ()) -> Predicate:
     return predicate
 
 
-def prunable_flags(tree: Any, prunable: Prunable) -> list[bool]:
-    """One static bool per leaf of ``tree`` (in leaf order)."""
-    if callable(prunable):
-        return [bool(prunable(p)) for p in paths(tree)]
-    flags, flag_def = jax.tree_util.tree_flatten(prunable)
-    tree_def = jax.tree_util.tree_structure(tree)
-    if flag_def != tree_def:
-        raise MaskError(f"prunable tree structure {flag_def} does not match {tree_def}")
-    try:
-        return [bool(f) for f in flags]
-    except jax.errors.ConcretizationTypeError:
-        raise MaskError("prunable must hold static Python bools, not traced arrays") from None
+def prunable_flags(tree: Any, prunable: Predicate) -> list[bool]:
+    """One static bool per leaf of ``tree`` (in leaf order): ``prunable(path)``."""
+    if not callable(prunable):
+        raise MaskError(f"prunable must be a callable over path tuples, got {type(prunable).__name__}")
+    return [bool(prunable(p)) for p in paths(tree)]
 
 
 def check_like(tree: Any, params: Any, what: str = "mask") -> None:
@@ -106,15 +100,15 @@ def check_like(tree: Any, params: Any, what: str = "mask") -> None:
             raise MaskError(f"{what} leaf {path_str(path)} has shape {jnp.shape(a)}, params have {jnp.shape(b)}")
 
 
+def apply_mask(tree: Any, mask: Any) -> Any:
+    """``tree * mask`` leaf by leaf, the mask cast to each leaf's dtype: pruned entries become
+    exactly zero. The one way the package masks weights, gradients and updates."""
+    return jax.tree_util.tree_map(lambda leaf, m: leaf * jnp.asarray(m).astype(leaf.dtype), tree, mask)
+
+
 def ones_like(params: Any) -> Any:
     """The dense mask: ones everywhere, in each leaf's dtype."""
     return jax.tree_util.tree_map(jnp.ones_like, params)
-
-
-def apply(params: Any, mask: Any) -> Any:
-    """``params * mask`` leaf by leaf (pruned weights become exactly zero)."""
-    check_like(mask, params)
-    return jax.tree_util.tree_map(lambda p, m: p * jnp.asarray(m, p.dtype), params, mask)
 
 
 def _leaf_counts(leaf: jax.Array, seed_axis: bool) -> tuple[jax.Array, int]:
@@ -127,7 +121,7 @@ def _leaf_counts(leaf: jax.Array, seed_axis: bool) -> tuple[jax.Array, int]:
     return jnp.sum(leaf != 0, dtype=jnp.int32), leaf.size
 
 
-def layer_counts(mask: Any, prunable: Prunable, *, seed_axis: bool = False) -> dict[str, tuple[jax.Array, int]]:
+def layer_counts(mask: Any, prunable: Predicate, *, seed_axis: bool = False) -> dict[str, tuple[jax.Array, int]]:
     """``{path_str: (kept, total)}`` for every prunable leaf (``kept`` per seed with ``seed_axis``)."""
     flags = prunable_flags(mask, prunable)
     out = {}
@@ -137,7 +131,7 @@ def layer_counts(mask: Any, prunable: Prunable, *, seed_axis: bool = False) -> d
     return out
 
 
-def count(mask: Any, prunable: Prunable, *, seed_axis: bool = False) -> tuple[jax.Array, int]:
+def count(mask: Any, prunable: Predicate, *, seed_axis: bool = False) -> tuple[jax.Array, int]:
     """``(kept, total)`` over all prunable leaves: ``kept`` an int32 array (shape ``()``, or
     ``(seeds,)`` with ``seed_axis``), ``total`` a Python int (per seed)."""
     counts = layer_counts(mask, prunable, seed_axis=seed_axis)
@@ -148,20 +142,13 @@ def count(mask: Any, prunable: Prunable, *, seed_axis: bool = False) -> tuple[ja
     return kept, total
 
 
-def density(mask: Any, prunable: Prunable, *, seed_axis: bool = False) -> jax.Array:
+def density(mask: Any, prunable: Predicate, *, seed_axis: bool = False) -> jax.Array:
     """Fraction of prunable weights kept (one value, or one per seed with ``seed_axis``)."""
     kept, total = count(mask, prunable, seed_axis=seed_axis)
     return kept / total
 
 
-def layer_densities(mask: Any, prunable: Prunable, *, seed_axis: bool = False) -> dict[str, jax.Array]:
+def layer_densities(mask: Any, prunable: Predicate, *, seed_axis: bool = False) -> dict[str, jax.Array]:
     """``{path_str: kept/total}`` for every prunable leaf."""
     return {k: kept / total for k, (kept, total) in layer_counts(mask, prunable, seed_axis=seed_axis).items()}
 
-
-def is_nested(new: Any, old: Any) -> jax.Array:
-    """True iff every weight kept by ``new`` is kept by ``old`` (pruning never revives)."""
-    check_like(new, old, "new mask")
-    pairs = zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(old))
-    checks = [jnp.all((n == 0) | (o != 0)) for n, o in pairs]
-    return jnp.all(jnp.stack(checks)) if checks else jnp.array(True)

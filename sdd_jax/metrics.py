@@ -35,7 +35,7 @@ def learning_distances(
     theta_ref: Any,
     params: Any,
     mask: Any,
-    is_prunable: masks_lib.Prunable,
+    is_prunable: masks_lib.Predicate,
     *,
     seed_axis: bool = False,
 ) -> dict | list[dict]:

@@ -56,6 +56,12 @@ class Progress:
             else:
                 print(message, file=self.stream)
 
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -22,6 +22,7 @@ already pruned rank below every live weight, so masks are nested.
 
 from __future__ import annotations
 
+import dataclasses
 import fractions
 from functools import partial
 from typing import Any, Callable, Mapping
@@ -36,10 +37,48 @@ from sdd_jax import masks as masks_lib
 CRITERIA = ("magnitude", "saliency", "random")
 SCOPES = ("global", "layer")
 _MAX_DENOMINATOR = 2**15
+_NO_PRUNABLE = "no prunable leaves: the predicate (minus ignored paths) matched no parameter"
 
 
 class PruningError(ValueError):
     """Bad pruning options or inputs."""
+
+
+def _check_criterion(criterion: str) -> None:
+    if criterion not in CRITERIA:
+        raise PruningError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+
+
+def _check_scope(scope: str) -> None:
+    if scope not in SCOPES:
+        raise PruningError(f"unknown scope {scope!r}; choose from {', '.join(SCOPES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneOptions:
+    """How weights are ranked and grouped (OpenLTH: pruning_strategy, pruning_scope, prune_max_magnitude).
+
+    ``criterion``: magnitude | saliency | random; ``scope``: global | layer; ``largest_first``
+    prunes the highest scores first. Which leaves may be pruned at all is the caller's
+    predicate (ignore lists: :func:`sdd_jax.masks.exclude`).
+    """
+
+    criterion: str = "magnitude"
+    scope: str = "global"
+    largest_first: bool = False
+
+    def __post_init__(self) -> None:
+        _check_criterion(self.criterion)
+        _check_scope(self.scope)
+
+    @classmethod
+    def from_config(cls, pruning_config: Any) -> PruneOptions:
+        """The options held by a ``PruningConfig`` (``criterion``, ``scope``, ``largest_first``)."""
+        return cls(
+            criterion=pruning_config.criterion,
+            scope=pruning_config.scope,
+            largest_first=pruning_config.largest_first,
+        )
 
 
 # ----------------------------------------------------------------------------- counts
@@ -118,7 +157,8 @@ def scores(
             raise PruningError("criterion 'random' needs a key (one per seed)")
         out = random_scores(params, key)
     else:
-        raise PruningError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+        _check_criterion(criterion)
+        raise PruningError(f"criterion {criterion!r} has no score")
     if largest_first:
         out = jax.tree_util.tree_map(jnp.negative, out)
     return out
@@ -139,11 +179,6 @@ def _keep_top(score: jax.Array, alive: jax.Array, keep) -> jax.Array:
     return jnp.zeros(n, bool).at[order].set(index >= n - keep)
 
 
-def _check_scope(scope: str) -> None:
-    if scope not in SCOPES:
-        raise PruningError(f"unknown scope {scope!r}; choose from {', '.join(SCOPES)}")
-
-
 def _select(
     score_tree: Any,
     mask: Any,
@@ -161,7 +196,7 @@ def _select(
     score_leaves = jax.tree_util.tree_leaves(score_tree)
     chosen = [i for i, f in enumerate(flags) if f]
     if not chosen:
-        raise PruningError("no prunable leaves: the predicate (minus ignored paths) matched no parameter")
+        raise PruningError(_NO_PRUNABLE)
 
     def alive_of(i):
         if alive_from_mask:
@@ -193,68 +228,54 @@ def _select(
     return jax.tree_util.tree_unflatten(tree_def, new_leaves)
 
 
-def _effective(is_prunable, ignore) -> masks_lib.Prunable:
-    if isinstance(ignore, str):
-        ignore = (ignore,)
-    if callable(is_prunable):
-        return masks_lib.exclude(is_prunable, ignore)
-    if ignore:
-        raise PruningError("ignore patterns need is_prunable as a predicate over paths")
-    return is_prunable
-
-
 # ----------------------------------------------------------------------------- public API
+
+
+def _option_scores(params: Any, options: PruneOptions, key: jax.Array | None, grads: Any) -> Any:
+    return scores(params, options.criterion, grads=grads, key=key, largest_first=options.largest_first)
 
 
 def prune(
     params: Any,
     mask: Any,
-    is_prunable: masks_lib.Prunable,
+    is_prunable: masks_lib.Predicate,
     *,
     fraction: float = 0.2,
-    criterion: str = "magnitude",
-    scope: str = "global",
+    options: PruneOptions = PruneOptions(),
     key: jax.Array | None = None,
     grads: Any = None,
-    largest_first: bool = False,
-    ignore: tuple[str, ...] = (),
 ) -> Any:
     """One pruning level: remove ``ceil(fraction * remaining)`` more prunable weights.
 
-    ``remaining`` counts the live prunable weights (per leaf for ``scope="layer"``); leaves
-    whose path matches an ``ignore`` regex are left as they are and not counted. Per seed:
-    vmap it (see :func:`seed_pruner`). ``fraction`` must be static (a Python float).
+    ``remaining`` counts the live weights of the leaves where ``is_prunable(path)`` holds (per
+    leaf for ``options.scope == "layer"``); other leaves are left as they are and not counted.
+    Per seed: vmap it (see :func:`seed_pruner`). ``fraction`` must be static (a Python float).
     """
     masks_lib.check_like(mask, params)
     fraction_ratio(fraction)  # validate before tracing anything
-    score_tree = scores(params, criterion, grads=grads, key=key, largest_first=largest_first)
-    prunable = _effective(is_prunable, ignore)
-    return _select(score_tree, mask, prunable, scope, lambda _, live: live - num_to_prune(live, fraction))
+    score_tree = _option_scores(params, options, key, grads)
+    return _select(score_tree, mask, is_prunable, options.scope, lambda _, live: live - num_to_prune(live, fraction))
 
 
 def prune_to_count(
     params: Any,
     mask: Any,
-    is_prunable: masks_lib.Prunable,
+    is_prunable: masks_lib.Predicate,
     *,
     kept: int | jax.Array | Mapping[str, int],
-    criterion: str = "magnitude",
-    scope: str = "global",
+    options: PruneOptions = PruneOptions(),
     key: jax.Array | None = None,
     grads: Any = None,
-    largest_first: bool = False,
-    ignore: tuple[str, ...] = (),
 ) -> Any:
-    """Prune directly to ``kept`` live prunable weights (one-shot pruning).
+    """Prune directly to ``kept`` live prunable weights (one-shot pruning, with the targets of
+    :func:`oneshot_targets`).
 
     ``kept``: an int (``global``; may be traced) or ``{path_str: int}`` for every prunable leaf
     (``layer``). A target above the live count keeps the mask as it is: nothing is revived.
     """
     masks_lib.check_like(mask, params)
-    _check_scope(scope)
-    prunable = _effective(is_prunable, ignore)
-    layer_totals = {k: t for k, (_, t) in masks_lib.layer_counts(mask, prunable).items()}
-    if scope == "global":
+    layer_totals = {k: t for k, (_, t) in masks_lib.layer_counts(mask, is_prunable).items()}
+    if options.scope == "global":
         if isinstance(kept, Mapping):
             raise PruningError("scope 'global' takes kept as one int, not a per-layer mapping")
         if isinstance(kept, int) and not 0 <= kept <= sum(layer_totals.values()):
@@ -276,97 +297,51 @@ def prune_to_count(
         def target(name, live):
             return jnp.asarray(kept[name], jnp.int32)
 
-    score_tree = scores(params, criterion, grads=grads, key=key, largest_first=largest_first)
-    return _select(score_tree, mask, prunable, scope, target)
+    score_tree = _option_scores(params, options, key, grads)
+    return _select(score_tree, mask, is_prunable, options.scope, target)
 
 
 def oneshot_targets(
     params: Any,
-    is_prunable: masks_lib.Prunable,
+    is_prunable: masks_lib.Predicate,
     *,
     levels: int,
     fraction: float = 0.2,
     scope: str = "global",
-    ignore: tuple[str, ...] = (),
 ) -> int | dict[str, int]:
     """Kept counts that iterative pruning reaches after ``levels`` levels from dense: one int
     (``global``) or ``{path_str: int}`` (``layer``). Pass to :func:`prune_to_count`."""
     _check_scope(scope)
-    prunable = _effective(is_prunable, ignore)
-    totals = {k: t for k, (_, t) in masks_lib.layer_counts(masks_lib.ones_like(params), prunable).items()}
+    totals = {k: t for k, (_, t) in masks_lib.layer_counts(masks_lib.ones_like(params), is_prunable).items()}
     if not totals:
-        raise PruningError("no prunable leaves: the predicate (minus ignored paths) matched no parameter")
+        raise PruningError(_NO_PRUNABLE)
     if scope == "global":
         return kept_after_levels(sum(totals.values()), fraction, levels)
     return {k: kept_after_levels(t, fraction, levels) for k, t in totals.items()}
 
 
-def prune_oneshot(
-    params: Any,
-    mask: Any,
-    is_prunable: masks_lib.Prunable,
-    *,
-    levels: int,
-    fraction: float = 0.2,
-    scope: str = "global",
-    ignore: tuple[str, ...] = (),
-    **kwargs,
-) -> Any:
-    """Prune once to the density that ``levels`` iterative levels reach (``0.8**k`` up to rounding)."""
-    targets = oneshot_targets(params, is_prunable, levels=levels, fraction=fraction, scope=scope, ignore=ignore)
-    return prune_to_count(params, mask, is_prunable, kept=targets, scope=scope, ignore=ignore, **kwargs)
-
-
-def random_mask_like(
-    mask: Any, is_prunable: masks_lib.Prunable, key: jax.Array, *, ignore: tuple[str, ...] = ()
-) -> Any:
+def random_mask_like(mask: Any, is_prunable: masks_lib.Predicate, key: jax.Array) -> Any:
     """A mask with the same kept count per prunable leaf as ``mask``, at random positions
     (the paper's random-pruning control). Each key gives its own positions."""
-    prunable = _effective(is_prunable, ignore)
-    counts = {k: c for k, (c, _) in masks_lib.layer_counts(mask, prunable).items()}
+    counts = {k: c for k, (c, _) in masks_lib.layer_counts(mask, is_prunable).items()}
     score_tree = random_scores(mask, key)
-    return _select(score_tree, mask, prunable, "layer", lambda name, _: counts[name], alive_from_mask=False)
+    return _select(score_tree, mask, is_prunable, "layer", lambda name, _: counts[name], alive_from_mask=False)
 
 
 def seed_pruner(
-    is_prunable: masks_lib.Prunable,
+    is_prunable: masks_lib.Predicate,
     *,
     fraction: float = 0.2,
-    criterion: str = "magnitude",
-    scope: str = "global",
-    largest_first: bool = False,
-    ignore: tuple[str, ...] = (),
+    options: PruneOptions = PruneOptions(),
 ) -> Callable[..., Any]:
     """``jit(vmap(prune))``: ``fn(params, mask, keys=None, grads=None) -> masks``, every argument
     stacked over seeds (leading axis), each seed pruned on its own (its own global ranking and,
     for ``random``, its own key). Build once and reuse: it compiles once per shape."""
     fraction_ratio(fraction)
-    _check_scope(scope)
-    if criterion not in CRITERIA:
-        raise PruningError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
-    one = partial(
-        prune,
-        is_prunable=is_prunable,
-        fraction=fraction,
-        criterion=criterion,
-        scope=scope,
-        largest_first=largest_first,
-        ignore=tuple(ignore),
-    )
+    one = partial(prune, is_prunable=is_prunable, fraction=fraction, options=options)
     batched = jax.jit(jax.vmap(lambda params, mask, keys, grads: one(params, mask, key=keys, grads=grads)))
 
     def run(params, mask, keys=None, grads=None):
         return batched(params, mask, keys, grads)
 
     return run
-
-
-def options_from_config(pruning_config: Any) -> dict[str, Any]:
-    """The :func:`prune` keyword options held by a ``PruningConfig``."""
-    return dict(
-        fraction=pruning_config.fraction,
-        criterion=pruning_config.criterion,
-        scope=pruning_config.scope,
-        largest_first=pruning_config.largest_first,
-        ignore=tuple(pruning_config.ignore),
-    )

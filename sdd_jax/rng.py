@@ -7,7 +7,6 @@ stream name, so that changing how one choice is made never moves another:
 * ``data_order`` the per-epoch permutation of the training set (per training seed)
 * ``augment``   random crop / flip (per training seed)
 * ``mask``      random pruning scores (per training seed)
-* ``dropout``   reserved
 * ``subset``    which training examples are kept (data seed)
 * ``split``     which examples are held out for validation (data seed)
 * ``noise``     which labels are corrupted and to what (noise seed)
@@ -24,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-STREAMS = ("init", "data_order", "augment", "mask", "dropout", "subset", "split", "noise")
+STREAMS = ("init", "data_order", "augment", "mask", "subset", "split", "noise")
 
 
 def stream_id(stream: str) -> int:
@@ -43,7 +42,8 @@ def stream_key(seed: int, stream: str, *extra: int) -> jax.Array:
 
 
 def seed_keys(seeds, stream: str, *extra: int) -> jax.Array:
-    """Stacked keys of one stream, one per training seed (leading axis = seed axis)."""
+    """Stacked keys of one stream, one per training seed (leading axis = seed axis): the one way
+    the seed-stacked code draws a key per seed."""
     return jnp.stack([stream_key(s, stream, *extra) for s in seeds])
 
 

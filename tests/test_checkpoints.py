@@ -1,4 +1,3 @@
-import dataclasses
 import json
 import logging
 import math
@@ -12,7 +11,6 @@ import optax
 import pytest
 
 from sdd_jax import checkpoints as ck
-from sdd_jax.config import Config, override, result_fields, result_hash, to_dict
 
 SEEDS = 3
 
@@ -110,6 +108,14 @@ def test_restore_target_mismatch_is_a_clear_error(store):
         store.restore_tree("theta0", {"w": jnp.ones((SEEDS, 4), jnp.bfloat16), "b": jnp.zeros(SEEDS)})
     with pytest.raises(ck.TreeMismatchError, match="missing in target: b"):
         store.restore_tree("theta0", {"w": jnp.ones((SEEDS, 4))})
+
+
+def test_mismatch_names_nested_leaves_by_their_path(store):
+    store.save_tree("theta0", {"fc1": {"kernel": jnp.ones((SEEDS, 4, 2)), "bias": jnp.zeros((SEEDS, 2))}})
+    with pytest.raises(ck.TreeMismatchError, match=r"fc1/kernel: saved float32\[3, 4, 2\], target float32\[3, 4, 3\]"):
+        store.restore_tree("theta0", {"fc1": {"kernel": jnp.ones((SEEDS, 4, 3)), "bias": jnp.zeros((SEEDS, 2))}})
+    with pytest.raises(ck.TreeMismatchError, match="missing in target: fc1/bias"):
+        store.restore_tree("theta0", {"fc1": {"kernel": jnp.ones((SEEDS, 4, 2))}})
 
 
 def test_python_scalars_restore_into_abstract_scalars(store):
@@ -302,59 +308,3 @@ def test_orbax_info_logs_are_dropped_warnings_kept(store, caplog):
 def test_store_needs_existing_run_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="prepare_run_dir"):
         ck.RunStore(tmp_path / "nope")
-
-
-# ----------------------------------------------------------------------------- run directories
-
-
-def test_result_hash_ignores_paths_and_verbosity_but_not_noise():
-    base = Config(name="lenet")
-    moved = override(base, {"run.workdir": "/elsewhere", "run.verbosity": 2, "run.eval_batch_size": 17})
-    assert result_hash(moved) == result_hash(base)
-    assert ck.run_dir("a", moved).name == ck.run_dir("b", base).name == f"lenet-{result_hash(base)}"
-    noisy = override(base, {"noise.rate": 0.2})
-    assert result_hash(noisy) != result_hash(base)
-    assert ck.run_dir("w", noisy) != ck.run_dir("w", base)
-
-
-def test_prepare_run_dir_writes_readable_config(tmp_path):
-    config = override(Config(name="lenet"), {"noise.kind": "symmetric", "noise.rate": 0.2})
-    path = ck.prepare_run_dir(tmp_path, config)
-    assert path == tmp_path / f"lenet-{result_hash(config)}" and path.is_dir()
-    text = (path / "config.json").read_text()
-    assert text.startswith('{\n  "name": "lenet"')
-    assert json.loads(text) == to_dict(config)
-    assert json.loads((path / "result_fields.json").read_text()) == json.loads(json.dumps(result_fields(config)))
-    quieter = override(config, {"run.verbosity": 0})
-    assert ck.prepare_run_dir(tmp_path, quieter) == path  # resume with other non-result settings
-    assert json.loads((path / "config.json").read_text())["run"]["verbosity"] == 0
-    assert not [p.name for p in path.iterdir() if p.name.startswith(".")]
-
-
-def test_prepare_run_dir_conflict(tmp_path):
-    config = Config(name="lenet")
-    path = ck.prepare_run_dir(tmp_path, config)
-    stored = to_dict(override(config, {"noise.rate": 0.4}))
-    ck.atomic_write_json(path / "config.json", stored)
-    (path / "result_fields.json").unlink()
-    with pytest.raises(ck.RunDirConflictError, match=r"noise.rate: stored 0.4, now 0.0"):
-        ck.prepare_run_dir(tmp_path, config)
-    ck.atomic_write_json(path / "config.json", {"bogus": 1})
-    with pytest.raises(ck.RunDirConflictError, match="does not hold a config this version can read"):
-        ck.prepare_run_dir(tmp_path, config)
-
-
-def test_bad_run_name():
-    with pytest.raises(ValueError, match="config.name"):
-        ck.run_dir("w", dataclasses.replace(Config(), name="a/b"))
-
-
-def test_atomic_write_replaces_whole_file(tmp_path):
-    target = tmp_path / "f.json"
-    ck.atomic_write_json(target, {"a": [1, 2]})
-    ck.atomic_write_text(target, "second")
-    assert target.read_text() == "second"
-    with pytest.raises(TypeError):
-        ck.atomic_write_json(target, {"a": object()})
-    assert target.read_text() == "second"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from sdd_jax import imp, masks, report
+from sdd_jax import imp, masks, results
 from sdd_jax.config import Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig, PruningConfig, RunConfig
 
 
@@ -26,38 +26,35 @@ def cifar_like(tmp_path, model: str) -> Config:
 def run(request, tmp_path_factory):
     config = cifar_like(tmp_path_factory.mktemp(request.param), request.param)
     run_dir = imp.run_imp(config)
-    setup = imp.make_setup(config)
-    levels = {k: setup.store.restore_level(k, imp.abstract_level(setup))[0] for k in (0, 1)}
-    return request.param, setup, run_dir, levels
+    exp, run = imp.prepare(config)
+    levels = {k: run.level(k) for k in (0, 1)}
+    return request.param, (exp, run), run_dir, levels
 
 
 def test_rewind_point_holds_weights_and_bn_statistics_from_iteration_k(run):
-    _, setup, _, _ = run
-    target = imp.abstract_weights(setup)
-    theta0 = setup.store.restore_tree("theta0", target)
-    theta_k = setup.store.restore_tree("theta_rewind", target)
-    leaf0 = jax.tree.leaves(theta0["batch_stats"])
-    leafk = jax.tree.leaves(theta_k["batch_stats"])
+    _, (_, rundir), _, _ = run
+    leaf0 = jax.tree.leaves(rundir.theta0.load().batch_stats)
+    leafk = jax.tree.leaves(rundir.theta_rewind.load().batch_stats)
     assert leaf0 and any(not np.allclose(a, b) for a, b in zip(leaf0, leafk))
     # Each seed keeps its own running statistics.
     assert any(not np.allclose(leaf[0], leaf[1]) for leaf in leafk)
 
 
 def test_prunable_layers_and_exact_zeros(run):
-    model, setup, run_dir, levels = run
-    mask, params = levels[1]["mask"], levels[1]["params"]
+    model, (exp, _), run_dir, levels = run
+    mask, params = levels[1].mask, levels[1].params
     for path, m in zip(masks.paths(mask), jax.tree.leaves(mask)):
         p = np.asarray(jax.tree.leaves(params)[masks.paths(mask).index(path)])
         assert np.all(p[np.asarray(m) == 0] == 0)
         name = masks.path_str(path)
-        if not setup.is_prunable(path):
+        if not exp.is_prunable(path):
             assert np.asarray(m).min() == 1.0, name
     classifier = np.asarray(mask["fc"]["kernel"])
     if model == "resnet18":  # the ResNets prune their classifier, VGG does not
         assert classifier.min() == 0.0
     else:
         assert classifier.min() == 1.0
-    rows = report.read_results_csv(run_dir / "results.csv")
+    rows = results.read_results_csv(run_dir / "results.csv")
     assert [r["level"] for r in rows] == [0, 0, 1, 1]
     assert all(np.isfinite(r["test_loss"]) for r in rows)
     assert rows[2]["density"] == pytest.approx(0.8, abs=1e-4)

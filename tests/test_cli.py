@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import experiments
-from sdd_jax import cli, report
-from sdd_jax.config import Config, ConfigError, from_dict, override, result_hash, to_dict
+from sdd_jax import cli, figure, report, results
+from sdd_jax.config import Config, ConfigError, from_dict, override, to_dict
+from sdd_jax.rundir import result_hash
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +24,9 @@ def smoke_run(tmp_path_factory):
 def test_run_writes_results_figure_and_config(smoke_run):
     for name in ("results.csv", "summary.txt", "figure.png", "figure.svg", "config.json", "dataset.json"):
         assert (smoke_run / name).stat().st_size > 0, name
-    rows = report.read_results_csv(smoke_run / "results.csv")
+    rows = results.read_results_csv(smoke_run / "results.csv")
     assert len(rows) == 2 * 3  # 2 seeds x levels 0..2
-    for column in report.RESULT_COLUMNS:
+    for column in results.RESULT_COLUMNS:
         assert column in rows[0]
     assert {r["seed"] for r in rows} == {0, 1}
     assert [r["level"] for r in rows if r["seed"] == 0] == [0, 1, 2]
@@ -34,16 +35,16 @@ def test_run_writes_results_figure_and_config(smoke_run):
 
 
 def test_rerun_is_not_recomputed_and_more_levels_extend_the_run(smoke_run):
-    before = report.read_results_csv(smoke_run / "results.csv")
+    before = results.read_results_csv(smoke_run / "results.csv")
     code = cli.main(["run", "smoke", "--workdir", str(smoke_run.parent), "--set", "pruning.levels=3", "-q"])
     assert code == 0
-    after = report.read_results_csv(smoke_run / "results.csv")
+    after = results.read_results_csv(smoke_run / "results.csv")
     assert after[: len(before)] == before  # finished levels are read back, not recomputed
     assert {r["level"] for r in after} == {0, 1, 2, 3}
 
 
 def test_report_rebuilds_the_figure_from_results_csv(smoke_run, capsys):
-    expected = report.figure_data(report.run_rows(smoke_run))
+    expected = figure.figure_data(results.run_rows(smoke_run))
     (smoke_run / "figure.png").unlink()
     assert cli.main(["report", str(smoke_run)]) == 0
     assert (smoke_run / "figure.png").stat().st_size > 0
@@ -53,8 +54,8 @@ def test_report_rebuilds_the_figure_from_results_csv(smoke_run, capsys):
 
 def test_oneshot_branch_from_the_command_line(smoke_run):
     assert cli.main(["oneshot", str(smoke_run), "--levels", "2", "-q"]) == 0
-    rows = report.read_results_csv(smoke_run / "branches" / "oneshot" / "results.csv")
-    imp_rows = report.read_results_csv(smoke_run / "results.csv")
+    rows = results.read_results_csv(smoke_run / "branches" / "oneshot" / "results.csv")
+    imp_rows = results.read_results_csv(smoke_run / "results.csv")
     density = {r["level"]: r["density"] for r in imp_rows}
     assert {r["density"] for r in rows} == {density[2]}
     # The main report draws the branch beside the main curve and labels phases on imp only.

@@ -127,6 +127,7 @@ def test_load_dataset_from_idx(mnist_dir, mnist_idx):
 
 
 # ---- tfds -------------------------------------------------------------------------------
+# (a prepared real MNIST; tests/test_tfds_source.py covers the reader with tfds' mock_data)
 
 
 def test_tfds_mnist_without_tensorflow(tfds_dir, mnist_idx):

@@ -9,7 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sdd_jax import branches, imp, masks, pruning, report
+from sdd_jax import branches, experiment, imp, masks, pruning, results, rng
+from sdd_jax import metrics as metrics_lib
+from sdd_jax.checkpoints import RunStore
+from sdd_jax.data import load_dataset
+from sdd_jax.engine import Engine
+from sdd_jax.rundir import RunDir
+from sdd_jax.train import LevelWeights
 from sdd_jax.config import Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig, PruningConfig, RunConfig, override
 
 
@@ -26,29 +32,29 @@ def tiny_config(tmp_path, **overrides) -> Config:
     return override(config, overrides)
 
 
-def stacked_levels(setup):
-    abstract = imp.abstract_level(setup)
-    return {lvl: setup.store.restore_level(lvl, abstract)[0] for lvl in setup.store.finished_levels()}
+def stacked_levels(run):
+    return {lvl: run.level(lvl) for lvl in run.finished_levels()}
 
 
 @pytest.fixture(scope="module")
 def lottery_run(tmp_path_factory):
     config = tiny_config(tmp_path_factory.mktemp("lottery"), **{"pruning.rewind_iteration": 3})
     run_dir = imp.run_imp(config)
-    setup = imp.make_setup(config)
-    return config, run_dir, setup, stacked_levels(setup)
+    exp, run = imp.prepare(config)
+    return config, run_dir, (exp, run), stacked_levels(run)
 
 
 def test_densities_are_exact_and_masks_nested(lottery_run):
-    config, run_dir, setup, levels = lottery_run
-    total = masks.count(jax.tree.map(lambda l: l[0], levels[0]["mask"]), setup.is_prunable)[1]
+    config, run_dir, (exp, run), levels = lottery_run
+    total = masks.count(jax.tree.map(lambda l: l[0], levels[0].mask), exp.is_prunable)[1]
     for level, tree in levels.items():
-        kept, _ = masks.count(tree["mask"], setup.is_prunable, seed_axis=True)
+        kept, _ = masks.count(tree.mask, exp.is_prunable, seed_axis=True)
         expected = pruning.kept_after_levels(total, 0.2, level)
         np.testing.assert_array_equal(np.asarray(kept), [expected, expected])
-        if level:
-            assert masks.is_nested(tree["mask"], levels[level - 1]["mask"])
-    rows = report.read_results_csv(run_dir / "results.csv")
+        if level:  # nested: every weight kept now was kept at the level before
+            for new, old in zip(jax.tree.leaves(tree.mask), jax.tree.leaves(levels[level - 1].mask)):
+                assert np.all((np.asarray(new) == 0) | (np.asarray(old) != 0))
+    rows = results.read_results_csv(run_dir / "results.csv")
     assert len(rows) == 2 * 4
     for row in rows:
         assert row["density"] == pytest.approx(pruning.kept_after_levels(total, 0.2, row["level"]) / total)
@@ -57,64 +63,62 @@ def test_densities_are_exact_and_masks_nested(lottery_run):
 
 def test_output_layer_is_not_pruned(lottery_run):
     _, _, _, levels = lottery_run
-    out = np.asarray(levels[3]["mask"]["out"]["kernel"])
+    out = np.asarray(levels[3].mask["out"]["kernel"])
     assert out.min() == 1.0
-    assert np.asarray(levels[3]["mask"]["fc1"]["kernel"]).mean() < 0.6
+    assert np.asarray(levels[3].mask["fc1"]["kernel"]).mean() < 0.6
 
 
 def test_lottery_restores_the_rewind_weights_on_the_new_mask(lottery_run):
-    config, _, setup, levels = lottery_run
-    weights = imp.abstract_weights(setup)
-    theta0 = setup.store.restore_tree("theta0", weights)
-    theta_k = setup.store.restore_tree("theta_rewind", weights)
-    assert not np.allclose(theta0["params"]["fc1"]["kernel"], theta_k["params"]["fc1"]["kernel"])
-    plan = imp.schedule_plan(setup, 2, "lottery")
-    assert plan.start_iteration == 3 and plan.first_epoch == 3 // setup.engine.steps_per_epoch
-    mask = levels[2]["mask"]
-    state = imp.start_state(setup, plan, 2, "lottery", mask, levels[1], theta_k)
-    expected = jax.tree.map(lambda p, m: p * m, theta_k["params"], mask)
+    config, _, (exp, run), levels = lottery_run
+    theta0, theta_k = run.theta0.load(), run.theta_rewind.load()
+    assert not np.allclose(theta0.params["fc1"]["kernel"], theta_k.params["fc1"]["kernel"])
+    plan = imp.schedule_plan(exp, 2, "lottery")
+    assert plan.start_iteration == 3 and plan.first_epoch == 3 // exp.engine.steps_per_epoch
+    mask = levels[2].mask
+    state = imp.start_state(exp, run, plan, 2, "lottery", mask, levels[1])
+    expected = jax.tree.map(lambda p, m: p * m, theta_k.params, mask)
     chex.assert_trees_all_equal(jax.device_get(state.params), jax.device_get(expected))
     np.testing.assert_array_equal(np.asarray(state.step), [3, 3])
 
 
 @pytest.mark.parametrize("schedule", ["finetune", "lr_rewind", "scratch"])
 def test_other_schedules_start_from_the_right_weights(lottery_run, schedule):
-    config, _, setup, levels = lottery_run
-    setup = dataclasses.replace(setup, config=override(config, {"pruning.schedule": schedule,
-                                                                "pruning.finetune_lr": 0.01,
-                                                                "pruning.finetune_epochs": 1}))
-    plan = imp.schedule_plan(setup, 2, schedule)
-    mask = levels[2]["mask"]
-    state = imp.start_state(setup, plan, 2, schedule, mask, levels[1], None)
+    config, _, (exp, run), levels = lottery_run
+    exp = dataclasses.replace(exp, config=override(config, {"pruning.schedule": schedule,
+                                                            "pruning.finetune_lr": 0.01,
+                                                            "pruning.finetune_epochs": 1}))
+    plan = imp.schedule_plan(exp, 2, schedule)
+    mask = levels[2].mask
+    state = imp.start_state(exp, run, plan, 2, schedule, mask, levels[1])
     np.testing.assert_array_equal(np.asarray(state.step), [0, 0])
     got = np.asarray(state.params["fc1"]["kernel"])
     if schedule == "scratch":
-        dense = np.asarray(imp.fresh_state(setup, setup.engine).params["fc1"]["kernel"])
+        dense = np.asarray(experiment.fresh_state(exp, exp.engine).params["fc1"]["kernel"])
         assert not np.allclose(got, dense * np.asarray(mask["fc1"]["kernel"]))
         assert np.all(got[np.asarray(mask["fc1"]["kernel"]) == 0] == 0)
     else:
-        expected = np.asarray(levels[1]["params"]["fc1"]["kernel"]) * np.asarray(mask["fc1"]["kernel"])
+        expected = np.asarray(levels[1].params["fc1"]["kernel"]) * np.asarray(mask["fc1"]["kernel"])
         np.testing.assert_array_equal(got, expected)
     if schedule == "finetune":
         assert plan.epochs == 1
-        assert float(plan.engine.schedule(0)) == pytest.approx(0.01)
-        assert float(plan.engine.schedule(10_000)) == pytest.approx(0.01)
+        assert float(plan.engine.spec.schedule(0)) == pytest.approx(0.01)
+        assert float(plan.engine.spec.schedule(10_000)) == pytest.approx(0.01)
     else:
-        assert plan.engine is setup.engine and plan.epochs == 2
+        assert plan.engine is exp.engine and plan.epochs == 2
 
 
 def test_learning_distances_match_numpy(lottery_run):
-    config, run_dir, setup, levels = lottery_run
-    theta0 = setup.store.restore_tree("theta0", imp.abstract_weights(setup))
-    rows = report.read_results_csv(run_dir / "results.csv")
+    config, run_dir, (exp, run), levels = lottery_run
+    theta0 = run.theta0.load()
+    rows = results.read_results_csv(run_dir / "results.csv")
     for row in rows:
         i = config.seed_list.index(row["seed"])
         tree = levels[row["level"]]
         full, unpruned = 0.0, 0.0
         for name in ("fc1",):  # the only prunable layer of mlp(32)
-            t0 = np.asarray(theta0["params"][name]["kernel"][i], np.float64)
-            t = np.asarray(tree["params"][name]["kernel"][i], np.float64)
-            m = np.asarray(tree["mask"][name]["kernel"][i], np.float64)
+            t0 = np.asarray(theta0.params[name]["kernel"][i], np.float64)
+            t = np.asarray(tree.params[name]["kernel"][i], np.float64)
+            m = np.asarray(tree.mask[name]["kernel"][i], np.float64)
             full += np.sum((t0 - m * t) ** 2)
             unpruned += np.sum((m * (t - t0)) ** 2)
         assert row["learning_distance"] == pytest.approx(np.sqrt(full), rel=1e-9)
@@ -122,21 +126,39 @@ def test_learning_distances_match_numpy(lottery_run):
 
 
 def test_memorisation_columns_are_consistent(lottery_run):
-    config, run_dir, setup, _ = lottery_run
-    for row in report.read_results_csv(run_dir / "results.csv"):
+    config, run_dir, _, _ = lottery_run
+    for row in results.read_results_csv(run_dir / "results.csv"):
         for key in ("train_acc", "train_acc_clean", "train_acc_noisy_subset", "test_acc", "test_acc_best"):
             assert 0.0 <= row[key] <= 1.0
         assert row["test_acc_best"] >= row["test_acc"] - 1e-12
 
 
-def test_killed_run_resumes_to_identical_results(tmp_path):
+def interrupt_after_level(monkeypatch, last: int) -> dict:
+    """Make the next run die (as a kill would) right after level ``last`` is recorded."""
+    seen = {"finished": []}
+    original = RunDir.finish_level
+
+    def finish_then_die(self, level, *args, **kwargs):
+        original(self, level, *args, **kwargs)
+        seen["finished"].append(level)
+        if level == last:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunDir, "finish_level", finish_then_die)
+    return seen
+
+
+def test_killed_run_resumes_to_identical_results(tmp_path, monkeypatch):
     straight = imp.run_imp(tiny_config(tmp_path / "a"))
     config = tiny_config(tmp_path / "b", **{"run.checkpoint_every_epochs": 1})
-    with pytest.raises(imp.SimulatedInterrupt):
-        imp.run_imp(config, stop_after_level=1)
+    killed_after = interrupt_after_level(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        imp.run_imp(config)
+    assert killed_after["finished"] == [0, 1]
+    monkeypatch.undo()
     resumed = imp.run_imp(config)
-    a = report.read_results_csv(straight / "results.csv")
-    b = report.read_results_csv(resumed / "results.csv")
+    a = results.read_results_csv(straight / "results.csv")
+    b = results.read_results_csv(resumed / "results.csv")
     assert a == b
     mtime = (resumed / "results.csv").stat().st_mtime_ns
     imp.run_imp(config)  # finished: nothing recomputed
@@ -147,9 +169,9 @@ def test_resume_inside_a_level_from_the_last_saved_epoch(tmp_path):
     config = tiny_config(tmp_path, **{"optim.epochs": 3, "pruning.levels": 1,
                                       "run.checkpoint_every_epochs": 1})
     straight = imp.run_imp(dataclasses.replace(config, run=dataclasses.replace(config.run, workdir=str(tmp_path / "s"))))
-    setup = imp.make_setup(config)
+    exp, run = imp.prepare(config)
     calls = {"n": 0}
-    original = setup.engine.train_epoch_sums
+    original = exp.engine.train_epoch_sums
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -157,22 +179,22 @@ def test_resume_inside_a_level_from_the_last_saved_epoch(tmp_path):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    setup.engine.train_epoch_sums = dying
+    exp.engine.train_epoch_sums = dying
     with pytest.raises(KeyboardInterrupt):
-        imp.run_imp(config, setup=setup)
-    assert setup.store.latest_progress(1) == 1
+        imp.run_imp(config, prepared=(exp, run))
+    assert run.store.latest_progress(1) == 1
     resumed = imp.run_imp(config)
-    assert report.read_results_csv(straight / "results.csv") == report.read_results_csv(resumed / "results.csv")
+    assert results.read_results_csv(straight / "results.csv") == results.read_results_csv(resumed / "results.csv")
 
 
 def test_random_pruning_differs_across_seeds_and_repeats_per_seed(tmp_path):
     config = tiny_config(tmp_path, **{"pruning.criterion": "random", "pruning.levels": 1,
                                       "optim.epochs": 1})
-    setup = imp.make_setup(config)
-    state = imp.fresh_state(setup, setup.engine)
-    ones = masks.ones_like(state.params)
-    a = imp.next_mask(setup, state.params, state.batch_stats, ones, level=1)
-    b = imp.next_mask(setup, state.params, state.batch_stats, ones, level=1)
+    exp = experiment.build(config)
+    state = experiment.fresh_state(exp, exp.engine)
+    dense = LevelWeights(state.params, state.batch_stats, masks.ones_like(state.params))
+    a = experiment.next_mask(exp, dense, level=1)
+    b = experiment.next_mask(exp, dense, level=1)
     chex.assert_trees_all_equal(a, b)
     k = np.asarray(a["fc1"]["kernel"])
     assert not np.array_equal(k[0], k[1])
@@ -180,10 +202,10 @@ def test_random_pruning_differs_across_seeds_and_repeats_per_seed(tmp_path):
 
 
 def test_oneshot_reaches_the_iterative_density(lottery_run):
-    config, run_dir, setup, levels = lottery_run
-    path = branches.run_branch(setup, "oneshot", [2, 3])
-    rows = report.read_results_csv(path)
-    iterative = {r["level"]: r["density"] for r in report.read_results_csv(run_dir / "results.csv")}
+    config, run_dir, (exp, run), levels = lottery_run
+    path = branches.run_branch(exp, run, "oneshot", [2, 3])
+    rows = results.read_results_csv(path)
+    iterative = {r["level"]: r["density"] for r in results.read_results_csv(run_dir / "results.csv")}
     assert {r["level"] for r in rows} == {2, 3}
     for row in rows:
         assert row["branch"] == "oneshot"
@@ -191,40 +213,45 @@ def test_oneshot_reaches_the_iterative_density(lottery_run):
 
 
 def test_reinit_and_random_prune_keep_counts(lottery_run):
-    config, run_dir, setup, levels = lottery_run
+    config, run_dir, (exp, run), levels = lottery_run
     for name in ("reinit", "random_prune"):
-        rows = report.read_results_csv(branches.run_branch(setup, name, [2]))
-        store = branches.checkpoints.RunStore(setup.run_dir / "branches" / name)
-        tree, _ = store.restore_level(2, imp.abstract_level(setup))
-        kept = masks.layer_counts(tree["mask"], setup.is_prunable, seed_axis=True)
-        ref = masks.layer_counts(levels[2]["mask"], setup.is_prunable, seed_axis=True)
+        rows = results.read_results_csv(branches.run_branch(exp, run, name, [2]))
+        tree = run.branch(name, name).level(2)
+        kept = masks.layer_counts(tree.mask, exp.is_prunable, seed_axis=True)
+        ref = masks.layer_counts(levels[2].mask, exp.is_prunable, seed_axis=True)
         for layer in ref:
             np.testing.assert_array_equal(np.asarray(kept[layer][0]), np.asarray(ref[layer][0]))
-        same = np.array_equal(np.asarray(tree["mask"]["fc1"]["kernel"]), np.asarray(levels[2]["mask"]["fc1"]["kernel"]))
+        same = np.array_equal(np.asarray(tree.mask["fc1"]["kernel"]), np.asarray(levels[2].mask["fc1"]["kernel"]))
         assert same == (name == "reinit")
         assert all(r["branch"] == name for r in rows)
     # reinit measures its learning distance from its own new initialisation.
-    reinit = {r["seed"]: r for r in report.read_results_csv(setup.run_dir / "branches" / "reinit" / "results.csv")}
-    main = {r["seed"]: r for r in report.read_results_csv(run_dir / "results.csv") if r["level"] == 2}
+    reinit = {r["seed"]: r for r in results.read_results_csv(run.path / "branches" / "reinit" / "results.csv")}
+    main = {r["seed"]: r for r in results.read_results_csv(run_dir / "results.csv") if r["level"] == 2}
     for seed, row in reinit.items():
         assert row["learning_distance"] < 3 * main[seed]["learning_distance"]
 
 
 def test_redense_reopens_pruned_weights_at_zero_then_trains_them(lottery_run):
-    config, run_dir, setup, levels = lottery_run
-    setup = dataclasses.replace(setup, config=override(setup.config, {"pruning.redense_epochs": 1,
-                                                                      "pruning.redense_lr": 0.05}))
-    plan = branches._plan(setup, "redense", 2)
-    theta0 = setup.store.restore_tree("theta0", imp.abstract_weights(setup))
-    mask, state, reference = branches._branch_start(setup, "redense", 2, plan, "lottery", theta0, None)
-    chex.assert_trees_all_equal(reference, theta0["params"])
-    pruned = np.asarray(levels[2]["mask"]["fc1"]["kernel"]) == 0
+    config, run_dir, (exp, run), levels = lottery_run
+    exp = dataclasses.replace(exp, config=override(exp.config, {"pruning.redense_epochs": 1,
+                                                                "pruning.redense_lr": 0.05}))
+    plan = branches.plan(exp, "redense")
+    mask, state, reference = branches.branch_start(exp, run, "redense", 2, plan)
+    assert reference is None  # measured from θ0, like the level it continues
+    pruned = np.asarray(levels[2].mask["fc1"]["kernel"]) == 0
     start = np.asarray(state.params["fc1"]["kernel"])
     assert np.all(start[pruned] == 0) and np.asarray(mask["fc1"]["kernel"]).min() == 1
-    branches.run_branch(setup, "redense", [2])
-    store = branches.checkpoints.RunStore(branches.branch_dir(setup, "redense"))
-    assert branches.branch_dir(setup, "redense").name == "redense-e1-lr0.05"
-    tree, metrics = store.restore_level(2, imp.abstract_level(setup))
+    path = branches.run_branch(exp, run, "redense", [2])
+    assert branches.branch_dirname(exp, "redense") == "redense-e1-lr0.05" == path.parent.name
+    store = RunStore(path.parent)
+    tree, metrics = store.restore_level(2, {"params": exp.level_shapes.params,
+                                            "batch_stats": exp.level_shapes.batch_stats,
+                                            "mask": exp.level_shapes.mask})
+    theta0 = run.theta0.load().params
+    for row in metrics["rows"]:  # the distance is from θ0
+        i = exp.seeds.index(row["seed"])
+        one = jax.tree.map(lambda leaf: np.asarray(leaf[i]), (theta0, tree["params"], tree["mask"]))
+        assert row["learning_distance"] == metrics_lib.learning_distances(*one, exp.is_prunable)["learning_distance"]
     trained = np.asarray(tree["params"]["fc1"]["kernel"])
     assert np.count_nonzero(trained[pruned]) > 0.9 * pruned.sum()
     assert len(metrics["curves"]["train_acc"]) == 1
@@ -232,8 +259,8 @@ def test_redense_reopens_pruned_weights_at_zero_then_trains_them(lottery_run):
 
 def test_branch_overrides_reach_the_engine_and_result_fields_are_refused(lottery_run):
     config, run_dir, _, _ = lottery_run
-    setup = branches.open_run(run_dir, ["run.seeds_per_chunk=1", "pruning.redense_epochs=3"])
-    assert setup.engine.seeds_per_chunk == 1 and setup.config.pruning.redense_epochs == 3
+    exp, _ = branches.open_run(run_dir, ["run.seeds_per_chunk=1", "pruning.redense_epochs=3"])
+    assert exp.engine.seeds_per_chunk == 1 and exp.config.pruning.redense_epochs == 3
     for bad in ("run.seeds=1", "optim.lr=0.5", "run.eval_every_epochs=2"):
         with pytest.raises(branches.BranchError, match="may only override"):
             branches.open_run(run_dir, [bad])
@@ -246,9 +273,9 @@ def test_capture_epoch_curve_covers_the_whole_epoch(tmp_path):
     b = tiny_config(tmp_path / "b", **{"pruning.levels": 0, "pruning.rewind_iteration": 0})
     curves = []
     for config in (a, b):
-        setup = imp.make_setup(config)
-        imp.run_imp(config, setup=setup)
-        curves.append(setup.store.level_metrics(0)["curves"])
+        exp, run = imp.prepare(config)
+        imp.run_imp(config, prepared=(exp, run))
+        curves.append(run.store.level_metrics(0)["curves"])
     np.testing.assert_allclose(curves[0]["train_loss"], curves[1]["train_loss"], rtol=1e-6)
     np.testing.assert_allclose(curves[0]["train_acc"], curves[1]["train_acc"], rtol=1e-6)
 
@@ -257,33 +284,33 @@ def test_a_diverging_last_update_is_an_error_not_a_result(tmp_path):
     config = tiny_config(tmp_path, **{"optim.lr": 1e4, "pruning.levels": 0, "optim.epochs": 3})
     with pytest.raises(FloatingPointError, match="non-finite"):
         imp.run_imp(config)
-    assert not (imp.make_setup(config).run_dir / "results.csv").exists()
+    assert not (imp.prepare(config)[1].path / "results.csv").exists()
 
 
 def test_oneshot_refuses_a_target_without_weights(lottery_run):
-    _, _, setup, _ = lottery_run
+    _, _, (exp, run), _ = lottery_run
     with pytest.raises(branches.BranchError, match="keep no prunable weight"):
-        branches.run_branch(setup, "oneshot", [200])
+        branches.run_branch(exp, run, "oneshot", [200])
 
 
 def test_a_training_set_smaller_than_a_batch_trains(tmp_path):
     config = tiny_config(tmp_path, **{"data.train_size": 50, "pruning.levels": 0, "optim.epochs": 1})
-    rows = report.read_results_csv(imp.run_imp(config) / "results.csv")
+    rows = results.read_results_csv(imp.run_imp(config) / "results.csv")
     assert len(rows) == 2 and all(np.isfinite(r["train_loss"]) for r in rows)
 
 
 def test_switching_to_other_data_in_the_same_run_dir_is_refused(tmp_path):
     config = tiny_config(tmp_path, **{"pruning.levels": 0, "optim.epochs": 1})
-    imp.make_setup(config)
-    dataset = imp.load_dataset(config.data, config.noise)
+    imp.prepare(config)
+    dataset = load_dataset(config.data, config.noise)
     shuffled = dataclasses.replace(dataset, x_train=dataset.x_train[::-1].copy())
     with pytest.raises(ValueError, match="different data"):
-        imp.make_setup(config, shuffled)
+        imp.prepare(config, shuffled)
 
 
 def test_validation_split_is_reported(tmp_path):
     config = tiny_config(tmp_path, **{"data.validation_size": 64, "pruning.levels": 0, "optim.epochs": 1})
-    rows = report.read_results_csv(imp.run_imp(config) / "results.csv")
+    rows = results.read_results_csv(imp.run_imp(config) / "results.csv")
     assert all(0.0 <= r["val_acc"] <= 1.0 for r in rows)
 
 
@@ -292,21 +319,134 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
                        ("pruning.rewind_iteration", "100000"), ("pruning.criterion", "taylor"),
                        ("pruning.scope", "block"), ("pruning.ignore", "conv9")):
         with pytest.raises(ValueError, match=key.split(".")[1]):
-            imp.make_setup(tiny_config(tmp_path, **{key: value}))
+            imp.prepare(tiny_config(tmp_path, **{key: value}))
     assert not any(tmp_path.iterdir())
 
 
 def test_results_csv_is_rebuilt_after_a_kill_before_it_was_written(tmp_path):
     config = tiny_config(tmp_path, **{"pruning.levels": 1, "optim.epochs": 1})
     run_dir = imp.run_imp(config)
-    rows = report.read_results_csv(run_dir / "results.csv")
-    report.write_results_csv([r for r in rows if r["level"] == 0], run_dir / "results.csv")
+    rows = results.read_results_csv(run_dir / "results.csv")
+    results.write_results_csv([r for r in rows if r["level"] == 0], run_dir / "results.csv")
     imp.run_imp(config)
-    assert report.read_results_csv(run_dir / "results.csv") == rows
+    assert results.read_results_csv(run_dir / "results.csv") == rows
 
 
 def test_continuing_with_other_execution_settings_warns(tmp_path):
     config = tiny_config(tmp_path, **{"pruning.levels": 0, "optim.epochs": 1})
     imp.run_imp(config)
     with pytest.warns(UserWarning, match="seeds_per_chunk"):
-        imp.make_setup(override(config, {"run.seeds_per_chunk": 1}))
+        imp.prepare(override(config, {"run.seeds_per_chunk": 1}))
+
+
+def test_theta_rewind_equals_an_independent_run_stopped_at_the_rewind_iteration(lottery_run):
+    config, _, (exp, run), _ = lottery_run
+    k = config.pruning.rewind_iteration
+    assert 0 < k < exp.engine.steps_per_epoch  # inside the first epoch
+    engine = Engine(exp.model, config.optim, len(exp.dataset.y_train), mean=exp.dataset.mean,
+                    std=exp.dataset.std, eval_batch_size=config.run.eval_batch_size)
+    state = engine.init(rng.seed_keys(config.seed_list, "init"), config.seed_list, exp.sample_input())
+    chex.assert_trees_all_equal(jax.device_get(state.params), jax.device_get(run.theta0.load().params))
+    ones = jax.tree.map(jnp.ones_like, state.params)
+    stopped = engine.train_epoch(state, ones, exp.train, 0, stop_iteration=k)[0]
+    assert np.asarray(stopped.step).tolist() == [k, k]
+    chex.assert_trees_all_equal(jax.device_get(stopped.params), jax.device_get(run.theta_rewind.load().params))
+    one_more = engine.train_epoch(stopped, ones, exp.train, 0, start_iteration=k, stop_iteration=k + 1)[0]
+    assert not np.array_equal(np.asarray(one_more.params["fc1"]["kernel"]),
+                              np.asarray(run.theta_rewind.load().params["fc1"]["kernel"]))
+
+
+def _distances(reference, params, mask, is_prunable):
+    """(full, unpruned) learning distances in plain numpy over the prunable leaves."""
+    full = unpruned = 0.0
+    for path, r, p, m in zip(masks.paths(params), jax.tree.leaves(reference), jax.tree.leaves(params),
+                             jax.tree.leaves(mask)):
+        if is_prunable(path):
+            r, p, m = (np.asarray(a, np.float64) for a in (r, p, m))
+            full += np.sum((r - m * p) ** 2)
+            unpruned += np.sum((m * (p - r)) ** 2)
+    return np.sqrt(full), np.sqrt(unpruned)
+
+
+def test_reinit_distance_is_measured_from_its_own_initial_weights(lottery_run):
+    config, _, (exp, run), _ = lottery_run
+    path = branches.run_branch(exp, run, "reinit", [2])
+    tree = run.branch("reinit", "reinit").level(2)
+    for row in results.read_results_csv(path):
+        i = config.seed_list.index(row["seed"])
+        key = rng.stream_key(row["seed"], "init", branches.SALT["reinit"], 2)
+        # Computed eagerly here (jitted and vmapped in the branch): equal up to float32 rounding.
+        own_init = exp.model.init({"params": key}, exp.sample_input(), train=False)["params"]
+        params, mask = (jax.tree.map(lambda leaf: leaf[i], t) for t in (tree.params, tree.mask))
+        full, unpruned = _distances(own_init, params, mask, exp.is_prunable)
+        assert row["learning_distance"] == pytest.approx(full, rel=1e-6)
+        assert row["learning_distance_unpruned"] == pytest.approx(unpruned, rel=1e-6)
+        from_theta0 = _distances(jax.tree.map(lambda leaf: leaf[i], run.theta0.load().params), params, mask,
+                                 exp.is_prunable)[0]
+        assert abs(from_theta0 - full) > 1e-3 * full
+
+
+def test_a_finished_run_trains_nothing(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, **{"pruning.levels": 1, "optim.epochs": 1})
+    imp.run_imp(config)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the engine was called")
+
+    for name in ("train_epoch_sums", "evaluate", "init"):
+        monkeypatch.setattr(Engine, name, no_training)
+    imp.run_imp(config)  # finished: the engine is never called
+    with pytest.raises(AssertionError, match="engine was called"):  # more levels do train
+        imp.run_imp(override(config, {"pruning.levels": 2}))
+
+
+def test_every_results_column_holds_its_own_quantity(lottery_run):
+    config, run_dir, (exp, run), levels = lottery_run
+    ds = exp.dataset
+    changed = ds.y_train != ds.y_train_clean
+    theta0, theta_k = run.theta0.load().params, run.theta_rewind.load().params
+    rows = results.read_results_csv(run_dir / "results.csv")
+    assert len(rows) == len(levels) * len(config.seed_list)
+    for row in rows:
+        level, i = row["level"], config.seed_list.index(row["seed"])
+        tree = levels[level]
+        test_loss, test_acc, _ = exp.engine.evaluate(tree.params, tree.batch_stats, tree.mask, exp.test)
+        train_loss, _, pred = exp.engine.evaluate(tree.params, tree.batch_stats, tree.mask, exp.train)
+        pred = np.asarray(pred)[i]
+        params, mask = (jax.tree.map(lambda leaf: leaf[i], t) for t in (tree.params, tree.mask))
+        kept, total = masks.count(mask, exp.is_prunable)
+        curve = run.store.level_metrics(level)["curves"]["test_acc"]
+        full0, unpruned0 = _distances(jax.tree.map(lambda leaf: leaf[i], theta0), params, mask, exp.is_prunable)
+        fullk, unprunedk = _distances(jax.tree.map(lambda leaf: leaf[i], theta_k), params, mask, exp.is_prunable)
+        expected = {
+            "density": int(kept) / total,
+            "sparsity": 1 - int(kept) / total,
+            "kept_weights": int(kept),
+            "train_acc": np.mean(pred == ds.y_train),
+            "train_acc_clean": np.mean(pred == ds.y_train_clean),
+            "train_acc_noisy_subset": np.mean(pred[changed] == ds.y_train[changed]),
+            "train_loss": float(np.asarray(train_loss)[i]),
+            "test_acc": float(np.asarray(test_acc)[i]),
+            "test_acc_best": max(c[i] for c in curve if c is not None),
+            "test_loss": float(np.asarray(test_loss)[i]),
+            "learning_distance": full0,
+            "learning_distance_unpruned": unpruned0,
+            "learning_distance_rewind": fullk,
+            "learning_distance_rewind_unpruned": unprunedk,
+        }
+        for column, value in expected.items():
+            assert row[column] == pytest.approx(value, rel=1e-6, abs=1e-9), (column, level, row["seed"])
+
+
+def test_saliency_pruning_keeps_exact_counts_and_differs_from_magnitude(tmp_path):
+    config = tiny_config(tmp_path, **{"pruning.criterion": "saliency", "pruning.levels": 1,
+                                      "optim.epochs": 1, "pruning.saliency_batches": 2})
+    imp.run_imp(config)
+    exp, run = imp.prepare(config)
+    dense, level1 = run.level(0), run.level(1)
+    total = masks.count(jax.tree.map(lambda leaf: leaf[0], dense.mask), exp.is_prunable)[1]
+    kept, _ = masks.count(level1.mask, exp.is_prunable, seed_axis=True)
+    np.testing.assert_array_equal(np.asarray(kept), [pruning.kept_after_levels(total, 0.2, 1)] * 2)
+    chex.assert_trees_all_equal(experiment.next_mask(exp, dense, 1), level1.mask)  # reproducible
+    by_magnitude = pruning.seed_pruner(exp.is_prunable, fraction=0.2)(dense.params, dense.mask)
+    assert not np.array_equal(np.asarray(by_magnitude["fc1"]["kernel"]), np.asarray(level1.mask["fc1"]["kernel"]))

@@ -1,5 +1,6 @@
 import chex
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,27 +40,67 @@ def random_mask(params, key, keep=0.6):
     return jax.tree_util.tree_unflatten(tree_def, out)
 
 
-def test_prunable_tree_by_path_not_ndim():
+def flags_by_path(tree, predicate):
+    return dict(zip(masks.paths(tree), masks.prunable_flags(tree, predicate)))
+
+
+def test_prunable_flags_by_path_not_ndim():
     params = init_params()
-    flags = masks.prunable_tree(params, is_kernel)
-    assert flags["conv"]["kernel"] is True and flags["fc1"]["kernel"] is True
-    assert flags["conv"]["bias"] is False and flags["bn"]["scale"] is False
+    flags = flags_by_path(params, is_kernel)
+    assert flags[("conv", "kernel")] is True and flags[("fc1", "kernel")] is True
+    assert flags[("conv", "bias")] is False and flags[("bn", "scale")] is False
     # With a seed axis a bias is 2-D, yet the path decides: flags are identical.
-    assert masks.prunable_tree(stacked_params(), is_kernel) == flags
+    assert flags_by_path(stacked_params(), is_kernel) == flags
     assert masks.paths(params)[0][0] in {"bn", "conv", "fc1", "fc2"}
     assert masks.path_str(("fc1", "kernel")) == "fc1/kernel"
 
 
-def test_ones_like_and_apply():
+@flax.struct.dataclass
+class Holder:
+    weights: dict
+    extra: tuple
+
+
+def test_path_names_from_jax_keypaths():
+    holder = Holder(weights={"w": jnp.zeros(1)}, extra=(jnp.zeros(1),))
+    tree = {"a": {"b": [jnp.zeros(2), jnp.ones(3)]}, "s": holder}
+    keypaths = [kp for kp, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    # DictKey, SequenceKey and GetAttrKey (flax struct dataclasses) entries all become names.
+    expected = ["a/b/0", "a/b/1", "s/weights/w", "s/extra/0"]
+    assert [masks.path_str(kp) for kp in keypaths] == expected
+    assert [masks.path_str(p) for p in masks.paths(tree)] == expected
+    assert masks.leaf_path(keypaths[2]) == ("s", "weights", "w")
+    assert masks.leaf_path(("s", "weights", "w")) == ("s", "weights", "w")
+    assert masks.path_str(("a", "b", 0)) == "a/b/0"
+    assert masks.path_str(()) == ""
+    assert [masks.path_str(kp) for kp in keypaths] == [
+        jax.tree_util.keystr(kp, simple=True, separator="/") for kp in keypaths
+    ]
+
+
+def masked(params, mask):
+    masks.check_like(mask, params)
+    return masks.apply_mask(params, mask)
+
+
+def test_ones_like_and_masking():
     params = init_params()
     ones = masks.ones_like(params)
     chex.assert_trees_all_equal_shapes_and_dtypes(ones, params)
-    chex.assert_trees_all_equal(masks.apply(params, ones), params)
+    chex.assert_trees_all_equal(masked(params, ones), params)
     mask = random_mask(params, jax.random.key(1))
-    applied = masks.apply(params, mask)
+    applied = masked(params, mask)
     for p, m, a in zip(*(jax.tree_util.tree_leaves(t) for t in (params, mask, applied))):
         np.testing.assert_array_equal(np.asarray(a)[np.asarray(m) == 0], 0.0)
         np.testing.assert_array_equal(np.asarray(a)[np.asarray(m) == 1], np.asarray(p)[np.asarray(m) == 1])
+    # A bool or int mask is cast to each leaf's dtype; bf16 leaves stay bf16 with exact zeros.
+    bf16 = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), params)
+    bool_mask = jax.tree_util.tree_map(lambda m: np.asarray(m) != 0, mask)
+    for a, m in zip(jax.tree_util.tree_leaves(masks.apply_mask(bf16, bool_mask)), jax.tree_util.tree_leaves(mask)):
+        assert a.dtype == jnp.bfloat16
+        np.testing.assert_array_equal(np.asarray(a, np.float32)[np.asarray(m) == 0], 0.0)
+    jitted = jax.jit(masks.apply_mask)(params, mask)
+    chex.assert_trees_all_equal(jitted, applied)
 
 
 def test_count_and_densities_match_numpy():
@@ -73,8 +114,9 @@ def test_count_and_densities_match_numpy():
     layer = masks.layer_densities(mask, is_kernel)
     assert set(layer) == {"conv/kernel", "fc1/kernel", "fc2/kernel"}
     np.testing.assert_allclose(float(layer["fc1/kernel"]), kernels[1].mean(), rtol=1e-6)
-    # The bool tree gives the same answer as the predicate.
-    assert int(masks.count(mask, masks.prunable_tree(params, is_kernel))[0]) == int(kept)
+    # The per-leaf flags give the same answer as the predicate.
+    flagged = zip(jax.tree_util.tree_leaves(mask), masks.prunable_flags(mask, is_kernel))
+    assert sum(int(np.sum(np.asarray(m) != 0)) for m, flag in flagged if flag) == int(kept)
 
 
 def test_densities_per_seed():
@@ -91,13 +133,22 @@ def test_densities_per_seed():
     chex.assert_shape(layer["fc2/kernel"], (3,))
 
 
-def test_is_nested():
+def nested(new, old):
+    """Every weight kept by ``new`` is kept by ``old`` (pruning never revives)."""
+    pairs = zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(old))
+    return all(np.all((np.asarray(n) == 0) | (np.asarray(o) != 0)) for n, o in pairs)
+
+
+def test_nested_masks_count_fewer_per_layer():
     params = init_params()
     old = random_mask(params, jax.random.key(4))
     new = jax.tree_util.tree_map(lambda m, r: m * r, old, random_mask(params, jax.random.key(5)))
-    assert bool(masks.is_nested(new, old))
-    assert not bool(masks.is_nested(old, new))
-    assert bool(jax.jit(masks.is_nested)(new, old))
+    assert nested(new, old)
+    assert not nested(old, new)
+    masks.check_like(new, old, "new mask")
+    old_counts, new_counts = masks.layer_counts(old, is_kernel), masks.layer_counts(new, is_kernel)
+    assert all(int(new_counts[k][0]) <= int(c) for k, (c, _) in old_counts.items())
+    assert int(masks.count(new, is_kernel)[0]) < int(masks.count(old, is_kernel)[0])
 
 
 def test_exclude_regex():
@@ -114,12 +165,12 @@ def test_bad_inputs_raise():
     params = init_params()
     mask = masks.ones_like(params)
     with pytest.raises(masks.MaskError, match="structure"):
-        masks.apply(params, {"fc1": mask["fc1"]})
+        masked(params, {"fc1": mask["fc1"]})
     bad_shape = jax.tree_util.tree_map(lambda x: x, mask)
     bad_shape["fc1"]["kernel"] = jnp.ones((2, 2))
     with pytest.raises(masks.MaskError, match="fc1/kernel"):
-        masks.apply(params, bad_shape)
+        masked(params, bad_shape)
     with pytest.raises(masks.MaskError, match="no prunable"):
         masks.count(mask, lambda path: False)
-    with pytest.raises(masks.MaskError, match="prunable tree structure"):
+    with pytest.raises(masks.MaskError, match="callable over path tuples"):
         masks.count(mask, {"fc1": True})

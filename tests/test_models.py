@@ -20,9 +20,7 @@ from sdd_jax.models import (
     BatchNorm,
     ResNet,
     build_model,
-    output_layer_name,
     prunable_predicate,
-    prunable_tree,
 )
 from sdd_jax.models.init import bias_initializer
 from sdd_jax.rng import seed_keys, stream_key
@@ -153,7 +151,7 @@ def test_prunable_set_vgg16():
 def test_prunable_rule_every_model(name):
     cfg = ModelConfig(name=name)
     params = _abstract_params(name)
-    out = output_layer_name(cfg)
+    out = "out" if name in ("lenet_300_100", "mlp") else "fc"  # the classifier's module name
     assert out in params
     prunable = _prunable_paths(name, params)
     for path, leaf in _leaves(params):
@@ -190,10 +188,15 @@ def test_predicate_path_forms_and_batched_tree():
     batched = jax.eval_shape(jax.vmap(lambda k: model.init(k, x, train=False)), seed_keys([0, 1], "init"))
     assert batched["params"]["fc1"]["kernel"].shape == (2, 5, 8)
     mlp_cfg = ModelConfig(name="mlp")
+    mlp_predicate = prunable_predicate(mlp_cfg)
+
+    def flags(tree):  # the predicate on jax key paths, as the tree gives them
+        return jax.tree_util.tree_map_with_path(lambda keypath, _: mlp_predicate(keypath), tree)
+
     expected = {"fc1": {"kernel": True, "bias": False}, "out": {"kernel": False, "bias": False}}
-    assert prunable_tree(mlp_cfg, unbatched["params"]) == expected
-    assert prunable_tree(mlp_cfg, batched["params"]) == expected
-    assert prunable_tree(mlp_cfg, {"params": batched["params"]}) == {"params": expected}
+    assert flags(unbatched["params"]) == expected
+    assert flags(batched["params"]) == expected
+    assert flags({"params": batched["params"]}) == {"params": expected}
 
 
 # ----------------------------------------------------------------------------- errors
@@ -203,7 +206,6 @@ def test_unknown_model_lists_valid_names():
     for call in (
         lambda: build_model(ModelConfig(name="resnet20"), 10),
         lambda: prunable_predicate(ModelConfig(name="resnet20")),
-        lambda: output_layer_name(ModelConfig(name="resnet20")),
     ):
         with pytest.raises(ValueError, match="resnet20") as info:
             call()

@@ -13,7 +13,6 @@ from sdd_jax.data.noise import (
     apply_noise,
     asymmetric_flips,
     corrupted_count,
-    expected_transition_matrix,
     transition_matrix,
 )
 
@@ -34,6 +33,23 @@ def balanced_labels(k, per_class, seed=0):
 
 def rng(seed=0):
     return np.random.default_rng(seed)
+
+
+def expected_transition_matrix(kind, rate, k, *, dataset_name="", asymmetric_mode="superclass"):
+    """The ``(K, K)`` transition matrix a noise kind aims at (rows = true class)."""
+    eye = np.eye(k)
+    if kind == "random_labels":
+        return (1 - rate) * eye + rate / k
+    if kind == "symmetric":
+        return (1 - rate) * eye + rate / (k - 1) * (1 - eye)
+    if kind == "pairflip":
+        return (1 - rate) * eye + rate * np.roll(eye, 1, axis=1)
+    assert kind == "asymmetric", kind
+    t = eye.copy()
+    for source, target in asymmetric_flips(dataset_name, k, asymmetric_mode).items():
+        t[source, source] = 1 - rate
+        t[source, target] = rate
+    return t
 
 
 @pytest.mark.parametrize("kind", ["random_labels", "symmetric", "pairflip"])

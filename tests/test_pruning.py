@@ -45,6 +45,19 @@ def seed_slice(tree, s):
     return jax.tree_util.tree_map(lambda x: x[s], tree)
 
 
+def nested(new, old):
+    """Every weight kept by ``new`` is kept by ``old`` (pruning never revives)."""
+    pairs = zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(old))
+    return all(np.all((np.asarray(n) == 0) | (np.asarray(o) != 0)) for n, o in pairs)
+
+
+def oneshot(params, levels, fraction=0.2, scope="global"):
+    """Prune dense ``params`` once to the count ``levels`` iterative levels reach."""
+    kept = pruning.oneshot_targets(params, is_kernel, levels=levels, fraction=fraction, scope=scope)
+    options = pruning.PruneOptions(scope=scope)
+    return pruning.prune_to_count(params, masks.ones_like(params), is_kernel, kept=kept, options=options)
+
+
 # ----------------------------------------------------------------------------- counts
 
 
@@ -86,7 +99,7 @@ def test_iterative_global_counts_exact_nested_and_match_numpy():
         new = pruning.prune(params, mask, is_kernel, fraction=0.2)
         kept = int(masks.count(new, is_kernel)[0])
         assert kept == pruning.kept_after_levels(total, 0.2, level)
-        assert bool(masks.is_nested(new, mask))
+        assert nested(new, mask) and not nested(mask, new)
         # Written differently: the live weights with the smallest |w| are the ones removed.
         alive = kernel_vector(mask) == 1
         n_remove = math.ceil(0.2 * alive.sum())
@@ -116,7 +129,8 @@ def test_ties_exact_count_and_deterministic():
     np.testing.assert_array_equal(vec[:n_pruned], 0.0)
     np.testing.assert_array_equal(vec[n_pruned:], 1.0)
     # Ties within a layer scope are exact too.
-    layer = pruning.prune(params, masks.ones_like(params), is_kernel, scope="layer", fraction=0.2)
+    layer_scope = pruning.PruneOptions(scope="layer")
+    layer = pruning.prune(params, masks.ones_like(params), is_kernel, options=layer_scope, fraction=0.2)
     for name, (kept, tot) in masks.layer_counts(layer, is_kernel).items():
         assert int(kept) == tot - math.ceil(0.2 * tot), name
 
@@ -128,10 +142,10 @@ def test_layer_scope_counts_per_layer():
     mask = masks.ones_like(params)
     totals = {k: t for k, (_, t) in masks.layer_counts(mask, is_kernel).items()}
     for level in range(1, 5):
-        mask = pruning.prune(params, mask, is_kernel, fraction=0.2, scope="layer")
+        mask = pruning.prune(params, mask, is_kernel, fraction=0.2, options=pruning.PruneOptions(scope="layer"))
         for name, (kept, _) in masks.layer_counts(mask, is_kernel).items():
             assert int(kept) == pruning.kept_after_levels(totals[name], 0.2, level), name
-    glob = pruning.prune_oneshot(params, masks.ones_like(params), is_kernel, levels=4, fraction=0.2)
+    glob = oneshot(params, levels=4, fraction=0.2)
     assert int(masks.layer_counts(glob, is_kernel)["fc3/kernel"][0]) == totals["fc3/kernel"]  # never pruned
     assert int(masks.count(glob, is_kernel)[0]) == pruning.kept_after_levels(sum(totals.values()), 0.2, 4)
 
@@ -139,19 +153,22 @@ def test_layer_scope_counts_per_layer():
 def test_ignore_list():
     params = init_params(2)
     mask = masks.ones_like(params)
-    new = pruning.prune(params, mask, is_kernel, fraction=0.5, ignore=(r"^fc1/",))
+    effective = masks.exclude(is_kernel, [r"^fc1/"])
+    new = pruning.prune(params, mask, effective, fraction=0.5)
     np.testing.assert_array_equal(new["fc1"]["kernel"], 1.0)
     counted = params["fc2"]["kernel"].size + params["fc3"]["kernel"].size
-    effective = masks.exclude(is_kernel, [r"^fc1/"])
     kept, total = masks.count(new, effective)
     assert total == counted and int(kept) == counted - math.ceil(0.5 * counted)
     with pytest.raises(pruning.PruningError, match="no prunable"):
-        pruning.prune(params, mask, is_kernel, ignore=("kernel",))
+        pruning.prune(params, mask, masks.exclude(is_kernel, ["kernel"]))
+    with pytest.raises(pruning.PruningError, match="no prunable"):
+        pruning.oneshot_targets(params, masks.exclude(is_kernel, ["kernel"]), levels=1)
 
 
 def test_largest_first_prunes_largest():
     params = init_params(3)
-    new = pruning.prune(params, masks.ones_like(params), is_kernel, fraction=0.3, largest_first=True)
+    largest = pruning.PruneOptions(largest_first=True)
+    new = pruning.prune(params, masks.ones_like(params), is_kernel, fraction=0.3, options=largest)
     w, keep = np.abs(kernel_vector(params)), kernel_vector(new) == 1
     assert keep.sum() == w.size - math.ceil(0.3 * w.size)
     assert w[~keep].min() >= w[keep].max()
@@ -166,7 +183,8 @@ def test_saliency_uses_gradients():
     params = init_params(4)
     mask = masks.ones_like(params)
     const = jax.tree_util.tree_map(lambda p: jnp.full_like(p, -2.0), params)
-    same = pruning.prune(params, mask, is_kernel, criterion="saliency", grads=const)
+    saliency = pruning.PruneOptions(criterion="saliency")
+    same = pruning.prune(params, mask, is_kernel, options=saliency, grads=const)
     chex.assert_trees_all_equal(same, pruning.prune(params, mask, is_kernel))
 
     x = jax.random.normal(jax.random.key(5), (16, 10))
@@ -177,32 +195,33 @@ def test_saliency_uses_gradients():
         return -jnp.mean(jax.nn.log_softmax(logits)[jnp.arange(16), y])
 
     grads = jax.grad(loss)(params)
-    sal = pruning.prune(params, mask, is_kernel, criterion="saliency", grads=grads)
+    sal = pruning.prune(params, mask, is_kernel, options=saliency, grads=grads)
     assert int(masks.count(sal, is_kernel)[0]) == int(masks.count(same, is_kernel)[0])
     assert not np.array_equal(kernel_vector(sal), kernel_vector(same))
     score = np.abs(kernel_vector(params) * kernel_vector(grads))
     keep = kernel_vector(sal) == 1
     assert score[~keep].max() <= score[keep].min()
     with pytest.raises(pruning.PruningError, match="grads"):
-        pruning.prune(params, mask, is_kernel, criterion="saliency")
+        pruning.prune(params, mask, is_kernel, options=saliency)
 
 
 def test_random_criterion_per_key():
     params = init_params(5)
     mask = masks.ones_like(params)
-    a = pruning.prune(params, mask, is_kernel, criterion="random", key=jax.random.key(1))
-    b = pruning.prune(params, mask, is_kernel, criterion="random", key=jax.random.key(1))
-    c = pruning.prune(params, mask, is_kernel, criterion="random", key=jax.random.key(2))
+    rand = pruning.PruneOptions(criterion="random")
+    a = pruning.prune(params, mask, is_kernel, options=rand, key=jax.random.key(1))
+    b = pruning.prune(params, mask, is_kernel, options=rand, key=jax.random.key(1))
+    c = pruning.prune(params, mask, is_kernel, options=rand, key=jax.random.key(2))
     chex.assert_trees_all_equal(a, b)
     assert not np.array_equal(kernel_vector(a), kernel_vector(c))
     assert int(masks.count(a, is_kernel)[0]) == int(masks.count(c, is_kernel)[0])
     with pytest.raises(pruning.PruningError, match="key"):
-        pruning.prune(params, mask, is_kernel, criterion="random")
+        pruning.prune(params, mask, is_kernel, options=rand)
 
 
 def test_random_mask_like_keeps_layer_counts():
     params = init_params(6)
-    mask = pruning.prune_oneshot(params, masks.ones_like(params), is_kernel, levels=3)
+    mask = oneshot(params, levels=3)
     r1 = pruning.random_mask_like(mask, is_kernel, jax.random.key(1))
     r2 = pruning.random_mask_like(mask, is_kernel, jax.random.key(2))
     for name, (kept, _) in masks.layer_counts(mask, is_kernel).items():
@@ -230,13 +249,13 @@ def test_oneshot_matches_iterative_counts():
     iterative = masks.ones_like(params)
     for level in range(1, 6):
         iterative = pruning.prune(params, iterative, is_kernel, fraction=0.2)
-        oneshot = pruning.prune_oneshot(params, masks.ones_like(params), is_kernel, levels=level, fraction=0.2)
-        assert int(masks.count(oneshot, is_kernel)[0]) == int(masks.count(iterative, is_kernel)[0])
-        lay_it = pruning.prune_oneshot(params, masks.ones_like(params), is_kernel, levels=level, scope="layer")
+        once = oneshot(params, levels=level, fraction=0.2)
+        assert int(masks.count(once, is_kernel)[0]) == int(masks.count(iterative, is_kernel)[0])
+        lay_it = oneshot(params, levels=level, scope="layer")
         targets = pruning.oneshot_targets(params, is_kernel, levels=level, scope="layer")
         assert {k: int(c) for k, (c, _) in masks.layer_counts(lay_it, is_kernel).items()} == targets
     # With the same weights, pruning once at level 1 is pruning one level.
-    level1 = pruning.prune_oneshot(params, masks.ones_like(params), is_kernel, levels=1)
+    level1 = oneshot(params, levels=1)
     chex.assert_trees_all_equal(level1, pruning.prune(params, masks.ones_like(params), is_kernel))
 
 
@@ -247,15 +266,16 @@ def test_prune_to_count_never_revives_and_checks_input():
     same = pruning.prune_to_count(params, mask, is_kernel, kept=kept_now + 10)
     chex.assert_trees_all_equal(same, mask)
     fewer = pruning.prune_to_count(params, mask, is_kernel, kept=kept_now - 10)
-    assert int(masks.count(fewer, is_kernel)[0]) == kept_now - 10 and bool(masks.is_nested(fewer, mask))
+    assert int(masks.count(fewer, is_kernel)[0]) == kept_now - 10 and nested(fewer, mask)
     with pytest.raises(pruning.PruningError, match="missing"):
-        pruning.prune_to_count(params, mask, is_kernel, kept={"fc1/kernel": 3}, scope="layer")
+        layer_scope = pruning.PruneOptions(scope="layer")
+        pruning.prune_to_count(params, mask, is_kernel, kept={"fc1/kernel": 3}, options=layer_scope)
     with pytest.raises(pruning.PruningError, match="outside"):
         pruning.prune_to_count(params, mask, is_kernel, kept=10**9)
     with pytest.raises(pruning.PruningError, match="scope"):
-        pruning.prune(params, mask, is_kernel, scope="channel")
+        pruning.prune(params, mask, is_kernel, options=pruning.PruneOptions(scope="channel"))
     with pytest.raises(pruning.PruningError, match="criterion"):
-        pruning.prune(params, mask, is_kernel, criterion="taylor")
+        pruning.prune(params, mask, is_kernel, options=pruning.PruneOptions(criterion="taylor"))
 
 
 def test_jit_with_traced_count():
@@ -271,11 +291,12 @@ def test_vmap_over_seeds_equals_loop(criterion):
     params = stacked(3)
     mask = masks.ones_like(params)
     keys = jax.random.split(jax.random.key(11), 3)
-    one = partial(pruning.prune, is_prunable=is_kernel, fraction=0.2, criterion=criterion)
+    options = pruning.PruneOptions(criterion=criterion)
+    one = partial(pruning.prune, is_prunable=is_kernel, fraction=0.2, options=options)
     if criterion == "magnitude":
         batched = jax.jit(jax.vmap(one))(params, mask)
     else:
-        batched = pruning.seed_pruner(is_kernel, fraction=0.2, criterion=criterion)(params, mask, keys)
+        batched = pruning.seed_pruner(is_kernel, fraction=0.2, options=options)(params, mask, keys)
     single = jax.jit(one)  # the same function, one seed at a time
     for s in range(3):
         expect = single(seed_slice(params, s), seed_slice(mask, s), key=keys[s] if criterion == "random" else None)
@@ -296,8 +317,9 @@ def test_seed_pruner_compiles_once_and_takes_grads():
         calls.append(path)
         return is_kernel(path)
 
-    pruner = pruning.seed_pruner(counting_is_kernel, criterion="saliency")
-    one = jax.jit(partial(pruning.prune, is_prunable=is_kernel, criterion="saliency"))
+    saliency = pruning.PruneOptions(criterion="saliency")
+    pruner = pruning.seed_pruner(counting_is_kernel, options=saliency)
+    one = jax.jit(partial(pruning.prune, is_prunable=is_kernel, options=saliency))
     first = pruner(params, mask, grads=grads)
     traced_calls = len(calls)
     second = pruner(params, first, grads=grads)
@@ -309,11 +331,14 @@ def test_seed_pruner_compiles_once_and_takes_grads():
     np.testing.assert_array_equal(kept, pruning.kept_after_levels(total, 0.2, 2))
 
 
-def test_options_from_config():
+def test_prune_options_from_config():
     from sdd_jax.config import PruningConfig
 
-    opts = pruning.options_from_config(PruningConfig(fraction=0.5, scope="layer", ignore=("fc3",)))
+    config = PruningConfig(fraction=0.5, scope="layer", ignore=("fc3",))
+    opts = pruning.PruneOptions.from_config(config)
+    assert opts == pruning.PruneOptions(criterion="magnitude", scope="layer", largest_first=False)
     params = init_params(12)
-    new = pruning.prune(params, masks.ones_like(params), is_kernel, **opts)
+    prunable = masks.exclude(is_kernel, config.ignore)
+    new = pruning.prune(params, masks.ones_like(params), prunable, fraction=config.fraction, options=opts)
     np.testing.assert_array_equal(new["fc3"]["kernel"], 1.0)
     assert int(masks.layer_counts(new, is_kernel)["fc1/kernel"][0]) == params["fc1"]["kernel"].size // 2

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import experiments
-from sdd_jax import imp, report
+from sdd_jax import imp, phases, results
 
 
 @pytest.mark.slow
@@ -20,7 +20,7 @@ def test_quickstart_shows_all_three_phases(tmp_path):
     config = experiments.get("quickstart")
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, workdir=str(tmp_path), verbosity=0))
     run_dir = imp.run_imp(config)
-    agg = report.aggregate(report.read_results_csv(run_dir / "results.csv"))
+    agg = results.aggregate(results.read_results_csv(run_dir / "results.csv"))
     test = np.array([a["test_acc_mean"] for a in agg])
     train = np.array([a["train_acc_mean"] for a in agg])
     memorised = np.array([a["train_acc_noisy_subset_mean"] for a in agg])
@@ -40,5 +40,5 @@ def test_quickstart_shows_all_three_phases(tmp_path):
     # Phase 3: the sparsest levels fall back (collapse or flatten).
     assert peak < len(test) - 1 and test[-1] < test[peak] - 0.01
 
-    labels = report.phases(agg)
+    labels = phases.phases(agg)
     assert labels[0] == "light" and "critical" in labels and labels[-1] in ("sweet", "collapsed")

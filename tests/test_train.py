@@ -1,6 +1,8 @@
 """The training engine: seeds under vmap, jit, masks through momentum and weight decay,
 no retracing, the learning-rate schedule, determinism."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,9 +10,12 @@ import numpy as np
 import pytest
 
 from sdd_jax import rng as rng_streams
+from sdd_jax import train
 from sdd_jax.config import ModelConfig, OptimConfig
 from sdd_jax.models import build_model
-from sdd_jax.train import DeviceData, Engine, TrainingDiverged, check_finite, learning_rate_schedule, steps_per_epoch
+from sdd_jax.data.device import normalize
+from sdd_jax.engine import Engine
+from sdd_jax.train import DeviceData, TrainingDiverged, check_finite, learning_rate_schedule, steps_per_epoch
 
 N_TRAIN, N_CLASSES = 200, 4
 
@@ -86,11 +91,12 @@ def test_jit_equals_no_jit_for_a_step(data):
     engine = make_engine()
     state = jax.tree.map(lambda l: l[0], init(engine, [0]))
     mask = jax.tree.map(jnp.ones_like, state.params)
-    images = engine._prepare(data.x[:64])
+    images = normalize(data.x[:64], engine.spec.mean, engine.spec.std)
     args = (state, mask, images, data.y[:64], jnp.ones(64), jnp.bool_(True))
-    jitted, _ = jax.jit(engine._train_step)(*args)
+    step = functools.partial(train.train_step, engine.spec)
+    jitted, _ = jax.jit(step)(*args)
     with jax.disable_jit():
-        plain, _ = engine._train_step(*args)
+        plain, _ = step(*args)
     chex.assert_trees_all_close(jitted.params, plain.params, rtol=1e-5, atol=1e-6)
     assert int(jitted.step) == int(plain.step) == 1
 
@@ -166,7 +172,7 @@ def test_last_partial_batch_is_weighted_exactly():
     state = init(engine, [0])
     mask = jax.tree.map(jnp.ones_like, state.params)
     # A zero learning rate keeps the weights fixed, so the epoch's mean loss is the full-set loss.
-    frozen = Engine(engine.model, OptimConfig(lr=0.0, batch_size=64), N_TRAIN, mean=(0.5,), std=(0.25,))
+    frozen = Engine(engine.spec.model, OptimConfig(lr=0.0, batch_size=64), N_TRAIN, mean=(0.5,), std=(0.25,))
     loss_eval, acc_eval, _ = frozen.evaluate(state.params, state.batch_stats, mask, DeviceData(x, y))
     _, loss_epoch, acc_epoch = frozen.train_epoch(state, mask, DeviceData(x, y), 0)
     np.testing.assert_allclose(np.asarray(loss_epoch), np.asarray(loss_eval), rtol=1e-5)
@@ -180,7 +186,7 @@ def test_evaluate_matches_a_direct_computation(data):
     loss, acc, pred = engine.evaluate(state.params, state.batch_stats, mask, data)
     for i in range(2):
         params = jax.tree.map(lambda p, m: p[i] * m[i], state.params, mask)
-        logits = engine.model.apply({"params": params}, engine._prepare(data.x), train=False)
+        logits = engine.spec.model.apply({"params": params}, normalize(data.x, engine.spec.mean, engine.spec.std), train=False)
         expected = np.asarray(jnp.argmax(logits, -1))
         np.testing.assert_array_equal(np.asarray(pred[i]), expected)
         np.testing.assert_allclose(float(acc[i]), np.mean(expected == np.asarray(data.y)), rtol=1e-6)

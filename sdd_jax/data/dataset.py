@@ -39,10 +39,6 @@ class Dataset:
     std: tuple[float, ...]
     metadata: dict
 
-    @property
-    def num_train(self) -> int:
-        return int(self.y_train.shape[0])
-
 
 def _check_size(value, field: str, allow_zero: bool = False) -> None:
     if value is None:

@@ -160,28 +160,3 @@ def transition_matrix(clean: np.ndarray, noisy: np.ndarray, num_classes: int) ->
     totals = counts.sum(axis=1, keepdims=True)
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
-
-def expected_transition_matrix(
-    kind: str,
-    rate: float,
-    num_classes: int,
-    *,
-    dataset_name: str = "",
-    asymmetric_mode: str = "superclass",
-) -> np.ndarray:
-    """The ``(K, K)`` transition matrix a kind aims at (rows = true class)."""
-    _check(np.zeros(0, dtype=np.int64), num_classes, kind, rate)
-    k = num_classes
-    t = np.eye(k)
-    if kind == "none" or rate == 0:
-        return t
-    if kind == "random_labels":
-        return (1 - rate) * np.eye(k) + rate / k
-    if kind == "symmetric":
-        return (1 - rate) * np.eye(k) + rate / (k - 1) * (1 - np.eye(k))
-    if kind == "pairflip":
-        return (1 - rate) * np.eye(k) + rate * np.roll(np.eye(k), 1, axis=1)
-    for source, target in asymmetric_flips(dataset_name, num_classes, asymmetric_mode).items():
-        t[source, source] = 1 - rate
-        t[source, target] = rate
-    return t

@@ -46,14 +46,6 @@ def tfds_builder(name: str, data_dir: str | os.PathLike | None):
         raise DataNotFoundError(f"tfds has no dataset {name!r}: {first}") from None
 
 
-def is_prepared(name: str, data_dir: str | os.PathLike | None) -> bool:
-    """Whether a prepared build of ``name`` exists under ``data_dir`` (never downloads)."""
-    try:
-        return bool(tfds_builder(name, data_dir).is_prepared())
-    except DataError:
-        return False
-
-
 def _split_names(info) -> tuple[str, str]:
     splits = list(info.splits.keys())
     if "train" not in splits:

@@ -13,13 +13,12 @@ kernels, never biases or BatchNorm parameters, and never the output layer of LeN
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Callable
 
 import flax.linen as nn
-import jax
 
+from sdd_jax import masks
 from sdd_jax.config import ModelConfig
-from sdd_jax.models import mlp as _mlp
 from sdd_jax.models import resnet as _resnet
 from sdd_jax.models import vgg as _vgg
 from sdd_jax.models.init import BIAS_INITS, BatchNorm
@@ -44,9 +43,7 @@ __all__ = [
     "build_model",
     "lenet_300_100",
     "mlp",
-    "output_layer_name",
     "prunable_predicate",
-    "prunable_tree",
     "resnet",
     "vgg",
 ]
@@ -90,20 +87,6 @@ def build_model(model_cfg: ModelConfig, num_classes: int) -> nn.Module:
     return vgg(depth, num_classes, mult, bias_init)
 
 
-def output_layer_name(model_cfg: ModelConfig) -> str:
-    """Top-level module name of the classifier: ``"out"`` (LeNet/MLP) or ``"fc"`` (ResNet/VGG)."""
-    family = _family(model_cfg.name)
-    return {"mlp": _mlp.OUTPUT_LAYER, "resnet": _resnet.OUTPUT_LAYER, "vgg": _vgg.OUTPUT_LAYER}[family]
-
-
-def _key_str(key: Any) -> str:
-    """A path element as a string (plain keys, or ``jax.tree_util`` DictKey/GetAttrKey)."""
-    for attr in ("key", "name"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 # Which module names hold prunable kernels, per family (the output layer is excluded below).
 _PRUNABLE_MODULE = {
     "mlp": re.compile(r"fc\d+"),
@@ -125,7 +108,7 @@ def prunable_predicate(model_cfg: ModelConfig) -> Callable[[tuple[str, ...]], bo
     module_re = _PRUNABLE_MODULE[family]
 
     def is_prunable(path: tuple) -> bool:
-        keys = tuple(_key_str(k) for k in path)
+        keys = masks.leaf_path(path)
         if keys and keys[0] == "params":
             keys = keys[1:]
         if len(keys) < 2 or keys[-1] != "kernel" or not module_re.fullmatch(keys[-2]):
@@ -140,8 +123,3 @@ def prunable_predicate(model_cfg: ModelConfig) -> Callable[[tuple[str, ...]], bo
 
     return is_prunable
 
-
-def prunable_tree(model_cfg: ModelConfig, params: Any) -> Any:
-    """A pytree of bools shaped like ``params`` (batched or not): which leaves are prunable."""
-    predicate = prunable_predicate(model_cfg)
-    return jax.tree_util.tree_map_with_path(lambda path, _: predicate(path), params)

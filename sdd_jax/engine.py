@@ -1,0 +1,186 @@
+"""The engine: the pure per-seed functions of :mod:`sdd_jax.train` under ``jax.jit`` and
+``jax.vmap`` over a leading seed axis, run all at once or in chunks of seeds.
+
+:class:`Engine` holds no training state: it builds the jitted functions once (each compiles once
+per input shape, the train state donated) and composes them. How the seed axis is mapped is
+decided in one place, :func:`over_seeds`.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sdd_jax import train
+from sdd_jax.config import OptimConfig
+from sdd_jax.train import DeviceData, TrainState
+
+
+def over_seeds(fn, in_axes):
+    """``fn`` mapped over the leading seed axis of the arguments whose ``in_axes`` entry is 0."""
+    return jax.vmap(fn, in_axes=in_axes)
+
+
+def has_convolutions(model: nn.Module) -> bool:
+    """Whether ``model`` is convolutional (the CIFAR ResNets and VGGs; MLPs are not)."""
+    from sdd_jax.models.mlp import MLP
+
+    return not isinstance(model, MLP)
+
+
+def _n_seeds(leaf) -> int:
+    return int(np.shape(leaf)[0])
+
+
+class Engine:
+    """Jitted, seed-vmapped training and evaluation for one model, optimiser and data set.
+
+    ``mean``/``std`` normalise images inside the step; ``augment`` switches on the pad-4 random
+    crop + flip. ``max_traces`` wraps the epoch and the step in ``chex.assert_max_traces`` (a
+    retrace then raises). ``seeds_per_chunk`` (> 0) bounds device memory: the seeds then train
+    and evaluate in chunks of that many, the other chunks' states waiting in host memory (each
+    seed's numbers are the same up to float rounding: XLA may order a batched reduction
+    differently).
+
+    ``epoch_loop``: ``"scan"`` runs an epoch as one jitted ``lax.scan``; ``"steps"`` loops over
+    the same jitted batch step from Python. XLA's CPU backend runs convolutions inside a loop
+    body about 20× slower than outside one (jax issue 12868), so ``"auto"`` picks ``"steps"``
+    for convolutional models on the CPU and ``"scan"`` everywhere else (equal up to float
+    rounding).
+    """
+
+    def __init__(self, model: nn.Module, optim: OptimConfig, train_size: int, *, mean, std,
+                 augment: bool = False, eval_batch_size: int = 1000, max_traces: int | None = None,
+                 seeds_per_chunk: int = 0, epoch_loop: str = "auto"):
+        if int(optim.batch_size) <= 0:
+            raise ValueError(f"batch_size must be positive, got {optim.batch_size}")
+        if epoch_loop == "auto":
+            epoch_loop = "steps" if jax.default_backend() == "cpu" and has_convolutions(model) else "scan"
+        if epoch_loop not in ("scan", "steps"):
+            raise ValueError(f"epoch_loop must be 'auto', 'scan' or 'steps', got {epoch_loop!r}")
+        self.optim = optim
+        self.optimizer = train.make_optimizer(optim)
+        self.spec = train.Spec(
+            model=model, optimizer=self.optimizer,
+            schedule=train.learning_rate_schedule(optim, train.steps_per_epoch(int(train_size), int(optim.batch_size))),
+            train_size=int(train_size), batch_size=int(optim.batch_size),
+            mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
+            augment=bool(augment), eval_batch_size=int(eval_batch_size))
+        self.steps_per_epoch = self.spec.steps_per_epoch
+        self.seeds_per_chunk = int(seeds_per_chunk)
+        self.epoch_loop = epoch_loop
+
+        def traced(fn):
+            bound = partial(fn, self.spec)
+            if max_traces is None:
+                return bound
+
+            def counted(*args):  # a function of this engine's own, so traces count per engine
+                return bound(*args)
+
+            return chex.assert_max_traces(counted, n=max_traces)
+
+        self.epoch_fn = jax.jit(over_seeds(traced(train.train_epoch), (0, 0, None, None, None, None, None)),
+                                donate_argnums=(0,))
+        self.step_fn = jax.jit(over_seeds(traced(train.batch_step), (0, 0, None, None, None, 0, 0, None, None)),
+                               donate_argnums=(0,))
+        self.order_fn = jax.jit(over_seeds(partial(train.epoch_order, self.spec), (0, None)))
+        self.eval_fn = jax.jit(over_seeds(partial(train.evaluate, self.spec), (0, 0, 0, None, None)))
+        self.grad_fn = jax.jit(over_seeds(partial(train.mean_gradient, self.spec), (0, 0, 0, None, None)))
+        self.init_fn = jax.jit(over_seeds(partial(train.init_state, model, self.optimizer), (0, 0, None)))
+
+    # ----- composition ------------------------------------------------------------------------
+    def _by_chunk(self, fn, stacked_args, n_seeds: int):
+        """Apply ``fn`` to seed chunks of the stacked arguments; concatenate on the host."""
+        size = self.seeds_per_chunk
+        if size <= 0 or size >= n_seeds:
+            return fn(*stacked_args)
+        outs = []
+        for start in range(0, n_seeds, size):
+            chunk = slice(start, min(start + size, n_seeds))
+            part = jax.tree.map(lambda leaf: jnp.asarray(leaf[chunk]), stacked_args)
+            outs.append(jax.device_get(fn(*part)))
+        return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outs)
+
+    def _epoch_by_steps(self, state: TrainState, mask, x_train, y_train, epoch: int,
+                        start_iteration: int, stop_iteration: int):
+        """The scanned epoch (all seeds) with the loop over batches in Python: one jitted,
+        donated call per active iteration (see ``epoch_loop``)."""
+        index, weights = self.order_fn(state, jnp.int32(epoch))
+        spe = self.steps_per_epoch
+        sums = None
+        for i in range(spe):
+            iteration = epoch * spe + i
+            if not start_iteration <= iteration < stop_iteration:
+                continue  # an inactive step leaves the state as it is
+            state, stats = self.step_fn(state, mask, x_train, y_train, jnp.int32(iteration),
+                                        index[:, i], weights[:, i], jnp.int32(start_iteration),
+                                        jnp.int32(stop_iteration))
+            sums = stats if sums is None else jax.tree.map(jnp.add, sums, stats)
+        if sums is None:
+            zeros = jnp.zeros(index.shape[0], jnp.float32)
+            sums = (zeros, zeros, zeros)
+        return state, sums
+
+    # ----- seed-stacked API -------------------------------------------------------------------
+    def init(self, init_keys: jax.Array, seeds, sample_input) -> TrainState:
+        """Stacked fresh states: ``init_keys`` one per seed (leading axis), ``seeds`` for the data
+        streams."""
+        return self.init_fn(init_keys, train.seeds_rng_data(seeds), sample_input)
+
+    def init_shapes(self, init_keys: jax.Array, seeds, sample_input) -> TrainState:
+        """The shapes and dtypes of :meth:`init`'s result, without computing it."""
+        return jax.eval_shape(self.init_fn, init_keys, train.seeds_rng_data(seeds), sample_input)
+
+    def train_epoch_sums(self, state: TrainState, mask, data: DeviceData, epoch: int,
+                         start_iteration: int = 0, stop_iteration: int | None = None):
+        """Run (part of) epoch ``epoch`` for all seeds. Returns (state, per-seed summed loss,
+        correct predictions, examples), so that parts of an epoch add up.
+
+        ``state`` is donated: do not use the argument again.
+        """
+        if stop_iteration is None:
+            stop_iteration = np.iinfo(np.int32).max
+
+        def run(st, msk):
+            if self.epoch_loop == "steps":
+                return self._epoch_by_steps(st, msk, data.x, data.y, int(epoch), int(start_iteration),
+                                            int(stop_iteration))
+            return self.epoch_fn(st, msk, data.x, data.y, jnp.int32(epoch), jnp.int32(start_iteration),
+                                 jnp.int32(stop_iteration))
+
+        state, (loss_sum, correct, count) = self._by_chunk(run, (state, mask), _n_seeds(state.step))
+        return state, loss_sum, correct, count
+
+    def train_epoch(self, state: TrainState, mask, data: DeviceData, epoch: int,
+                    start_iteration: int = 0, stop_iteration: int | None = None):
+        """:meth:`train_epoch_sums` as (state, per-seed mean loss, accuracy)."""
+        state, loss_sum, correct, count = self.train_epoch_sums(state, mask, data, epoch,
+                                                                start_iteration, stop_iteration)
+        count = jnp.maximum(count, 1.0)
+        return state, loss_sum / count, correct / count
+
+    def evaluate(self, params, batch_stats, mask, data: DeviceData):
+        """Per-seed (loss, accuracy, predictions) on ``data`` in eval mode."""
+        return self._by_chunk(lambda p, b, m: self.eval_fn(p, b, m, data.x, data.y),
+                              (params, batch_stats, mask), _n_seeds(jax.tree.leaves(params)[0]))
+
+    def mean_gradient(self, params, batch_stats, mask, data: DeviceData, key: jax.Array,
+                      n_batches: int = 1):
+        """Per-seed gradients averaged over ``n_batches`` random training batches (one shared
+        draw from ``key``)."""
+        n = data.size
+        count = min(n, n_batches * self.spec.batch_size)
+        n_batches = max(1, min(n_batches, count))
+        idx = jax.random.permutation(key, n)[:count]
+        per = count // n_batches
+        idx = idx[: per * n_batches].reshape(n_batches, per)
+        images = jnp.take(data.x, idx, axis=0)
+        labels = jnp.take(data.y, idx, axis=0)
+        return self._by_chunk(lambda p, b, m: self.grad_fn(p, b, m, images, labels),
+                              (params, batch_stats, mask), _n_seeds(jax.tree.leaves(params)[0]))

@@ -1,0 +1,180 @@
+"""The level runner: train one pruning level resumably, measure it and record it.
+
+Used by the pruning loop (:mod:`sdd_jax.imp`) and by every branch (:mod:`sdd_jax.branches`).
+A level is one training run of a stacked state on a fixed mask, from ``plan.first_epoch`` to
+``plan.epochs``, evaluated on the test set every ``run.eval_every_epochs`` epochs and at the end,
+checkpointed every ``run.checkpoint_every_epochs`` epochs (and resumed from there), and, in the
+dense run, saving θk when the global iteration reaches the rewind iteration k.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import numpy as np
+
+from sdd_jax import masks, metrics
+from sdd_jax.engine import Engine
+from sdd_jax.experiment import Experiment
+from sdd_jax.progress import Progress
+from sdd_jax.rundir import RunDir
+from sdd_jax.train import LevelWeights, TrainState, Weights, check_finite
+
+
+@dataclasses.dataclass(frozen=True)
+class LevelPlan:
+    """Where one training run starts and ends, in epochs and global iterations."""
+
+    engine: Engine
+    first_epoch: int  # the first epoch trained (the rewind iteration's epoch for lottery)
+    start_iteration: int  # iterations before this one are skipped (lottery: the rewind iteration)
+    epochs: int  # the run ends after this many epochs
+    rewind_iteration: int | None = None  # save θk at this iteration (the dense run)
+
+    @property
+    def num_epochs(self) -> int:
+        return self.epochs - self.first_epoch
+
+
+def run_level(exp: Experiment, run: RunDir, plan: LevelPlan, level: int, mask,
+              start: Callable[[], TrainState], *, progress: Progress,
+              distance_from: Weights | None = None) -> LevelWeights:
+    """Train, measure and record ``level`` on ``mask``; returns its final weights.
+
+    Resumes from the level's progress checkpoint when there is one, else trains ``start()``.
+    The learning distances are measured from ``distance_from`` (default θ0) and from θk.
+    """
+    curves = None
+    if run.has_progress(level):
+        epoch, state, mask, curves = run.restore_progress(level, exp.state_shapes)
+        progress.skip_epochs(epoch - plan.first_epoch)
+        plan = dataclasses.replace(plan, first_epoch=epoch, start_iteration=max(
+            plan.start_iteration, epoch * plan.engine.steps_per_epoch))
+    else:
+        state = start()
+    state, curves = train_epochs(exp, run, plan, state, mask, level=level, progress=progress,
+                                 curves=curves)
+    if not run.theta_rewind.saved():  # k at the very end is rejected in experiment.build
+        raise RuntimeError("the rewind point was never reached")
+    reference = distance_from if distance_from is not None else run.theta0.load()
+    rows = measure(exp, plan.engine, state, mask, curves, reference.params, run.theta_rewind.load().params)
+    weights = LevelWeights(state.params, state.batch_stats, mask)
+    run.finish_level(level, weights, rows, curves)
+    progress.level_done(level, rows)
+    return weights
+
+
+def empty_curves() -> dict:
+    return {"epoch": [], "train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
+
+
+def train_epochs(exp: Experiment, run: RunDir, plan: LevelPlan, state: TrainState, mask, *,
+                 level: int, progress: Progress, curves: dict | None = None):
+    """Train ``state`` on ``mask`` through ``plan``'s epochs; returns (state, curves).
+
+    Per epoch the curves get the training loss and accuracy (all examples of the epoch, also
+    when it is split at the rewind point) and, when due, the test loss and accuracy (else None).
+    """
+    engine, run_cfg = plan.engine, exp.config.run
+    spe = engine.steps_per_epoch
+    curves = curves or empty_curves()
+    rewind = plan.rewind_iteration if not run.theta_rewind.saved() else None
+    what = f"at level {level}, epoch {{}}"
+    for epoch in range(plan.first_epoch, plan.epochs):
+        start = max(plan.start_iteration, epoch * spe)
+        parts = []
+        if rewind is not None and epoch * spe <= rewind < (epoch + 1) * spe:
+            if rewind > start:  # the epoch in two parts around the rewind point
+                state, *sums = engine.train_epoch_sums(state, mask, exp.train, epoch, start, rewind)
+                check_finite(sums[0], what=what.format(epoch + 1), seeds=exp.seeds)
+                parts.append(sums)
+            run.theta_rewind.save(state.weights)
+            start = rewind
+        state, *sums = engine.train_epoch_sums(state, mask, exp.train, epoch, start)
+        parts.append(sums)
+        loss_sum, correct, count = (sum(np.asarray(p[i], np.float64) for p in parts) for i in range(3))
+        count = np.maximum(count, 1.0)
+        check_finite(loss_sum, what=what.format(epoch + 1), seeds=exp.seeds)
+        curves["epoch"].append(epoch + 1)
+        curves["train_loss"].append((loss_sum / count).tolist())
+        curves["train_acc"].append((correct / count).tolist())
+        last = epoch + 1 == plan.epochs
+        if last or (epoch + 1) % max(run_cfg.eval_every_epochs, 1) == 0:
+            test_loss, test_acc, _ = engine.evaluate(state.params, state.batch_stats, mask, exp.test)
+            curves["test_loss"].append(np.asarray(test_loss).tolist())
+            curves["test_acc"].append(np.asarray(test_acc).tolist())
+        else:
+            curves["test_loss"].append(None)
+            curves["test_acc"].append(None)
+        progress.epoch_done(test_acc=_last_mean(curves["test_acc"]))
+        every = run_cfg.checkpoint_every_epochs
+        if every and (epoch + 1) % every == 0 and not last:
+            run.save_progress(level, epoch + 1, state, mask, curves)
+    return state, curves
+
+
+def _last_mean(values):
+    for v in reversed(values):
+        if v is not None:
+            return float(np.mean(v))
+    return None
+
+
+def _unstack(tree, i):
+    return jax.tree.map(lambda leaf: leaf[i], tree)
+
+
+def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: dict, theta0,
+            theta_rewind) -> list[dict]:
+    """One result row per seed of a finished training run (see :mod:`sdd_jax.metrics`):
+    density, train/test accuracy and loss, memorisation, learning distances from ``theta0`` and
+    ``theta_rewind`` (stacked params), per-layer densities and distances."""
+    ds = exp.dataset
+    test_loss, test_acc, _ = engine.evaluate(state.params, state.batch_stats, mask, exp.test)
+    # Eval mode, no augmentation, on the noisy labels the network was trained on.
+    train_loss, train_acc, train_pred = engine.evaluate(state.params, state.batch_stats, mask, exp.train)
+    check_finite(test_loss, what="on the test set at the end of training", seeds=exp.seeds)
+    check_finite(train_loss, what="on the training set at the end of training", seeds=exp.seeds)
+    train_pred = np.asarray(train_pred)
+    # Memorisation is measured on the examples whose label was actually changed (with
+    # random_labels about 1/K of the selected examples keep their true label).
+    relabelled = ds.y_train != ds.y_train_clean
+    val = None
+    if exp.val is not None:
+        val = engine.evaluate(state.params, state.batch_stats, mask, exp.val)[:2]
+    is_prunable = exp.is_prunable
+    params_host, mask_host, theta0_host, thetak_host = jax.device_get(
+        (state.params, mask, theta0, theta_rewind))
+    rows = []
+    for i, seed in enumerate(exp.seeds):
+        params_i, mask_i = _unstack(params_host, i), _unstack(mask_host, i)
+        dist0 = metrics.learning_distances(_unstack(theta0_host, i), params_i, mask_i, is_prunable)
+        distk = metrics.learning_distances(_unstack(thetak_host, i), params_i, mask_i, is_prunable)
+        split = metrics.accuracy_split(train_pred[i], ds.y_train, ds.y_train_clean, relabelled)
+        kept, total = masks.count(mask_i, is_prunable)
+        kept = int(kept)
+        test_curve = [c[i] for c in curves["test_acc"] if c is not None]
+        rows.append({
+            "seed": seed,
+            "density": kept / total,
+            "sparsity": (total - kept) / total,
+            "kept_weights": kept,
+            "train_acc": float(split["train_acc"]),
+            "train_acc_clean": float(split["train_acc_clean"]),
+            "train_acc_noisy_subset": float(split["train_acc_noisy_subset"]),
+            "train_loss": float(np.asarray(train_loss)[i]),
+            "test_acc": float(np.asarray(test_acc)[i]),
+            "test_acc_best": float(max(test_curve)) if test_curve else float("nan"),
+            "test_loss": float(np.asarray(test_loss)[i]),
+            "learning_distance": dist0["learning_distance"],
+            "learning_distance_unpruned": dist0["learning_distance_unpruned"],
+            "learning_distance_rewind": distk["learning_distance"],
+            "learning_distance_rewind_unpruned": distk["learning_distance_unpruned"],
+            **({} if val is None else {"val_loss": float(np.asarray(val[0])[i]),
+                                         "val_acc": float(np.asarray(val[1])[i])}),
+            "layer_density": {k: float(v) for k, v in masks.layer_densities(mask_i, is_prunable).items()},
+            "layer_learning_distance": dist0["per_layer"],
+        })
+    return rows

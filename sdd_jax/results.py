@@ -1,0 +1,291 @@
+"""The results file of a pruning run and its average over seeds.
+
+A run writes ``results.csv`` with one row per seed and pruning level (see :data:`RESULT_COLUMNS`;
+accuracies are fractions in [0, 1], ``density`` is the fraction of prunable weights left), and
+each branch (one-shot, reinit, random pruning, re-dense) its own ``branches/NAME/results.csv``
+with a ``branch`` column. This module writes and reads those files, collects a run's rows, splits
+them into the main curve and the branches, and averages them over seeds.
+
+Host only: numpy and the standard library.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import numbers
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from sdd_jax.atomic import atomic_write_text
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "seed",
+    "level",
+    "density",
+    "sparsity",
+    "train_acc",
+    "train_acc_clean",
+    "train_acc_noisy_subset",
+    "train_loss",
+    "test_acc",
+    "test_acc_best",
+    "test_loss",
+    "learning_distance",
+    "learning_distance_unpruned",
+)
+
+MAIN_BRANCH = "imp"
+
+RESULTS_FILE = "results.csv"
+
+# Group keys: never averaged.
+_KEY_COLUMNS = ("seed", "level", "branch")
+
+
+class ResultsError(ValueError):
+    """Malformed result rows or a malformed results file."""
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+# --------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """numpy / jax scalars and 0-d arrays -> Python scalars."""
+    if isinstance(value, (str, bytes, bool, int, float)) or value is None:
+        return value
+    if hasattr(value, "item") and np.ndim(value) == 0:
+        return value.item()
+    return value
+
+
+def _format_cell(value: Any) -> str:
+    value = _plain(value)
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        return repr(float(value))  # shortest exact round trip; 'nan', 'inf'
+    return str(value)
+
+
+def _parse_cell(text: str) -> Any:
+    """'' -> None, integers -> int, other numbers (nan, inf included) -> float, else str."""
+    if text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    extra: set[str] = set()
+    for i, row in enumerate(rows):
+        missing = [c for c in RESULT_COLUMNS if c not in row]
+        if missing:
+            raise ResultsError(f"result row {i} lacks required column(s) {', '.join(missing)}")
+        extra.update(k for k in row if k not in RESULT_COLUMNS)
+    return list(RESULT_COLUMNS) + sorted(extra)
+
+
+def write_results_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> str:
+    """Write result rows atomically (temp file in the same folder, then ``os.replace``).
+
+    Columns: :data:`RESULT_COLUMNS` in order, then every other key in sorted order (a row
+    without an extra key gets an empty cell). A row lacking a required column raises
+    :class:`ResultsError` naming it. Floats are written with ``repr`` so they read back exactly.
+    Returns the path written.
+    """
+    rows = list(rows)
+    columns = _columns(rows)
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_format_cell(row.get(c)) for c in columns])
+    atomic_write_text(path, buf.getvalue())
+    return os.fspath(path)
+
+
+def read_results_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a results file back: integers as ``int``, other numbers as ``float`` (NaN too),
+    empty cells as ``None``, anything else as ``str``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no results file at {path}")
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ResultsError(f"{path} is empty (no header)")
+        missing = [c for c in RESULT_COLUMNS if c not in header]
+        if missing:
+            raise ResultsError(f"{path} lacks required column(s) {', '.join(missing)}")
+        rows = []
+        for lineno, cells in enumerate(reader, start=2):
+            if not cells:
+                continue
+            if len(cells) != len(header):
+                raise ResultsError(
+                    f"{path}:{lineno}: {len(cells)} cells for {len(header)} columns"
+                )
+            rows.append({c: _parse_cell(v) for c, v in zip(header, cells)})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Aggregation over seeds
+# --------------------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _numeric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Columns whose non-empty values are all numbers (bools and strings are not)."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    out = []
+    for key in keys:
+        if key in _KEY_COLUMNS:
+            continue
+        values = [_plain(r.get(key)) for r in rows]
+        present = [v for v in values if v is not None]
+        if present and all(_is_number(v) for v in present):
+            out.append(key)
+    return out
+
+
+def _group(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, list[Mapping[str, Any]]]:
+    """Rows grouped by (branch, level), groups in order of first appearance of the branch and
+    ascending level. A repeated (branch, level, seed) is an error."""
+    groups: dict[tuple, list] = {}
+    seen: set[tuple] = set()
+    branch_order: dict[Any, int] = {}
+    for i, row in enumerate(rows):
+        for c in ("seed", "level"):
+            if c not in row:
+                raise ResultsError(f"result row {i} lacks required column {c}")
+        branch = row.get("branch")
+        level = _plain(row["level"])
+        if not _is_number(level) or int(level) != level:
+            raise ResultsError(f"result row {i}: level must be an integer, got {level!r}")
+        ident = (branch, int(level), _plain(row["seed"]))
+        if ident in seen:
+            where = f"branch {branch!r}, " if branch is not None else ""
+            raise ResultsError(f"duplicate result row for {where}level {ident[1]}, seed {ident[2]}")
+        seen.add(ident)
+        branch_order.setdefault(branch, len(branch_order))
+        groups.setdefault((branch, int(level)), []).append(row)
+    return dict(sorted(groups.items(), key=lambda kv: (branch_order[kv[0][0]], kv[0][1])))
+
+
+def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Average result rows over seeds, one dict per level (per branch and level when rows have a
+    ``branch`` column), sorted by level.
+
+    Each dict has ``level``, ``n_seeds`` (rows in the group), ``branch`` when present, and for
+    every numeric column ``c`` (all but ``seed`` and ``level``): ``c_mean``, ``c_std``
+    (population std, ``ddof=0``, so one seed gives 0), ``c_min`` and ``c_max``. NaN and empty
+    cells are left out of these statistics (all missing gives NaN). Non-numeric columns that
+    agree across the group's seeds are copied as they are.
+    """
+    rows = list(rows)
+    if not rows:
+        raise ResultsError("no result rows to aggregate")
+    numeric = _numeric_columns(rows)
+    out = []
+    for (branch, level), group in _group(rows).items():
+        entry: dict[str, Any] = {"level": level}
+        if branch is not None:
+            entry["branch"] = branch
+        entry["n_seeds"] = len(group)
+        for c in numeric:
+            values = np.array(
+                [np.nan if r.get(c) is None else float(_plain(r.get(c))) for r in group],
+                dtype=np.float64,
+            )
+            finite = values[~np.isnan(values)]
+            if finite.size:
+                entry[f"{c}_mean"] = float(np.mean(finite))
+                entry[f"{c}_std"] = float(np.std(finite, ddof=0))
+                entry[f"{c}_min"] = float(np.min(finite))
+                entry[f"{c}_max"] = float(np.max(finite))
+            else:
+                for stat in ("mean", "std", "min", "max"):
+                    entry[f"{c}_{stat}"] = float("nan")
+        for c in group[0]:
+            if c in _KEY_COLUMNS or c in numeric or c in entry:
+                continue
+            values = [r.get(c) for r in group]
+            if all(v == values[0] for v in values):
+                entry[c] = values[0]
+        out.append(entry)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Branches
+# --------------------------------------------------------------------------------------------
+
+
+def split_branches(agg: Sequence[Mapping[str, Any]]) -> dict[Any, list[Mapping[str, Any]]]:
+    """:func:`aggregate` entries grouped by their ``branch`` (``None`` without one), branches in
+    order of first appearance, entries in their order."""
+    out: dict[Any, list] = {}
+    for entry in agg:
+        out.setdefault(entry.get("branch"), []).append(entry)
+    return out
+
+
+def main_branch(rows: Sequence[Mapping[str, Any]]) -> tuple[Any, list, dict[Any, list]]:
+    """(main branch name, its rows, {other branch: rows}). Without a ``branch`` column every row
+    is the main curve; with one, the main curve is ``branch == "imp"`` (or the only branch)."""
+    if not any("branch" in r for r in rows):
+        return None, list(rows), {}
+    by_branch: dict[Any, list] = {}
+    for r in rows:
+        by_branch.setdefault(r.get("branch"), []).append(r)
+    if MAIN_BRANCH in by_branch:
+        main = MAIN_BRANCH
+    elif len(by_branch) == 1:
+        main = next(iter(by_branch))
+    else:
+        raise ResultsError(
+            f"rows have branches {sorted(map(str, by_branch))} but none is {MAIN_BRANCH!r}"
+        )
+    others = {b: rs for b, rs in by_branch.items() if b != main}
+    return main, by_branch.pop(main), others
+
+
+# --------------------------------------------------------------------------------------------
+# Run directory
+# --------------------------------------------------------------------------------------------
+
+
+def run_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of ``run_dir/results.csv`` followed by those of every branch
+    (``run_dir/branches/*/results.csv``: one-shot, reinit, random pruning, re-dense)."""
+    results = os.path.join(os.fspath(run_dir), RESULTS_FILE)
+    rows = read_results_csv(results)
+    if not rows:
+        raise ResultsError(f"{results} has no result rows")
+    for branch_csv in sorted(glob.glob(os.path.join(os.fspath(run_dir), "branches", "*", RESULTS_FILE))):
+        rows += read_results_csv(branch_csv)
+    return rows

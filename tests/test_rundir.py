@@ -1,0 +1,98 @@
+"""The run directory: identity (result fields, hash, name), preparation and conflicts."""
+
+import dataclasses
+import json
+
+import pytest
+
+from sdd_jax import rundir
+from sdd_jax.atomic import atomic_write_json, atomic_write_text
+from sdd_jax.config import Config, override, to_dict
+from sdd_jax.rundir import result_fields, result_hash
+
+
+def test_result_hash_ignores_paths_and_verbosity_but_not_noise():
+    base = Config(name="lenet")
+    moved = override(base, {"run.workdir": "/elsewhere", "run.verbosity": 2, "run.eval_batch_size": 17})
+    assert result_hash(moved) == result_hash(base)
+    assert rundir.run_path("a", moved).name == rundir.run_path("b", base).name == f"lenet-{result_hash(base)}"
+    noisy = override(base, {"noise.rate": 0.2})
+    assert result_hash(noisy) != result_hash(base)
+    assert rundir.run_path("w", noisy) != rundir.run_path("w", base)
+
+
+def test_prepare_run_dir_writes_readable_config(tmp_path):
+    config = override(Config(name="lenet"), {"noise.kind": "symmetric", "noise.rate": 0.2})
+    path = rundir.prepare_run_dir(tmp_path, config)
+    assert path == tmp_path / f"lenet-{result_hash(config)}" and path.is_dir()
+    text = (path / "config.json").read_text()
+    assert text.startswith('{\n  "name": "lenet"')
+    assert json.loads(text) == to_dict(config)
+    assert json.loads((path / "result_fields.json").read_text()) == json.loads(json.dumps(result_fields(config)))
+    quieter = override(config, {"run.verbosity": 0})
+    assert rundir.prepare_run_dir(tmp_path, quieter) == path  # resume with other non-result settings
+    assert json.loads((path / "config.json").read_text())["run"]["verbosity"] == 0
+    assert not [p.name for p in path.iterdir() if p.name.startswith(".")]
+
+
+def test_prepare_run_dir_conflict(tmp_path):
+    config = Config(name="lenet")
+    path = rundir.prepare_run_dir(tmp_path, config)
+    stored = to_dict(override(config, {"noise.rate": 0.4}))
+    atomic_write_json(path / "config.json", stored)
+    (path / "result_fields.json").unlink()
+    with pytest.raises(rundir.RunDirConflictError, match=r"noise.rate: stored 0.4, now 0.0"):
+        rundir.prepare_run_dir(tmp_path, config)
+    atomic_write_json(path / "config.json", {"bogus": 1})
+    with pytest.raises(rundir.RunDirConflictError, match="does not hold a config this version can read"):
+        rundir.prepare_run_dir(tmp_path, config)
+
+
+def test_bad_run_name():
+    with pytest.raises(ValueError, match="config.name"):
+        rundir.run_path("w", dataclasses.replace(Config(), name="a/b"))
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "f.json"
+    atomic_write_json(target, {"a": [1, 2]})
+    atomic_write_text(target, "second")
+    assert target.read_text() == "second"
+    with pytest.raises(TypeError):
+        atomic_write_json(target, {"a": object()})
+    assert target.read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]
+
+
+def test_the_quickstart_identity_is_pinned():
+    """Every run directory is named by this hash: a change to the result fields or to their
+    serialisation orphans users' runs. If that is intended, say so and update the pin."""
+    import experiments
+
+    assert rundir.result_hash(experiments.get("quickstart")) == "bffeb2246309"
+
+
+def test_a_branch_keeps_its_own_levels_and_shares_theta0(tmp_path):
+    import jax.numpy as jnp
+
+    from sdd_jax.train import LevelWeights, Weights
+
+    config = Config(name="tiny")
+    path = rundir.prepare_run_dir(tmp_path, config)
+    shapes = LevelWeights({"w": jnp.zeros((2, 3))}, {}, {"w": jnp.zeros((2, 3))})
+    run = rundir.RunDir(path, shapes, [0, 1])
+    run.theta0.save(Weights({"w": jnp.ones((2, 3))}, {}))
+    branch = run.branch("redense-e1", "redense")
+    assert branch.theta0.saved() and float(branch.theta0.load().params["w"].sum()) == 6.0
+    level = LevelWeights({"w": jnp.full((2, 3), 2.0)}, {}, {"w": jnp.ones((2, 3))})
+    rows = [{"seed": s, **{c: 0.5 for c in ("density", "sparsity", "train_acc", "train_acc_clean",
+                                            "train_acc_noisy_subset", "train_loss", "test_acc",
+                                            "test_acc_best", "test_loss", "learning_distance",
+                                            "learning_distance_unpruned")}} for s in (0, 1)]
+    branch.finish_level(3, level, rows, {"epoch": [1]})
+    assert branch.finished_levels() == [3] and run.finished_levels() == []
+    assert float(branch.level(3).params["w"][0, 0]) == 2.0
+    assert not (path / "results.csv").exists()
+    written = [(r["branch"], r["level"], r["seed"]) for r in branch.rows()]
+    assert written == [("redense", 3, 0), ("redense", 3, 1)]
+    assert (path / "branches" / "redense-e1" / "results.csv").is_file() and branch.results_complete()
