@@ -5,9 +5,11 @@ Variants are derived here by name suffix:
 
 * ``-noise20`` / ``-noise40`` / ``-noise80``: random-label noise rate (the paper's "symmetric");
 * ``-asym20`` / ``-asym40``: asymmetric (class-dependent) noise; ``-pairflip20`` / ``-pairflip40``;
-* ``-finetune`` / ``-lr_rewind`` / ``-scratch``: the retraining schedule (default ``lottery``).
+* ``-finetune`` / ``-lr_rewind`` / ``-scratch``: the retraining schedule (default ``lottery``);
+* ``-bf16``: bfloat16 compute (``model.dtype``; parameters, optimiser state and BatchNorm
+  statistics stay float32), listed for the CIFAR and Tiny-ImageNet settings.
 
-``get("resnet18_cifar10-noise40-finetune")`` combines them.
+``get("resnet18_cifar10-noise40-finetune")`` combines them (``resnet18_cifar10-noise40-bf16`` too).
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ NOISE_VARIANTS = {
     **{f"pairflip{r}": ("pairflip", r / 100) for r in (20, 40)},
 }
 SCHEDULE_VARIANTS = ("finetune", "lr_rewind", "scratch")
+DTYPE_VARIANTS = {"bf16": "bfloat16"}
+VARIANTS = (*NOISE_VARIANTS, *SCHEDULE_VARIANTS, *DTYPE_VARIANTS)
 PAPER_BASES = tuple(name for name in BASE if name not in ("quickstart", "smoke"))
+# The bases whose ``-bf16`` variant :func:`listing` shows (:func:`get` accepts it on any base).
+BF16_BASES = ("resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10", "vgg16_cifar100",
+              "resnet101_tinyimagenet")
 
 
 class UnknownPreset(KeyError):
@@ -50,8 +57,9 @@ def _apply_variant(config: Config, variant: str) -> Config:
         return dataclasses.replace(config, noise=noise)
     if variant in SCHEDULE_VARIANTS:
         return dataclasses.replace(config, pruning=dataclasses.replace(config.pruning, schedule=variant))
-    raise UnknownPreset(f"unknown preset variant {variant!r}; variants: "
-                        f"{', '.join([*NOISE_VARIANTS, *SCHEDULE_VARIANTS])}")
+    if variant in DTYPE_VARIANTS:
+        return dataclasses.replace(config, model=dataclasses.replace(config.model, dtype=DTYPE_VARIANTS[variant]))
+    raise UnknownPreset(f"unknown preset variant {variant!r}; variants: {', '.join(VARIANTS)}")
 
 
 def get(name: str) -> Config:
@@ -59,7 +67,7 @@ def get(name: str) -> Config:
     base, *variants = name.split("-")
     if base not in BASE:
         raise UnknownPreset(f"unknown preset {name!r}; presets: {', '.join(BASE)} "
-                            f"(variants: {', '.join([*NOISE_VARIANTS, *SCHEDULE_VARIANTS])})")
+                            f"(variants: {', '.join(VARIANTS)})")
     config = BASE[base]()
     for variant in variants:
         config = _apply_variant(config, variant)
@@ -67,12 +75,15 @@ def get(name: str) -> Config:
 
 
 def listing() -> list[tuple[str, str]]:
-    """(name, one-line description) of every base preset and of the paper variants."""
+    """(name, one-line description) of every base preset, of the paper variants and of the
+    bfloat16 variants of the CIFAR and Tiny-ImageNet settings."""
     rows = [(name, BASE[name]().description) for name in BASE]
     for base in PAPER_BASES:
-        for variant in [*NOISE_VARIANTS, *SCHEDULE_VARIANTS]:
+        variants = [*NOISE_VARIANTS, *SCHEDULE_VARIANTS, *(DTYPE_VARIANTS if base in BF16_BASES else ())]
+        for variant in variants:
             config = get(f"{base}-{variant}")
+            compute = "" if config.model.dtype == "float32" else f", {config.model.dtype} compute"
             rows.append((config.name, f"{BASE[base]().description.split(',')[0]}, "
                                       f"{config.noise.kind} {config.noise.rate:.0%}, "
-                                      f"{config.pruning.schedule} retraining"))
+                                      f"{config.pruning.schedule} retraining{compute}"))
     return rows

@@ -64,6 +64,7 @@ class ModelConfig:
     width_multiplier: float = 1.0  # channel/width scale (fractions give thin nets for tests)
     # "zeros" as the paper; "torch_default" as the official code (PyTorch's uniform bias init).
     bias_init: str = "zeros"
+    dtype: str = "float32"  # compute dtype: float32 | bfloat16 (parameters, optimiser state and BN statistics stay float32)
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,9 @@ class RunConfig:
     checkpoint_every_epochs: int = 0  # in-level checkpoint period in epochs (0: level ends only)
     verbosity: int = 1  # 0 quiet, 1 progress, 2 verbose
     epoch_loop: str = "auto"  # scan | steps | auto (steps for conv nets on CPU; see engine.Engine)
+    seed_execution: str = "auto"  # vmap | sequential | auto (sequential for conv nets on GPUs)
+    seed_devices: int = 0  # devices the seeds are split over (0: as many as divide run.seeds)
+    data_devices: int = 1  # devices each seed's batch is split over (the mesh's data axis)
     compilation_cache: str | None = None
 
 
@@ -298,6 +302,11 @@ def validate(config: Config) -> None:
     pruning.fraction_ratio(p.fraction)
     if o.batch_size <= 0:
         raise ValueError(f"optim.batch_size must be positive, got {o.batch_size}")
+    if config.model.dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"unknown model.dtype {config.model.dtype!r}; choose float32 or bfloat16")
+    if config.run.seed_execution not in ("vmap", "sequential", "auto"):
+        raise ValueError(f"unknown run.seed_execution {config.run.seed_execution!r}; choose vmap, "
+                         f"sequential or auto")
 
 
 def load_json(path: str) -> Config:

@@ -1,13 +1,29 @@
-"""The engine: the pure per-seed functions of :mod:`sdd_jax.train` under ``jax.jit`` and
-``jax.vmap`` over a leading seed axis, run all at once or in chunks of seeds.
+"""The engine: the pure per-seed functions of :mod:`sdd_jax.train` under ``jax.jit``, mapped over
+a leading seed axis, run all at once or in chunks of seeds, on one device or on a mesh.
 
 :class:`Engine` holds no training state: it builds the jitted functions once (each compiles once
 per input shape, the train state donated) and composes them. How the seed axis is mapped is
-decided in one place, :func:`over_seeds`.
+decided in one place, :func:`over_seeds`:
+
+* ``vmap``: the seeds as one batched program. Ideal for MLPs; convolution kernels batched over
+  seeds lower to grouped convolutions, which GPUs run far below ordinary ones.
+* ``sequential``: the seeds one after another (``lax.map``) inside the same compiled call, so
+  every convolution is an ordinary one, and a seed runs the same program whatever the number of
+  seeds beside it (bit-identical alone or among others).
+
+With a :func:`seed_mesh`, the seeds are split over the ``seeds`` axis of the mesh
+(``shard_map``: no communication between seeds), each device mapping its own seeds as above;
+an optional ``data`` axis splits each seed's batch (BatchNorm statistics are then reduced over
+that seed's whole batch, never across seeds).
+
+The seed axis is a replica axis: anything stacked like the train state (in ``in_axes`` 0) is per
+replica. Grids of (seed, noise draw, noise rate) replicas of one preset need only their
+training labels stacked the same way (``y_train`` mapped instead of shared).
 """
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 
 import chex
@@ -15,15 +31,82 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from sdd_jax import train
 from sdd_jax.config import OptimConfig
 from sdd_jax.train import DeviceData, TrainState
 
+SEED_EXECUTIONS = ("vmap", "sequential")
 
-def over_seeds(fn, in_axes):
-    """``fn`` mapped over the leading seed axis of the arguments whose ``in_axes`` entry is 0."""
-    return jax.vmap(fn, in_axes=in_axes)
+
+def map_seeds_sequentially(fn, in_axes):
+    """``fn`` applied to one seed after another (``lax.map``) over the leading axis of the
+    arguments whose ``in_axes`` entry is 0; the others are shared."""
+
+    def mapped(*args):
+        seeded = tuple(a for a, axis in zip(args, in_axes) if axis == 0)
+
+        def one(per_seed):
+            it = iter(per_seed)
+            return fn(*[next(it) if axis == 0 else a for a, axis in zip(args, in_axes)])
+
+        return jax.lax.map(one, seeded)
+
+    return mapped
+
+
+def over_seeds(fn, in_axes, execution: str = "vmap", mesh: Mesh | None = None):
+    """``fn`` mapped over the leading seed axis of the arguments whose ``in_axes`` entry is 0
+    (``execution``: ``vmap`` or ``sequential``), split over ``mesh``'s ``seeds`` axis if given."""
+    if execution not in SEED_EXECUTIONS:
+        raise ValueError(f"run.seed_execution must be 'vmap', 'sequential' or 'auto', got {execution!r}")
+    local = jax.vmap(fn, in_axes=in_axes) if execution == "vmap" else map_seeds_sequentially(fn, in_axes)
+    if mesh is None:
+        return local
+    in_specs = tuple(P("seeds") if axis == 0 else P() for axis in in_axes)
+    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P("seeds"),
+                         axis_names={"seeds"}, check_vma=False)
+
+
+def seed_mesh(n_seeds: int, seed_devices: int = 0, data_devices: int = 1, devices=None) -> Mesh | None:
+    """A ``(seeds, data)`` mesh over ``devices`` (default: all), or ``None`` for one device.
+
+    ``seed_devices`` = 0 takes as many devices as divide ``n_seeds`` (a warning names the idle
+    ones and the seed counts that would use them all); a given count must divide ``n_seeds``.
+    ``data_devices`` splits each seed's batch (the batch size must be divisible by it).
+    Raises :class:`ValueError` naming the setting when the devices do not suffice.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    if data_devices < 1 or seed_devices < 0:
+        raise ValueError(f"run.data_devices must be >= 1 and run.seed_devices >= 0, got "
+                         f"{data_devices} and {seed_devices}")
+    available = len(devices) // data_devices
+    if available < 1:
+        raise ValueError(f"run.data_devices={data_devices} exceeds the {len(devices)} devices")
+    if seed_devices == 0:
+        seed_devices = max(d for d in range(1, min(available, n_seeds) + 1) if n_seeds % d == 0)
+        if seed_devices < min(available, n_seeds):
+            warnings.warn(f"{n_seeds} seeds use {seed_devices} of {available} seed devices (the seed "
+                          f"count must be a multiple of the devices used); run {available} or a "
+                          f"multiple of it to use them all", stacklevel=2)
+    elif seed_devices > available or n_seeds % seed_devices:
+        raise ValueError(f"run.seed_devices={seed_devices} must divide run.seeds={n_seeds} and "
+                         f"fit the {available} devices left by run.data_devices={data_devices}")
+    if seed_devices * data_devices == 1:
+        return None
+    grid = np.array(devices[: seed_devices * data_devices]).reshape(seed_devices, data_devices)
+    return Mesh(grid, ("seeds", "data"))
+
+
+def resolve_seed_execution(execution: str, model: nn.Module) -> str:
+    """``auto``: ``sequential`` for convolutional models on GPUs (vmapped convolutions become
+    grouped convolutions there: 9.9× one seed's time for 4 seeds of ResNet-18 on an H200, see
+    docs/benchmarks.md), ``vmap`` otherwise (MLPs, CPUs, TPUs)."""
+    if execution != "auto":
+        return execution
+    return "sequential" if jax.default_backend() == "gpu" and has_convolutions(model) else "vmap"
 
 
 def has_convolutions(model: nn.Module) -> bool:
@@ -56,13 +139,20 @@ class Engine:
 
     def __init__(self, model: nn.Module, optim: OptimConfig, train_size: int, *, mean, std,
                  augment: bool = False, eval_batch_size: int = 1000, max_traces: int | None = None,
-                 seeds_per_chunk: int = 0, epoch_loop: str = "auto"):
+                 seeds_per_chunk: int = 0, epoch_loop: str = "auto", seed_execution: str = "vmap",
+                 mesh: Mesh | None = None):
         if int(optim.batch_size) <= 0:
             raise ValueError(f"batch_size must be positive, got {optim.batch_size}")
         if epoch_loop == "auto":
             epoch_loop = "steps" if jax.default_backend() == "cpu" and has_convolutions(model) else "scan"
         if epoch_loop not in ("scan", "steps"):
             raise ValueError(f"epoch_loop must be 'auto', 'scan' or 'steps', got {epoch_loop!r}")
+        seed_execution = resolve_seed_execution(seed_execution, model)
+        if mesh is not None and mesh.shape["data"] > 1 and int(optim.batch_size) % mesh.shape["data"]:
+            raise ValueError(f"optim.batch_size={optim.batch_size} is not divisible by run.data_devices="
+                             f"{mesh.shape['data']}")
+        self.mesh = mesh
+        self.seed_execution = seed_execution
         self.optim = optim
         self.optimizer = train.make_optimizer(optim)
         self.spec = train.Spec(
@@ -70,7 +160,8 @@ class Engine:
             schedule=train.learning_rate_schedule(optim, train.steps_per_epoch(int(train_size), int(optim.batch_size))),
             train_size=int(train_size), batch_size=int(optim.batch_size),
             mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
-            augment=bool(augment), eval_batch_size=int(eval_batch_size))
+            augment=bool(augment), eval_batch_size=int(eval_batch_size),
+            batch_sharding=None if mesh is None or mesh.shape["data"] == 1 else NamedSharding(mesh, P("data")))
         self.steps_per_epoch = self.spec.steps_per_epoch
         self.seeds_per_chunk = int(seeds_per_chunk)
         self.epoch_loop = epoch_loop
@@ -85,26 +176,45 @@ class Engine:
 
             return chex.assert_max_traces(counted, n=max_traces)
 
-        self.epoch_fn = jax.jit(over_seeds(traced(train.train_epoch), (0, 0, None, None, None, None, None)),
+        seeded = partial(over_seeds, execution=seed_execution, mesh=mesh)
+        self.epoch_fn = jax.jit(seeded(traced(train.train_epoch), (0, 0, None, None, None, None, None)),
                                 donate_argnums=(0,))
-        self.step_fn = jax.jit(over_seeds(traced(train.batch_step), (0, 0, None, None, None, 0, 0, None, None)),
+        self.step_fn = jax.jit(seeded(traced(train.batch_step), (0, 0, None, None, None, 0, 0, None, None)),
                                donate_argnums=(0,))
-        self.order_fn = jax.jit(over_seeds(partial(train.epoch_order, self.spec), (0, None)))
-        self.eval_fn = jax.jit(over_seeds(partial(train.evaluate, self.spec), (0, 0, 0, None, None)))
-        self.grad_fn = jax.jit(over_seeds(partial(train.mean_gradient, self.spec), (0, 0, 0, None, None)))
-        self.init_fn = jax.jit(over_seeds(partial(train.init_state, model, self.optimizer), (0, 0, None)))
+        self.order_fn = jax.jit(seeded(partial(train.epoch_order, self.spec), (0, None)))
+        self.eval_fn = jax.jit(seeded(partial(train.evaluate, self.spec), (0, 0, 0, None, None)))
+        self.grad_fn = jax.jit(seeded(partial(train.mean_gradient, self.spec), (0, 0, 0, None, None)))
+        self.init_fn = jax.jit(seeded(partial(train.init_state, model, self.optimizer), (0, 0, None)))
 
     # ----- composition ------------------------------------------------------------------------
+    def place(self, stacked):
+        """Seed-stacked arrays split over the mesh's ``seeds`` axis (no-op without a mesh or when
+        already placed)."""
+        if self.mesh is None:
+            return stacked
+        return jax.device_put(stacked, NamedSharding(self.mesh, P("seeds")))
+
+    def _shared(self, tree):
+        """Arrays every seed reads, copied to every device of the mesh (no-op without one or
+        when already there)."""
+        if self.mesh is None:
+            return tree
+        return jax.device_put(tree, NamedSharding(self.mesh, P()))
+
+    def replicate(self, data: DeviceData) -> DeviceData:
+        """A split copied to every device of the mesh (itself without a mesh): do it once."""
+        return DeviceData(*self._shared((data.x, data.y)))
+
     def _by_chunk(self, fn, stacked_args, n_seeds: int):
         """Apply ``fn`` to seed chunks of the stacked arguments; concatenate on the host."""
         size = self.seeds_per_chunk
         if size <= 0 or size >= n_seeds:
-            return fn(*stacked_args)
+            return fn(*self.place(stacked_args))
         outs = []
         for start in range(0, n_seeds, size):
             chunk = slice(start, min(start + size, n_seeds))
             part = jax.tree.map(lambda leaf: jnp.asarray(leaf[chunk]), stacked_args)
-            outs.append(jax.device_get(fn(*part)))
+            outs.append(jax.device_get(fn(*self.place(part))))
         return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outs)
 
     def _epoch_by_steps(self, state: TrainState, mask, x_train, y_train, epoch: int,
@@ -119,7 +229,7 @@ class Engine:
             if not start_iteration <= iteration < stop_iteration:
                 continue  # an inactive step leaves the state as it is
             state, stats = self.step_fn(state, mask, x_train, y_train, jnp.int32(iteration),
-                                        index[:, i], weights[:, i], jnp.int32(start_iteration),
+                                        *self.place((index[:, i], weights[:, i])), jnp.int32(start_iteration),
                                         jnp.int32(stop_iteration))
             sums = stats if sums is None else jax.tree.map(jnp.add, sums, stats)
         if sums is None:
@@ -131,11 +241,16 @@ class Engine:
     def init(self, init_keys: jax.Array, seeds, sample_input) -> TrainState:
         """Stacked fresh states: ``init_keys`` one per seed (leading axis), ``seeds`` for the data
         streams."""
-        return self.init_fn(init_keys, train.seeds_rng_data(seeds), sample_input)
+        return self.init_fn(*self.place((init_keys, train.seeds_rng_data(seeds))), self._shared(sample_input))
 
     def init_shapes(self, init_keys: jax.Array, seeds, sample_input) -> TrainState:
-        """The shapes and dtypes of :meth:`init`'s result, without computing it."""
-        return jax.eval_shape(self.init_fn, init_keys, train.seeds_rng_data(seeds), sample_input)
+        """The shapes and dtypes (and, on a mesh, shardings) of :meth:`init`'s result, without
+        computing it."""
+        shapes = jax.eval_shape(self.init_fn, init_keys, train.seeds_rng_data(seeds), sample_input)
+        if self.mesh is None:
+            return shapes
+        sharding = NamedSharding(self.mesh, P("seeds"))  # restore targets land on the mesh too
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
     def train_epoch_sums(self, state: TrainState, mask, data: DeviceData, epoch: int,
                          start_iteration: int = 0, stop_iteration: int | None = None):
@@ -146,6 +261,8 @@ class Engine:
         """
         if stop_iteration is None:
             stop_iteration = np.iinfo(np.int32).max
+
+        data = self.replicate(data)
 
         def run(st, msk):
             if self.epoch_loop == "steps":
@@ -167,6 +284,7 @@ class Engine:
 
     def evaluate(self, params, batch_stats, mask, data: DeviceData):
         """Per-seed (loss, accuracy, predictions) on ``data`` in eval mode."""
+        data = self.replicate(data)
         return self._by_chunk(lambda p, b, m: self.eval_fn(p, b, m, data.x, data.y),
                               (params, batch_stats, mask), _n_seeds(jax.tree.leaves(params)[0]))
 
@@ -180,7 +298,6 @@ class Engine:
         idx = jax.random.permutation(key, n)[:count]
         per = count // n_batches
         idx = idx[: per * n_batches].reshape(n_batches, per)
-        images = jnp.take(data.x, idx, axis=0)
-        labels = jnp.take(data.y, idx, axis=0)
+        images, labels = self._shared((jnp.take(data.x, idx, axis=0), jnp.take(data.y, idx, axis=0)))
         return self._by_chunk(lambda p, b, m: self.grad_fn(p, b, m, images, labels),
                               (params, batch_stats, mask), _n_seeds(jax.tree.leaves(params)[0]))

@@ -20,7 +20,7 @@ import numpy as np
 from sdd_jax import masks, pruning, rng
 from sdd_jax.config import Config, OptimConfig, validate
 from sdd_jax.data import Dataset, load_dataset
-from sdd_jax.engine import Engine
+from sdd_jax.engine import Engine, seed_mesh
 from sdd_jax.models import build_model, prunable_predicate
 from sdd_jax.train import DeviceData, LevelWeights, TrainState, Weights, seeds_rng_data
 
@@ -51,7 +51,7 @@ class Experiment:
         if optim == self.engine.optim:
             return self.engine
         if optim not in self.engines:
-            self.engines[optim] = make_engine(self.config, self.model, self.dataset, optim)
+            self.engines[optim] = make_engine(self.config, self.model, self.dataset, optim, self.engine.mesh)
         return self.engines[optim]
 
     @functools.cached_property
@@ -74,14 +74,17 @@ class Experiment:
 
     def execution(self) -> dict:
         """Settings outside the run's identity that can move the last float bits."""
-        return {"seeds_per_chunk": self.config.run.seeds_per_chunk,
-                "epoch_loop": self.engine.epoch_loop, "backend": jax.default_backend()}
+        mesh = self.engine.mesh
+        return {"seeds_per_chunk": self.config.run.seeds_per_chunk, "epoch_loop": self.engine.epoch_loop,
+                "seed_execution": self.engine.seed_execution, "backend": jax.default_backend(),
+                "mesh": None if mesh is None else dict(mesh.shape)}
 
 
-def make_engine(config: Config, model, dataset: Dataset, optim: OptimConfig) -> Engine:
+def make_engine(config: Config, model, dataset: Dataset, optim: OptimConfig, mesh=None) -> Engine:
     return Engine(model, optim, len(dataset.y_train), mean=dataset.mean, std=dataset.std,
                   augment=config.data.augment, eval_batch_size=config.run.eval_batch_size,
-                  seeds_per_chunk=config.run.seeds_per_chunk, epoch_loop=config.run.epoch_loop)
+                  seeds_per_chunk=config.run.seeds_per_chunk, epoch_loop=config.run.epoch_loop,
+                  seed_execution=config.run.seed_execution, mesh=mesh)
 
 
 def _device(x, y) -> DeviceData:
@@ -95,7 +98,12 @@ def build(config: Config, dataset: Dataset | None = None) -> Experiment:
     if dataset is None:
         dataset = load_dataset(config.data, config.noise)
     model = build_model(config.model, dataset.num_classes)
-    engine = make_engine(config, model, dataset, config.optim)
+    run = config.run
+    mesh = seed_mesh(run.seeds, run.seed_devices, run.data_devices)
+    if mesh is not None and run.seeds_per_chunk and run.seeds_per_chunk % mesh.shape["seeds"]:
+        raise ValueError(f"run.seeds_per_chunk={run.seeds_per_chunk} must be a multiple of the "
+                         f"{mesh.shape['seeds']} seed devices")
+    engine = make_engine(config, model, dataset, config.optim, mesh)
     total = config.optim.epochs * engine.steps_per_epoch
     if config.pruning.rewind_iteration >= total:
         raise ValueError(f"pruning.rewind_iteration={config.pruning.rewind_iteration} is not below "
@@ -111,10 +119,10 @@ def build(config: Config, dataset: Dataset | None = None) -> Experiment:
                              f"(prunable: {', '.join(prunable_names)})")
     val = None
     if dataset.x_val is not None and len(dataset.x_val):
-        val = _device(dataset.x_val, dataset.y_val)
+        val = engine.replicate(_device(dataset.x_val, dataset.y_val))
     return Experiment(config=config, dataset=dataset, model=model, is_prunable=is_prunable,
-                      engine=engine, train=_device(dataset.x_train, dataset.y_train),
-                      test=_device(dataset.x_test, dataset.y_test), val=val)
+                      engine=engine, train=engine.replicate(_device(dataset.x_train, dataset.y_train)),
+                      test=engine.replicate(_device(dataset.x_test, dataset.y_test)), val=val)
 
 
 # ----- training states --------------------------------------------------------------------------

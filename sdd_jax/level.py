@@ -130,9 +130,11 @@ def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: di
             theta_rewind) -> list[dict]:
     """One result row per seed of a finished training run (see :mod:`sdd_jax.metrics`):
     density, train/test accuracy and loss, memorisation, learning distances from ``theta0`` and
-    ``theta_rewind`` (stacked params), per-layer densities and distances."""
+    ``theta_rewind`` (stacked params), per-layer densities and distances. The test numbers are
+    the last epoch's entry of ``curves``."""
     ds = exp.dataset
-    test_loss, test_acc, _ = engine.evaluate(state.params, state.batch_stats, mask, exp.test)
+    # The last epoch is always evaluated (train_epochs): its test numbers are the final ones.
+    test_loss, test_acc = curves["test_loss"][-1], curves["test_acc"][-1]
     # Eval mode, no augmentation, on the noisy labels the network was trained on.
     train_loss, train_acc, train_pred = engine.evaluate(state.params, state.batch_stats, mask, exp.train)
     check_finite(test_loss, what="on the test set at the end of training", seeds=exp.seeds)

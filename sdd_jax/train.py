@@ -143,7 +143,7 @@ class Spec:
 
     ``mean``/``std`` normalise images inside the step (images stay uint8 on the device);
     ``augment`` switches on the pad-4 random crop + flip; ``eval_batch_size`` examples are
-    evaluated at a time.
+    evaluated at a time; ``batch_sharding`` (or None) splits each training batch over devices.
     """
 
     model: nn.Module
@@ -155,6 +155,7 @@ class Spec:
     std: tuple[float, ...]
     augment: bool = False
     eval_batch_size: int = 1000
+    batch_sharding: Any = None  # a sharding of one seed's batch (the mesh's ``data`` axis)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -242,6 +243,8 @@ def batch_step(spec: Spec, state: TrainState, mask, x_train, y_train, iteration,
     """One iteration for one seed on the examples ``idx`` (weights ``w``); a no-op unless
     ``start_iteration <= iteration < stop_iteration``."""
     images = jnp.take(x_train, idx, axis=0)
+    if spec.batch_sharding is not None:
+        images = jax.lax.with_sharding_constraint(images, spec.batch_sharding)
     if spec.augment:
         augment_key = jax.random.wrap_key_data(state.rng[1])
         images = random_crop_flip(jax.random.fold_in(augment_key, iteration), images)

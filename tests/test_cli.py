@@ -1,6 +1,7 @@
 """The command line end to end on the seconds-long ``smoke`` preset, presets, --set errors,
 config hashing, and ``report`` rebuilding the figure from results.csv."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -100,8 +101,22 @@ def test_presets_list_every_paper_setting(capsys):
     out = capsys.readouterr().out
     for name in ("quickstart", "lenet_mnist", "resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10",
                  "vgg16_cifar100", "resnet101_tinyimagenet", "lenet_mnist-noise80",
-                 "resnet18_cifar10-asym20", "vgg16_cifar10-pairflip40", "lenet_mnist-scratch"):
+                 "resnet18_cifar10-asym20", "vgg16_cifar10-pairflip40", "lenet_mnist-scratch",
+                 *(f"{base}-bf16" for base in experiments.BF16_BASES)):
         assert f"\n{name} " in "\n" + out, name
+    assert "\nlenet_mnist-bf16 " not in "\n" + out  # bfloat16 is listed for the conv-net settings only
+    assert set(experiments.BF16_BASES) == {"resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10",
+                                           "vgg16_cifar100", "resnet101_tinyimagenet"}
+
+
+def test_bf16_variant_combines_with_the_others_and_names_its_own_runs():
+    fp32 = experiments.get("resnet18_cifar10-noise40-finetune")
+    bf16 = experiments.get("resnet18_cifar10-noise40-finetune-bf16")
+    assert (fp32.model.dtype, bf16.model.dtype) == ("float32", "bfloat16")
+    assert bf16.name == "resnet18_cifar10-noise40-finetune-bf16"
+    assert dataclasses.replace(bf16, name=fp32.name, model=fp32.model) == fp32  # nothing else changes
+    assert experiments.get("resnet18_cifar10-bf16-noise40").model == bf16.model  # in any order
+    assert result_hash(bf16) != result_hash(fp32)
 
 
 @pytest.mark.parametrize("name", list(experiments.BASE))

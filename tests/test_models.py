@@ -1,7 +1,9 @@
-"""Model zoo: parameter counts, prunable sets, BatchNorm semantics, initialisation, vmap over seeds."""
+"""Model zoo: parameter counts, prunable sets, BatchNorm semantics, initialisation, vmap over seeds,
+mixed precision (bfloat16 compute over float32 parameters and statistics)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -479,3 +481,100 @@ def test_vmap_over_seeds_matches_loop():
     # each seed keeps its own statistics
     differs = jax.tree.map(lambda a: not np.allclose(a[0], a[1]), batched_updates["batch_stats"])
     assert all(jax.tree.leaves(differs))
+
+
+# ----------------------------------------------------------------------------- mixed precision
+
+# Thin stand-ins of each family built through the config, as the runner builds them.
+THIN = {
+    "mlp": (ModelConfig(name="mlp", widths=(16,)), (4, 6, 6, 1)),
+    "resnet18": (ModelConfig(name="resnet18", width_multiplier=0.125), (4, 8, 8, 3)),
+    "vgg11": (ModelConfig(name="vgg11", width_multiplier=0.0625), (2, 32, 32, 3)),
+}
+
+
+def _with_dtype(cfg: ModelConfig, dtype: str | None) -> ModelConfig:
+    return cfg if dtype is None else dataclasses.replace(cfg, dtype=dtype)
+
+
+def _matmul_dtypes(jaxpr) -> set[str]:
+    """Operand dtypes of every dot/conv in ``jaxpr`` and the jaxprs nested in its equations."""
+    found = set()
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in ("dot_general", "conv_general_dilated"):
+            found |= {str(v.aval.dtype) for v in eqn.invars}
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found |= _matmul_dtypes(inner)
+    return found
+
+
+def test_unknown_dtype_names_the_setting_and_the_choices():
+    assert ModelConfig().dtype == "float32"
+    with pytest.raises(ValueError, match=r"model\.dtype 'float16'; valid: float32, bfloat16"):
+        build_model(ModelConfig(dtype="float16"), 10)
+
+
+@pytest.mark.parametrize("name", list(THIN))
+def test_initialisation_is_the_same_in_every_dtype(name):
+    """Same init key -> the same float32 parameters and statistics, whatever the compute dtype;
+    the default is float32."""
+    cfg, shape = THIN[name]
+    x = normal(10, shape)
+    variables = {
+        dtype: build_model(_with_dtype(cfg, dtype), 10).init(stream_key(0, "init"), x, train=False)
+        for dtype in (None, "float32", "bfloat16")
+    }
+    chex.assert_type(jax.tree.leaves(variables[None]), jnp.float32)
+    chex.assert_trees_all_equal(variables[None], variables["float32"])
+    chex.assert_trees_all_equal(variables[None], variables["bfloat16"])
+
+
+def test_float32_default_is_the_plain_float32_network():
+    """The default LeNet forward is, bit for bit, the float32 matmul chain (no cast anywhere)."""
+    params = lenet_init(stream_key(0, "init"))["params"]
+    x = normal(11, (5, 28, 28, 1))
+    h = x.reshape(5, -1)
+    for layer in ("fc1", "fc2"):
+        h = jax.nn.relu(jnp.dot(h, params[layer]["kernel"]) + params[layer]["bias"])
+    expected = jnp.dot(h, params["out"]["kernel"]) + params["out"]["bias"]
+    with jax.disable_jit():
+        got = LENET.apply({"params": params}, x, train=False)
+    chex.assert_trees_all_equal(got, expected)
+
+
+@pytest.mark.parametrize("name", list(THIN))
+def test_bfloat16_computes_in_bfloat16_and_returns_float32_logits(name):
+    cfg, shape = THIN[name]
+    x = normal(12, shape)
+    fp32, bf16 = (build_model(_with_dtype(cfg, d), 10) for d in ("float32", "bfloat16"))
+    variables = fp32.init(stream_key(1, "init"), x, train=False)
+    forward = {m: jax.jit(lambda v, x, m=m: m.apply(v, x, train=False)) for m in (fp32, bf16)}
+
+    assert _matmul_dtypes(jax.make_jaxpr(forward[bf16])(variables, x).jaxpr) == {"bfloat16"}
+    assert _matmul_dtypes(jax.make_jaxpr(forward[fp32])(variables, x).jaxpr) == {"float32"}
+    logits_32, logits_16 = forward[fp32](variables, x), forward[bf16](variables, x)
+    chex.assert_type([logits_32, logits_16], jnp.float32)
+    assert np.any(np.asarray(logits_16) != np.asarray(logits_32))  # rounded somewhere ...
+    scale = float(jnp.max(jnp.abs(logits_32)))
+    chex.assert_trees_all_close(logits_16, logits_32, rtol=0.05, atol=0.05 * scale)  # ... to bf16 precision
+    if name != "mlp":
+        _, updates = bf16.apply(variables, x, train=True, mutable=["batch_stats"])
+        chex.assert_type(jax.tree.leaves(updates), jnp.float32)
+
+
+def test_batchnorm_statistics_are_float32_under_bfloat16():
+    """bfloat16 in and out, but mean/variance (and the running averages) from the float32 values
+    of the input: bfloat16 reductions would be off by about 2**-8 relative."""
+    x16 = normal(13, BN_SHAPE, loc=3.0, scale=2.0).astype(jnp.bfloat16)
+    x32 = x16.astype(jnp.float32)  # the same numbers
+    variables = _bn_variables(x32)
+    y16, up16 = jax.jit(lambda v, x: BatchNorm(use_running_average=False, dtype=jnp.bfloat16).apply(
+        v, x, mutable=["batch_stats"]))(variables, x16)
+    y32, up32 = _bn_apply(False)(variables, x32)
+    chex.assert_type(y16, jnp.bfloat16)
+    chex.assert_type(jax.tree.leaves(up16), jnp.float32)
+    chex.assert_trees_all_close(up16, up32, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_equal(y16, y32.astype(jnp.bfloat16))

@@ -69,7 +69,7 @@ def test_the_quickstart_identity_is_pinned():
     serialisation orphans users' runs. If that is intended, say so and update the pin."""
     import experiments
 
-    assert rundir.result_hash(experiments.get("quickstart")) == "bffeb2246309"
+    assert rundir.result_hash(experiments.get("quickstart")) == "95ebac173541"
 
 
 def test_a_branch_keeps_its_own_levels_and_shares_theta0(tmp_path):

@@ -1,5 +1,5 @@
 """The training engine: seeds under vmap, jit, masks through momentum and weight decay,
-no retracing, the learning-rate schedule, determinism."""
+no retracing, the learning-rate schedule, determinism, bfloat16 compute over float32 state."""
 
 import functools
 
@@ -239,3 +239,57 @@ def test_epoch_loop_auto_picks_steps_for_conv_nets_on_cpu():
     assert conv.epoch_loop == ("steps" if jax.default_backend() == "cpu" else "scan")
     with pytest.raises(ValueError, match="epoch_loop"):
         make_engine(epoch_loop="while")
+
+
+# ----------------------------------------------------------------------------- bfloat16 compute
+
+
+@pytest.fixture(scope="module")
+def bf16_run(data):
+    """A thin ResNet-18 computing in bfloat16, pruned to 30% of its kernels, after 20 SGD steps
+    with momentum and weight decay (batch 40: 5 steps per epoch, 4 epochs)."""
+    model = build_model(ModelConfig(name="resnet18", width_multiplier=0.125, dtype="bfloat16"), N_CLASSES)
+    optim = OptimConfig(lr=0.05, momentum=0.9, weight_decay=1e-2, batch_size=40, epochs=4)
+    engine = Engine(model, optim, N_TRAIN, mean=(0.5,), std=(0.25,))
+    start = init(engine, [0, 1])
+    mask = random_mask(start.params)
+    state = jax.tree.map(jnp.copy, start)
+    for epoch in range(4):
+        state, loss, _ = engine.train_epoch(state, mask, data, epoch)
+    assert np.asarray(state.step).tolist() == [20, 20]
+    check_finite(loss, what="after 20 bfloat16 steps")
+    return engine, start, state, mask
+
+
+def test_bfloat16_keeps_pruned_weights_exactly_zero(bf16_run):
+    _, start, state, mask = bf16_run
+    pruned_somewhere = False
+    for p, p0, m in zip(jax.tree.leaves(state.params), jax.tree.leaves(start.params), jax.tree.leaves(mask)):
+        pruned = np.asarray(m) == 0
+        pruned_somewhere |= bool(pruned.any())
+        assert np.all(np.asarray(p)[pruned] == 0.0)
+        assert np.any(np.asarray(p)[~pruned] != np.asarray(p0)[~pruned])  # the kept weights trained
+    assert pruned_somewhere
+    for t, m in zip(jax.tree.leaves(state.opt_state), jax.tree.leaves(mask)):
+        if t.shape == m.shape:  # the momentum trace
+            assert np.all(np.asarray(t)[np.asarray(m) == 0] == 0.0)
+
+
+def test_bfloat16_keeps_parameters_optimiser_state_and_statistics_float32(bf16_run, data):
+    engine, start, state, mask = bf16_run
+    chex.assert_trees_all_equal_dtypes(state.params, start.params)
+    chex.assert_type(jax.tree.leaves((state.params, state.opt_state, state.batch_stats)), jnp.float32)
+    assert jax.tree.leaves(state.opt_state) and jax.tree.leaves(state.batch_stats)
+    moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.batch_stats, start.batch_stats)
+    assert all(jax.tree.leaves(moved))
+    one_seed = {"params": jax.tree.map(lambda l: l[0], state.params),
+                "batch_stats": jax.tree.map(lambda l: l[0], state.batch_stats)}
+    images = normalize(data.x[:8], engine.spec.mean, engine.spec.std)
+    eval_logits = jax.eval_shape(lambda v: engine.spec.model.apply(v, images, train=False), one_seed)
+    train_logits, updates = jax.eval_shape(
+        lambda v: engine.spec.model.apply(v, images, train=True, mutable=["batch_stats"]), one_seed)
+    chex.assert_type([eval_logits, train_logits], jnp.float32)
+    chex.assert_type(jax.tree.leaves(updates), jnp.float32)
+    loss, acc, _ = engine.evaluate(state.params, state.batch_stats, mask, data)
+    chex.assert_type([loss, acc], jnp.float32)
+    chex.assert_tree_all_finite(loss)

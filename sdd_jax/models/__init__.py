@@ -3,7 +3,9 @@
 Every model is called as ``model.apply(variables, x, train=...)`` on NHWC float32 inputs (MLPs
 flatten any input shape) and returns logits; BN models also carry a ``batch_stats`` collection
 (pass ``mutable=["batch_stats"]`` when ``train=True``). ``width_multiplier`` scales hidden widths
-(MLPs) or channel counts (ResNets, VGGs).
+(MLPs) or channel counts (ResNets, VGGs). ``model.dtype`` is the compute dtype (``float32``, the
+paper's, or ``bfloat16``): inputs are cast to it at the entry, parameters and BatchNorm statistics
+are float32 whatever it is, and the logits are returned in float32.
 
 Prunability is a name test on the parameter path (see :func:`prunable_predicate`): conv and dense
 kernels, never biases or BatchNorm parameters, and never the output layer of LeNet/MLP and VGG
@@ -21,7 +23,7 @@ from sdd_jax import masks
 from sdd_jax.config import ModelConfig
 from sdd_jax.models import resnet as _resnet
 from sdd_jax.models import vgg as _vgg
-from sdd_jax.models.init import BIAS_INITS, BatchNorm
+from sdd_jax.models.init import BIAS_INITS, DTYPES, BatchNorm, compute_dtype
 from sdd_jax.models.mlp import MLP, lenet_300_100, mlp
 from sdd_jax.models.resnet import ResNet, resnet
 from sdd_jax.models.vgg import VGG, vgg
@@ -35,6 +37,7 @@ MODEL_NAMES: tuple[str, ...] = (
 
 __all__ = [
     "BIAS_INITS",
+    "DTYPES",
     "MLP",
     "MODEL_NAMES",
     "VGG",
@@ -65,7 +68,8 @@ def scaled(channels: int, multiplier: float) -> int:
 def build_model(model_cfg: ModelConfig, num_classes: int) -> nn.Module:
     """The flax module named by ``model_cfg.name`` with ``num_classes`` outputs.
 
-    ``model_cfg.bias_init`` is read when the config has it (default ``"zeros"``).
+    ``model_cfg.bias_init`` and ``model_cfg.dtype`` are read when the config has them (defaults
+    ``"zeros"`` and ``"float32"``).
     """
     family = _family(model_cfg.name)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -76,15 +80,16 @@ def build_model(model_cfg: ModelConfig, num_classes: int) -> nn.Module:
     bias_init = getattr(model_cfg, "bias_init", "zeros")
     if bias_init not in BIAS_INITS:
         raise ValueError(f"unknown bias_init {bias_init!r}; valid: {', '.join(BIAS_INITS)}")
+    dtype = compute_dtype(getattr(model_cfg, "dtype", "float32"))
     if family == "mlp":
         widths = (300, 100) if model_cfg.name == "lenet_300_100" else tuple(model_cfg.widths)
         if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
             raise ValueError(f"model.widths must be positive integers, got {widths!r}")
-        return mlp(tuple(scaled(w, mult) for w in widths), num_classes, bias_init)
+        return mlp(tuple(scaled(w, mult) for w in widths), num_classes, bias_init, dtype)
     depth = int(model_cfg.name[len(family):])
     if family == "resnet":
-        return resnet(depth, num_classes, mult, bias_init)
-    return vgg(depth, num_classes, mult, bias_init)
+        return resnet(depth, num_classes, mult, bias_init, dtype)
+    return vgg(depth, num_classes, mult, bias_init, dtype)
 
 
 # Which module names hold prunable kernels, per family (the output layer is excluded below).

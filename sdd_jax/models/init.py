@@ -9,6 +9,11 @@
   biases start at zero. The official code only re-initialises weights, so its biases keep
   PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)); ``bias_init="torch_default"`` gives that.
 
+Mixed precision: every layer takes a compute ``dtype`` (:data:`DTYPES`; ``float32`` by default,
+which is the paper's arithmetic). Parameters are always created and stored in float32
+(``param_dtype``) and cast to the compute dtype inside the layer, so initialisation is the same in
+every dtype and masks applied to the float32 parameters keep pruned weights exactly zero.
+
 :class:`BatchNorm` normalises exactly as ``torch.nn.BatchNorm2d`` in both modes (see its
 docstring for the running-variance convention, where it differs from ``flax.linen.BatchNorm``).
 """
@@ -21,8 +26,12 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 BIAS_INITS = ("zeros", "torch_default")
+
+# ``model.dtype`` -> compute dtype. Parameters, optimiser state and BN statistics stay float32.
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # PyTorch BatchNorm defaults: running = (1 - 0.1) * running + 0.1 * batch, eps = 1e-5.
 BN_MOMENTUM = 0.9
@@ -61,6 +70,13 @@ def check_bias_init(kind: str) -> None:
         raise ValueError(f"unknown bias_init {kind!r}; valid: {', '.join(BIAS_INITS)}")
 
 
+def compute_dtype(name: str) -> DTypeLike:
+    """The compute dtype named by ``model.dtype`` (a key of :data:`DTYPES`)."""
+    if name not in DTYPES:
+        raise ValueError(f"unknown model.dtype {name!r}; valid: {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
 def conv(
     x: jax.Array,
     features: int,
@@ -71,11 +87,13 @@ def conv(
     padding: int | None = None,
     use_bias: bool = False,
     bias_init: str = "zeros",
+    dtype: DTypeLike = jnp.float32,
 ) -> jax.Array:
     """A square conv with PyTorch's symmetric zero padding (default ``kernel_size // 2``).
 
     Explicit padding, not ``"SAME"``: for stride 2 on even inputs ``"SAME"`` pads (0, 1) where
-    PyTorch's ``padding=1`` pads (1, 1), which shifts the sampling grid.
+    PyTorch's ``padding=1`` pads (1, 1), which shifts the sampling grid. ``dtype`` is the compute
+    dtype; the kernel and bias are float32 parameters.
     """
     pad = kernel_size // 2 if padding is None else padding
     fan_in = kernel_size * kernel_size * x.shape[-1]
@@ -87,17 +105,22 @@ def conv(
         use_bias=use_bias,
         kernel_init=kaiming_normal,
         bias_init=bias_initializer(bias_init, fan_in),
+        dtype=dtype,
+        param_dtype=jnp.float32,
         name=name,
     )
     return layer(x)
 
 
-def dense(x: jax.Array, features: int, *, name: str, bias_init: str = "zeros") -> jax.Array:
-    """A dense layer with bias, Kaiming-normal kernel."""
+def dense(x: jax.Array, features: int, *, name: str, bias_init: str = "zeros",
+          dtype: DTypeLike = jnp.float32) -> jax.Array:
+    """A dense layer with bias, Kaiming-normal kernel, computing in ``dtype`` (float32 parameters)."""
     layer = nn.Dense(
         features,
         kernel_init=kaiming_normal,
         bias_init=bias_initializer(bias_init, x.shape[-1]),
+        dtype=dtype,
+        param_dtype=jnp.float32,
         name=name,
     )
     return layer(x)
@@ -116,15 +139,21 @@ class BatchNorm(nn.Module):
     one. ``unbiased_running_var=True`` (default) follows PyTorch; ``False`` reproduces flax's
     module exactly. As in flax, nothing is updated while initialising, and with ``n == 1`` the
     factor is taken as 1 (PyTorch refuses that case).
+
+    ``dtype`` is the compute dtype of the output. Whatever it is, the parameters and the running
+    statistics are float32, and the batch statistics and the normalisation are computed in
+    float32 from the input cast to float32; only the result is cast to ``dtype``.
     """
 
     use_running_average: bool
     momentum: float = BN_MOMENTUM
     epsilon: float = BN_EPSILON
     unbiased_running_var: bool = True
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(jnp.float32)
         features = x.shape[-1]
         scale = self.param("scale", bn_scale_uniform, (features,), jnp.float32)
         bias = self.param("bias", zeros, (features,), jnp.float32)
@@ -142,4 +171,5 @@ class BatchNorm(nn.Module):
                 m = self.momentum
                 ra_mean.value = m * ra_mean.value + (1.0 - m) * mean
                 ra_var.value = m * ra_var.value + (1.0 - m) * (var * factor)
-        return (x - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+        y = (x - mean) * (scale * jax.lax.rsqrt(var + self.epsilon)) + bias
+        return y.astype(self.dtype)

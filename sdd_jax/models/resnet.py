@@ -19,6 +19,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from sdd_jax.models.init import BatchNorm, check_bias_init, conv, dense
 
@@ -38,16 +39,18 @@ EXPANSION = {"basic": 1, "bottleneck": 4}
 class BasicBlock(nn.Module):
     planes: int
     strides: int = 1
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        bn = lambda name: BatchNorm(use_running_average=not train, name=name)  # noqa: E731
-        out = nn.relu(bn("bn1")(conv(x, self.planes, 3, strides=self.strides, name="conv1")))
-        out = bn("bn2")(conv(out, self.planes, 3, name="conv2"))
+        bn = lambda name: BatchNorm(use_running_average=not train, dtype=self.dtype, name=name)  # noqa: E731
+        cv = lambda y, *a, **k: conv(y, *a, dtype=self.dtype, **k)  # noqa: E731
+        out = nn.relu(bn("bn1")(cv(x, self.planes, 3, strides=self.strides, name="conv1")))
+        out = bn("bn2")(cv(out, self.planes, 3, name="conv2"))
         shortcut = x
         if self.strides != 1 or x.shape[-1] != self.planes:
             shortcut = bn("shortcut_bn")(
-                conv(x, self.planes, 1, strides=self.strides, name="shortcut_conv")
+                cv(x, self.planes, 1, strides=self.strides, name="shortcut_conv")
             )
         return nn.relu(out + shortcut)
 
@@ -55,17 +58,19 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     planes: int
     strides: int = 1
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        bn = lambda name: BatchNorm(use_running_average=not train, name=name)  # noqa: E731
+        bn = lambda name: BatchNorm(use_running_average=not train, dtype=self.dtype, name=name)  # noqa: E731
+        cv = lambda y, *a, **k: conv(y, *a, dtype=self.dtype, **k)  # noqa: E731
         width = self.planes * EXPANSION["bottleneck"]
-        out = nn.relu(bn("bn1")(conv(x, self.planes, 1, name="conv1")))
-        out = nn.relu(bn("bn2")(conv(out, self.planes, 3, strides=self.strides, name="conv2")))
-        out = bn("bn3")(conv(out, width, 1, name="conv3"))
+        out = nn.relu(bn("bn1")(cv(x, self.planes, 1, name="conv1")))
+        out = nn.relu(bn("bn2")(cv(out, self.planes, 3, strides=self.strides, name="conv2")))
+        out = bn("bn3")(cv(out, width, 1, name="conv3"))
         shortcut = x
         if self.strides != 1 or x.shape[-1] != width:
-            shortcut = bn("shortcut_bn")(conv(x, width, 1, strides=self.strides, name="shortcut_conv"))
+            shortcut = bn("shortcut_bn")(cv(x, width, 1, strides=self.strides, name="shortcut_conv"))
         return nn.relu(out + shortcut)
 
 
@@ -73,7 +78,8 @@ class ResNet(nn.Module):
     """``block``: ``"basic"`` or ``"bottleneck"``; ``width``: stem/first-stage channels (64).
 
     ``bias_init`` (``"zeros"`` or ``"torch_default"``, see :mod:`sdd_jax.models.init`) applies
-    to the classifier, the only layer with a bias.
+    to the classifier, the only layer with a bias. ``dtype``: the compute dtype (float32
+    parameters and BN statistics, float32 logits).
     """
 
     block: str
@@ -81,6 +87,7 @@ class ResNet(nn.Module):
     num_classes: int = 10
     width: int = 64
     bias_init: str = "zeros"
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -90,20 +97,22 @@ class ResNet(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"ResNet expects NHWC inputs, got shape {x.shape}")
         block_cls = BasicBlock if self.block == "basic" else Bottleneck
-        x = conv(x, self.width, 3, name="conv_stem")
-        x = nn.relu(BatchNorm(use_running_average=not train, name="bn_stem")(x))
+        x = conv(x.astype(self.dtype), self.width, 3, name="conv_stem", dtype=self.dtype)
+        x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name="bn_stem")(x))
         for stage, blocks in enumerate(self.stage_sizes):
             planes = self.width * 2**stage
             for index in range(blocks):
                 strides = 2 if (stage > 0 and index == 0) else 1
-                x = block_cls(planes, strides, name=f"layer{stage + 1}_{index}")(x, train)
+                x = block_cls(planes, strides, self.dtype, name=f"layer{stage + 1}_{index}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        return dense(x, self.num_classes, name=OUTPUT_LAYER, bias_init=self.bias_init)
+        logits = dense(x, self.num_classes, name=OUTPUT_LAYER, bias_init=self.bias_init, dtype=self.dtype)
+        return logits.astype(jnp.float32)
 
 
-def resnet(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_init: str = "zeros") -> ResNet:
+def resnet(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_init: str = "zeros",
+           dtype: DTypeLike = jnp.float32) -> ResNet:
     """The CIFAR ResNet of ``depth`` (18, 34, 50, 101, 152), channels scaled by ``width_multiplier``."""
     if depth not in DEPTHS:
         raise ValueError(f"unknown ResNet depth {depth}; valid: {', '.join(map(str, DEPTHS))}")
     block, stages = DEPTHS[depth]
-    return ResNet(block, stages, num_classes, max(1, int(round(64 * width_multiplier))), bias_init)
+    return ResNet(block, stages, num_classes, max(1, int(round(64 * width_multiplier))), bias_init, dtype)

@@ -13,6 +13,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.typing import DTypeLike
 
 from sdd_jax.models.init import BatchNorm, check_bias_init, conv, dense
 
@@ -30,12 +31,14 @@ class VGG(nn.Module):
     """``plan``: channel counts and ``"M"`` (max-pool) markers.
 
     ``bias_init`` (``"zeros"`` or ``"torch_default"``, see :mod:`sdd_jax.models.init`) applies
-    to the conv biases and the classifier's.
+    to the conv biases and the classifier's. ``dtype``: the compute dtype (float32 parameters and
+    BN statistics, float32 logits).
     """
 
     plan: Sequence[int | str]
     num_classes: int = 10
     bias_init: str = "zeros"
+    dtype: DTypeLike = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
@@ -43,14 +46,16 @@ class VGG(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"VGG expects NHWC inputs, got shape {x.shape}")
         height, width = x.shape[1:3]
+        x = x.astype(self.dtype)
         index = 0
         for spec in self.plan:
             if spec == "M":
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
             else:
                 index += 1
-                x = conv(x, int(spec), 3, name=f"conv{index}", use_bias=True, bias_init=self.bias_init)
-                x = nn.relu(BatchNorm(use_running_average=not train, name=f"bn{index}")(x))
+                x = conv(x, int(spec), 3, name=f"conv{index}", use_bias=True, bias_init=self.bias_init,
+                         dtype=self.dtype)
+                x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"bn{index}")(x))
         if x.shape[1] < 2 or x.shape[2] < 2:
             pools = sum(1 for s in self.plan if s == "M") + 1
             raise ValueError(
@@ -59,12 +64,14 @@ class VGG(nn.Module):
             )
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = jnp.reshape(x, (x.shape[0], -1))
-        return dense(x, self.num_classes, name=OUTPUT_LAYER, bias_init=self.bias_init)
+        logits = dense(x, self.num_classes, name=OUTPUT_LAYER, bias_init=self.bias_init, dtype=self.dtype)
+        return logits.astype(jnp.float32)
 
 
-def vgg(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_init: str = "zeros") -> VGG:
+def vgg(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_init: str = "zeros",
+        dtype: DTypeLike = jnp.float32) -> VGG:
     """The CIFAR VGG of ``depth`` (11, 13, 16, 19), channels scaled by ``width_multiplier``."""
     if depth not in PLANS:
         raise ValueError(f"unknown VGG depth {depth}; valid: {', '.join(map(str, PLANS))}")
     plan = tuple(s if s == "M" else max(1, int(round(s * width_multiplier))) for s in PLANS[depth])
-    return VGG(plan, num_classes, bias_init)
+    return VGG(plan, num_classes, bias_init, dtype)
