@@ -281,6 +281,8 @@ def validate(config: Config) -> None:
     the setting). Checks that need the data (the rewind iteration against the length of a
     training run, ignore patterns against the model) are made in :mod:`sdd_jax.experiment`."""
     from sdd_jax import pruning
+    from sdd_jax.engine import SEED_EXECUTIONS
+    from sdd_jax.models import DTYPES
 
     p, o = config.pruning, config.optim
     if p.schedule not in SCHEDULES:
@@ -302,11 +304,12 @@ def validate(config: Config) -> None:
     pruning.fraction_ratio(p.fraction)
     if o.batch_size <= 0:
         raise ValueError(f"optim.batch_size must be positive, got {o.batch_size}")
-    if config.model.dtype not in ("float32", "bfloat16"):
-        raise ValueError(f"unknown model.dtype {config.model.dtype!r}; choose float32 or bfloat16")
-    if config.run.seed_execution not in ("vmap", "sequential", "auto"):
-        raise ValueError(f"unknown run.seed_execution {config.run.seed_execution!r}; choose vmap, "
-                         f"sequential or auto")
+    if config.model.dtype not in DTYPES:
+        raise ValueError(f"unknown model.dtype {config.model.dtype!r}; choose {' or '.join(DTYPES)}")
+    executions = (*SEED_EXECUTIONS, "auto")
+    if config.run.seed_execution not in executions:
+        raise ValueError(f"unknown run.seed_execution {config.run.seed_execution!r}; choose "
+                         f"{', '.join(executions[:-1])} or auto")
 
 
 def load_json(path: str) -> Config:
