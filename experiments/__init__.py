@@ -4,7 +4,9 @@ Each base preset lives in its own module and reads like a row of the paper's App
 Variants are derived here by name suffix:
 
 * ``-noise20`` / ``-noise40`` / ``-noise80``: random-label noise rate (the paper's "symmetric");
-* ``-asym20`` / ``-asym40``: asymmetric (class-dependent) noise; ``-pairflip20`` / ``-pairflip40``;
+* ``-asym20`` / ``-asym40``: asymmetric (class-dependent) noise, defined for MNIST and CIFAR only
+  (:func:`sdd_jax.data.noise.asymmetric_flips`), so not listed for Tiny-ImageNet;
+  ``-pairflip20`` / ``-pairflip40``;
 * ``-finetune`` / ``-lr_rewind`` / ``-scratch``: the retraining schedule (default ``lottery``);
 * ``-bf16``: bfloat16 compute (``model.dtype``; parameters, optimiser state and BatchNorm
   statistics stay float32), listed for the CIFAR and Tiny-ImageNet settings.
@@ -43,6 +45,9 @@ PAPER_BASES = tuple(name for name in BASE if name not in ("quickstart", "smoke")
 # The bases whose ``-bf16`` variant :func:`listing` shows (:func:`get` accepts it on any base).
 BF16_BASES = ("resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10", "vgg16_cifar100",
               "resnet101_tinyimagenet")
+# The bases whose ``-asym`` variants :func:`listing` shows: asymmetric noise maps classes of MNIST,
+# CIFAR-10 and CIFAR-100 only (``config.validate`` rejects it elsewhere).
+ASYMMETRIC_BASES = ("lenet_mnist", "resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10", "vgg16_cifar100")
 
 
 class UnknownPreset(KeyError):
@@ -75,11 +80,13 @@ def get(name: str) -> Config:
 
 
 def listing() -> list[tuple[str, str]]:
-    """(name, one-line description) of every base preset, of the paper variants and of the
-    bfloat16 variants of the CIFAR and Tiny-ImageNet settings."""
+    """(name, one-line description) of every base preset, of the paper variants that can run
+    (asymmetric noise only on MNIST and CIFAR) and of the bfloat16 variants of the CIFAR and
+    Tiny-ImageNet settings."""
     rows = [(name, BASE[name]().description) for name in BASE]
     for base in PAPER_BASES:
-        variants = [*NOISE_VARIANTS, *SCHEDULE_VARIANTS, *(DTYPE_VARIANTS if base in BF16_BASES else ())]
+        noise = [v for v in NOISE_VARIANTS if base in ASYMMETRIC_BASES or NOISE_VARIANTS[v][0] != "asymmetric"]
+        variants = [*noise, *SCHEDULE_VARIANTS, *(DTYPE_VARIANTS if base in BF16_BASES else ())]
         for variant in variants:
             config = get(f"{base}-{variant}")
             compute = "" if config.model.dtype == "float32" else f", {config.model.dtype} compute"

@@ -12,21 +12,28 @@
   weights for ``pruning.redense_epochs`` at the fixed ``pruning.redense_lr`` (reference: 0.001
   CIFAR, 0.1 MNIST), keeping per-epoch train/test metrics.
 
-Each branch writes to ``<run_dir>/branches/<name>/`` (re-dense: ``redense-e<epochs>-lr<lr>``),
-with its own checkpoints and ``results.csv``, and resumes like the main run (:mod:`sdd_jax.level`).
+Each branch writes to ``<run_dir>/branches/<name>/`` with its own checkpoints, ``results.csv``,
+``curves.csv`` and ``layers.csv``, and resumes like the main run (:mod:`sdd_jax.level`). Re-dense
+runs are kept and labelled by their settings (folder and ``branch`` column
+``redense-e<epochs>-lr<lr>``, plus the columns ``redense_epochs`` and ``redense_lr``), so that
+variants at the same level never mix. A re-dense row sits at the level it started from:
+``density``, ``sparsity`` and ``kept_weights`` are that sparse level's, and ``redense_density``
+and ``redense_kept_weights`` hold those of the network it trained (all weights open: 1).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdd_jax import imp, masks, pruning
+from sdd_jax import imp, masks, pruning, results
 from sdd_jax.config import load_json, override
+from sdd_jax.distributed import to_host
 from sdd_jax.experiment import (Experiment, densities, fresh_state, oneshot_mask, random_masks,
                                 state_from)
 from sdd_jax.level import LevelPlan, run_level
@@ -71,8 +78,9 @@ def open_run(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Experiment
 
 
 def branch_dirname(exp: Experiment, name: str) -> str:
-    """The folder under ``branches/`` of branch ``name``: re-dense runs are named by their
-    settings, so runs with other epochs or learning rates never mix."""
+    """The folder under ``branches/`` of branch ``name``, also the ``branch`` label of its rows:
+    re-dense runs are named by their settings, so runs with other epochs or learning rates
+    never mix."""
     if name == "redense":
         p = exp.config.pruning
         return f"redense-e{p.redense_epochs}-lr{p.redense_lr:g}"
@@ -102,10 +110,32 @@ def _check(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> None:
         raise BranchError("redense needs pruning.redense_epochs > 0")
 
 
+def redense_fields(exp: Experiment, run: RunDir) -> Callable[[int, dict], dict]:
+    """The columns a re-dense row of level k gets in ``results.csv``: the density, sparsity and
+    kept-weight count of the run's level k (the sparse network it started from), the re-densed
+    network's own as ``redense_density``/``redense_kept_weights``, and its settings."""
+    p = exp.config.pruning
+
+    def fields(level: int, row: dict) -> dict:
+        start = {r["seed"]: r for r in run.level_metrics(level)["rows"]}[row["seed"]]
+        return {"density": start["density"], "sparsity": start["sparsity"],
+                "kept_weights": start.get("kept_weights"),
+                "redense_density": row["density"], "redense_kept_weights": row.get("kept_weights"),
+                "redense_epochs": p.redense_epochs, "redense_lr": p.redense_lr}
+
+    return fields
+
+
 def run_branch(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> Path:
-    """Run branch ``name`` at each level (one-shot: each k) and write its ``results.csv``."""
+    """Run branch ``name`` at each level (one-shot: each k) and write its ``results.csv``,
+    ``curves.csv`` and ``layers.csv`` (and the run's combined ``results_all.csv`` and
+    ``curves_all.csv``). Returns the path of the branch's ``results.csv``."""
     _check(exp, run, name, levels)
-    branch = run.branch(branch_dirname(exp, name), name)
+    dirname = branch_dirname(exp, name)
+    if name == "redense":
+        branch = run.branch(dirname, dirname, row_fields=redense_fields(exp, run))
+    else:
+        branch = run.branch(dirname, name)
     todo = [level for level in dict.fromkeys(levels) if level not in branch.finished_levels()]
     plans = {level: plan(exp, name) for level in todo}
     with Progress(total_epochs=sum(p.num_epochs for p in plans.values()),
@@ -115,7 +145,10 @@ def run_branch(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> Pa
             progress.start_level(level, float(np.mean(densities(exp, mask))))
             run_level(exp, branch, plans[level], level, mask, lambda s=state: s, progress=progress,
                       distance_from=distance_from)
-    return branch.write_results()
+    path = branch.write_results()
+    if run.results_path.is_file():
+        results.write_combined(run.path)
+    return path
 
 
 def plan(exp: Experiment, name: str) -> LevelPlan:
@@ -139,7 +172,7 @@ def branch_start(exp: Experiment, run: RunDir, name: str, level: int,
     trained = run.level(level)
     if name == "reinit":
         # The learning distance is measured from the network's own dense initialisation.
-        fresh = jax.device_get(fresh_state(exp, plan.engine, SALT["reinit"], level).weights)
+        fresh = to_host(fresh_state(exp, plan.engine, SALT["reinit"], level).weights)
         return trained.mask, state_from(exp, plan.engine, fresh, trained.mask, plan.start_iteration), fresh
     if name == "random_prune":
         mask = random_masks(exp, trained.mask, SALT["random_prune"], level)

@@ -1,4 +1,4 @@
-"""An atomic, synchronous checkpoint store over orbax (the run directory around it is owned by
+"""An atomic checkpoint store over orbax (the run directory around it is owned by
 :mod:`sdd_jax.rundir`).
 
 Layout under the store's directory::
@@ -12,11 +12,19 @@ Atomicity: orbax writes a step into ``<step>.orbax-checkpoint-tmp*`` and renames
 ``commit_success.txt`` into it. A step counts as finished here only if it has the final
 name *and* that file, so a save killed at any moment leaves the previous state readable and
 the new one invisible; leftover temporary directories are removed when a store next saves.
-Every call returns only after its write has finished (``wait_until_finished``).
+Every call returns only after its write has finished (``wait_until_finished``), except
+:meth:`RunStore.save_progress`, which returns once the arrays are copied off the device and lets
+orbax write them in the background (waited for by the next save of the level, by
+:meth:`RunStore.clear_progress` when the level is finished, and by :meth:`RunStore.wait`).
+
+Several hosts (:mod:`sdd_jax.distributed`): every process calls the same saves and restores
+(orbax coordinates them and finalises on the primary host); only process 0 removes files.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import os
 import re
@@ -29,6 +37,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sdd_jax.distributed import barrier, is_primary
 from sdd_jax.masks import path_str
 
 __all__ = [
@@ -37,6 +46,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "RunStore",
     "TreeMismatchError",
+    "UnreadableCheckpointError",
     "abstract_tree",
 ]
 
@@ -69,6 +79,29 @@ class TreeMismatchError(CheckpointError):
     """The restore target's structure, shapes or dtypes differ from what was saved."""
 
 
+class UnreadableCheckpointError(CheckpointError):
+    """A finished checkpoint's files are truncated, garbled or missing. ``path``: its step
+    folder (what to delete so that it is computed again)."""
+
+    def __init__(self, message: str, path: Path):
+        super().__init__(message)
+        self.path = path
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines() or [type(err).__name__])[0][:200]
+
+
+def _write_failure(err: Exception, step_dir: Path, what: str) -> Exception:
+    """The one-line error for a failed orbax write (a full disk as ``OSError(ENOSPC)``)."""
+    if isinstance(err, OSError) and err.strerror is not None:
+        return err
+    if "No space left on device" in str(err) or "ENOSPC" in str(err):
+        return OSError(errno.ENOSPC, "No space left on device", str(step_dir))
+    return CheckpointError(f"{what}: cannot write {step_dir}: {_first_line(err)}")
+
+
 # --------------------------------------------------------------------------- logging
 
 
@@ -76,7 +109,12 @@ class _DropOrbaxInfo(logging.Filter):
     """Orbax logs ~50 INFO lines per save through absl; keep its warnings and errors only."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+        if f"{os.sep}orbax{os.sep}" not in record.pathname:
+            return True
+        # A read-only store (sdd_jax.saved) is asked for: orbax's notes about it say nothing new.
+        read_only = "read_only=True" in str(record.msg) or "read only" in str(record.msg)
+        # Failures come back as exceptions, which RunStore turns into one line naming the path.
+        return record.levelno == logging.WARNING and not read_only
 
 
 def _install_log_filter() -> None:
@@ -179,6 +217,21 @@ def _reject_unsupported(tree: Any, what: str) -> None:
             )
 
 
+def _unreadable_step(directory: Path) -> Path:
+    """The first step under ``directory`` whose JSON files do not parse (else ``directory``)."""
+    steps = sorted((p for p in directory.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)) \
+        if directory.is_dir() else []
+    for step in steps:
+        for name in ("_CHECKPOINT_METADATA", f"{_METRICS_ITEM}/{_METRICS_ITEM}"):
+            path = step / name
+            if path.is_file():
+                try:
+                    json.loads(path.read_text(encoding="utf-8"))
+                except (UnicodeDecodeError, ValueError):
+                    return step
+    return directory
+
+
 def _is_finished(step_dir: Path) -> bool:
     return step_dir.is_dir() and (step_dir / COMMIT_FILE).is_file()
 
@@ -189,20 +242,23 @@ def _is_finished(step_dir: Path) -> bool:
 class RunStore:
     """Checkpoints of one run: named trees, finished levels and in-progress epochs.
 
-    Every ``save_*`` returns after the step is final on disk; every ``restore_*`` reads into
+    ``save_tree``/``save_level`` return after the step is final on disk, ``save_progress``
+    once its arrays are off the device (see the module docstring); every ``restore_*`` reads into
     an abstract copy of ``target`` (concrete arrays or ``jax.ShapeDtypeStruct``s) and checks
     that structure, shapes and dtypes match what was saved. One writer per run directory at
     a time: the first access to each checkpoint directory removes the unfinished temporary
     steps a killed writer left there.
     """
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, *, read_only: bool = False):
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
             raise CheckpointNotFoundError(f"run directory {self.run_dir} does not exist (see rundir.prepare_run_dir)")
+        self.read_only = read_only  # no save, no clean-up: reading a run another process owns
         self._managers: dict[Path, ocp.CheckpointManager] = {}
+        self._in_flight: dict[Path, tuple[Path, str]] = {}  # directory -> (step dir, what)
         progress = self.run_dir / "progress"
-        if progress.is_dir():
+        if progress.is_dir() and is_primary() and not read_only:
             for leftover in progress.glob(f"{_TRASH_PREFIX}*"):
                 shutil.rmtree(leftover, ignore_errors=True)
 
@@ -210,28 +266,51 @@ class RunStore:
 
     def _manager(self, directory: Path, item_names: tuple[str, ...], keep_latest: bool = False):
         """One orbax manager per directory, with fixed handlers so metadata reads work on a
-        fresh manager (restart) before anything was saved through it."""
+        fresh manager (restart) before anything was saved through it. In-level progress
+        (``keep_latest``) is saved asynchronously; everything else synchronously."""
         manager = self._managers.get(directory)
         if manager is None:
             options = ocp.CheckpointManagerOptions(
-                enable_async_checkpointing=False,
-                cleanup_tmp_directories=True,
-                create=True,
+                enable_async_checkpointing=keep_latest,
+                cleanup_tmp_directories=not self.read_only,
+                create=not self.read_only,
+                read_only=self.read_only,
                 save_root_metadata=False,
                 preservation_policy=ocp.checkpoint_managers.LatestN(1) if keep_latest else None,
             )
             handlers = {_TREE_ITEM: ocp.StandardCheckpointHandler(), _METRICS_ITEM: ocp.JsonCheckpointHandler()}
-            manager = ocp.CheckpointManager(
-                directory, options=options, item_handlers={name: handlers[name] for name in item_names}
-            )
+            try:  # orbax reads every step's metadata and metrics here
+                manager = ocp.CheckpointManager(
+                    directory, options=options, item_handlers={name: handlers[name] for name in item_names}
+                )
+            except Exception as err:  # noqa: BLE001
+                bad = _unreadable_step(directory)
+                raise UnreadableCheckpointError(f"{bad} is unreadable ({_first_line(err)})", bad) from None
             self._managers[directory] = manager
         return manager
 
     def close(self) -> None:
+        self.wait()
         for manager in self._managers.values():
-            manager.wait_until_finished()
             manager.close()
         self._managers.clear()
+
+    def wait(self) -> None:
+        """Wait for the asynchronous saves in flight and check that each was finalised."""
+        for directory in list(self._in_flight):
+            self._wait(directory)
+
+    def _wait(self, directory: Path) -> None:
+        manager = self._managers.get(directory)
+        if manager is not None:
+            try:
+                manager.wait_until_finished()
+            except Exception as err:  # noqa: BLE001 - the background write failed
+                pending = self._in_flight.pop(directory, (directory, str(directory)))
+                raise _write_failure(err, pending[0], pending[1]) from None
+        pending = self._in_flight.pop(directory, None)
+        if pending is not None and not _is_finished(pending[0]):
+            raise CheckpointError(f"{pending[1]}: orbax did not finalise {pending[0]}")
 
     def __enter__(self) -> RunStore:
         return self
@@ -245,8 +324,13 @@ class RunStore:
             return []
         return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and _is_finished(p))
 
-    def _save(self, manager, directory: Path, step: int, items: dict, what: str) -> None:
+    def _save(self, manager, directory: Path, step: int, items: dict, what: str, block: bool = True) -> None:
+        """Save ``items`` as ``step``; returns when it is final on disk, or with ``block=False``
+        once the arrays are copied off the device (orbax writes the rest in the background;
+        :meth:`wait` finishes it)."""
         step_dir = directory / str(step)
+        if self.read_only:
+            raise CheckpointError(f"{what}: the store of {self.run_dir} was opened read-only")
         if step_dir.exists():
             state = "already saved" if _is_finished(step_dir) else f"an unfinished directory {step_dir} is in the way"
             raise CheckpointExistsError(f"{what}: {state}")
@@ -256,23 +340,67 @@ class RunStore:
             args[_TREE_ITEM] = ocp.args.StandardSave(items[_TREE_ITEM])
         if _METRICS_ITEM in items:
             args[_METRICS_ITEM] = ocp.args.JsonSave(items[_METRICS_ITEM])
-        manager.save(step, args=ocp.args.Composite(**args), force=True)
-        manager.wait_until_finished()
-        if not _is_finished(step_dir):
-            raise CheckpointError(f"{what}: orbax did not finalise {step_dir}")
+        try:
+            manager.save(step, args=ocp.args.Composite(**args), force=True)
+        except Exception as err:  # noqa: BLE001 - orbax/tensorstore raise many kinds
+            raise _write_failure(err, step_dir, what) from None
+        self._in_flight[directory] = (step_dir, what)
+        if block:
+            self._wait(directory)
+
+    def _saved_target(self, manager, step: int, what: str) -> Any:
+        """The saved tree's shapes and dtypes (``jax.ShapeDtypeStruct`` on this host's first
+        device), read from the checkpoint's metadata: a restore target needing no model."""
+        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        try:
+            saved = manager.item_metadata(step)[_TREE_ITEM]
+            saved = saved.tree if hasattr(saved, "tree") else saved
+            return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), saved)
+        except Exception as err:  # noqa: BLE001
+            raise UnreadableCheckpointError(f"{what}: {manager.directory / str(step)} is unreadable "
+                                            f"({_first_line(err)})", Path(manager.directory) / str(step)) from None
+
+    def read_tree(self, name: str) -> Any:
+        """A named tree as saved (numpy arrays), without a restore target."""
+        directory = self._tree_dir(name)
+        if not self.has_tree(name):
+            raise CheckpointNotFoundError(f"tree {name!r} was never saved in {self.run_dir}")
+        manager = self._manager(directory, (_TREE_ITEM,))
+        target = self._saved_target(manager, 0, f"tree {name!r}")
+        return jax.device_get(self._restore(manager, directory, 0, target, False, f"tree {name!r}")[0])
+
+    def read_level(self, level: int) -> tuple[Any, dict]:
+        """A finished level's tree as saved (numpy arrays) and its metrics, without a target."""
+        level = _check_index(level, "level")
+        if level not in self.finished_levels():
+            raise CheckpointNotFoundError(f"level {level} is not finished in {self.run_dir}")
+        target = self._saved_target(self._levels(), level, f"level {level}")
+        tree, metrics = self._restore(self._levels(), self._levels_dir, level, target, True, f"level {level}")
+        return jax.device_get(tree), metrics
 
     def _restore(self, manager, directory: Path, step: int, target: Any, metrics: bool, what: str):
         if not _is_finished(directory / str(step)):
             raise CheckpointNotFoundError(f"{what}: no finished checkpoint in {directory / str(step)}")
+        step_dir = directory / str(step)
         args = {}
-        if target is not None:
-            abstract = abstract_tree(target)
-            saved = manager.item_metadata(step)[_TREE_ITEM]
-            _check_target(saved.tree if hasattr(saved, "tree") else saved, abstract, what)
-            args[_TREE_ITEM] = ocp.args.StandardRestore(abstract)
-        if metrics:
-            args[_METRICS_ITEM] = ocp.args.JsonRestore()
-        restored = manager.restore(step, args=ocp.args.Composite(**args))
+        try:
+            if target is not None:
+                abstract = abstract_tree(target)
+                saved = manager.item_metadata(step)[_TREE_ITEM]
+                if saved is None:
+                    raise CheckpointError(f"no {_TREE_ITEM!r} item")
+                _check_target(saved.tree if hasattr(saved, "tree") else saved, abstract, what)
+                args[_TREE_ITEM] = ocp.args.StandardRestore(abstract)
+            if metrics:
+                args[_METRICS_ITEM] = ocp.args.JsonRestore()
+            restored = manager.restore(step, args=ocp.args.Composite(**args))
+            if metrics and not isinstance(restored[_METRICS_ITEM], dict):
+                raise CheckpointError(f"no {_METRICS_ITEM!r} item")
+        except TreeMismatchError:
+            raise
+        except Exception as err:  # noqa: BLE001 - orbax/tensorstore/json raise many kinds
+            raise UnreadableCheckpointError(f"{what}: {step_dir} is unreadable ({_first_line(err)})",
+                                            step_dir) from None
         return (restored[_TREE_ITEM] if target is not None else None), (
             restored[_METRICS_ITEM] if metrics else None
         )
@@ -336,9 +464,12 @@ class RunStore:
 
     def save_progress(self, level: int, epoch: int, tree: Any, metrics: dict | None = None) -> None:
         """Save the state (and the metrics so far) after ``epoch`` of ``level`` in one atomic
-        step; older epochs of the level are removed only after the new one is final."""
+        step; older epochs of the level are removed only after the new one is final. Returns
+        once the arrays are off the device; the files are written in the background (the next
+        save, :meth:`clear_progress`, :meth:`wait` or :meth:`close` waits for them)."""
         epoch = _check_index(epoch, "epoch")
         directory = self._progress_dir(level)
+        self._wait(directory)
         latest = self.latest_progress(level)
         if latest is not None and epoch <= latest:
             raise CheckpointExistsError(
@@ -348,7 +479,7 @@ class RunStore:
         manager = self._manager(directory, (_TREE_ITEM, _METRICS_ITEM), keep_latest=True)
         manager.reload()
         items = {_TREE_ITEM: tree, _METRICS_ITEM: _json_native(metrics or {})}
-        self._save(manager, directory, epoch, items, f"level {level} epoch {epoch}")
+        self._save(manager, directory, epoch, items, f"level {level} epoch {epoch}", block=False)
 
     def latest_progress(self, level: int) -> int | None:
         steps = self._steps(self._progress_dir(level))
@@ -367,12 +498,11 @@ class RunStore:
     def clear_progress(self, level: int) -> None:
         """Remove the level's progress: renamed away first (atomic), then deleted."""
         directory = self._progress_dir(level)
-        manager = self._managers.pop(directory, None)
-        if manager is not None:
-            manager.wait_until_finished()
-            manager.close()
-        if not directory.exists():
-            return
-        trash = directory.parent / f"{_TRASH_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(directory, trash)
-        shutil.rmtree(trash, ignore_errors=True)
+        if directory in self._managers:
+            self._wait(directory)
+            self._managers.pop(directory).close()
+        if directory.exists() and is_primary():
+            trash = directory.parent / f"{_TRASH_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
+            os.replace(directory, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        barrier(f"clear_progress:{directory}")

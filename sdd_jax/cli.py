@@ -5,15 +5,18 @@
     sdd-jax run PRESET [--set key=value ...] [--seeds N] [--workdir DIR] [-q | -v]
     sdd-jax oneshot RUN_DIR --levels 4,8,12      (also: reinit, random-prune, redense)
     sdd-jax report RUN_DIR
+    sdd-jax analyze RUN_DIR [--levels 0,17,27,34] [--set analysis.key=value ...] [-q]
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from sdd_jax.config import ConfigError, override, to_dict
@@ -56,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser("report", help="rebuild the table and figures from results.csv")
     rep.add_argument("run_dir")
+
+    analyze = sub.add_parser("analyze", help="re-dense training, interpolation, loss curves, sharpness, "
+                                             "calibration and correlations over a finished run")
+    analyze.add_argument("run_dir")
+    analyze.add_argument("--levels", help="comma-separated levels (default: dense, critical, sweet and "
+                                          "collapsed, picked by the phase rule)")
+    analyze.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                         help="analysis.* settings (see sdd_jax/analysis/settings.py) and run.* only")
+    analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     return parser
 
 
@@ -74,18 +86,50 @@ def resolve(preset: str, overrides: list[str], seeds: int | None = None, workdir
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    warnings.formatwarning = _warning_line
     try:
         return _dispatch(args)
-    except (ConfigError, KeyError, ValueError, FileNotFoundError, FloatingPointError) as err:
+    except BrokenPipeError:  # e.g. `sdd-jax show ... | head`
+        sys.stderr.close()
+        return 0
+    except OSError as err:
+        print(f"sdd-jax: error: {os_error_line(err)}", file=sys.stderr)
+        return 2
+    except (ConfigError, KeyError, ValueError, FloatingPointError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"sdd-jax: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sdd-jax: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `sdd-jax show ... | head`
-        sys.stderr.close()
-        return 0
+    except Exception as err:  # noqa: BLE001 - a bug: one line, the traceback on request
+        if os.environ.get("SDD_JAX_TRACEBACK"):
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        print(f"sdd-jax: error: unexpected {type(err).__name__}: {first} (set SDD_JAX_TRACEBACK=1 "
+              "to see where)", file=sys.stderr)
+        return 1
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    return f"sdd-jax: warning: {message}\n"
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for a failed file operation: the path, the reason and, for a full disk, what a
+    rerun does."""
+    if err.strerror is None:  # raised by this package with its own message
+        return str(err)
+    where = err.filename if err.filename is not None else "a file"
+    line = f"cannot write or read {where}: {err.strerror}"
+    if err.errno == errno.ENOSPC:
+        line += ("; free some space and rerun the same command: finished levels and the last "
+                 "checkpoint are kept, and the results are the same as an uninterrupted run")
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        line += "; choose a writable --workdir (run.workdir) or fix the permissions"
+    elif err.errno in (errno.ENOTDIR, errno.EEXIST):
+        line += "; a file stands where a folder is needed"
+    return line
 
 
 def _dispatch(args) -> int:
@@ -109,7 +153,29 @@ def _dispatch(args) -> int:
         return _run(args)
     if args.command == "report":
         return _report(Path(args.run_dir))
+    if args.command == "analyze":
+        return _analyze(args)
     return _branch(args)
+
+
+def _analyze(args) -> int:
+    from sdd_jax.analysis.pipeline import analyze
+
+    levels = None
+    if args.levels is not None:
+        try:
+            levels = [int(v) for v in args.levels.split(",") if v.strip()]
+        except ValueError:
+            raise ConfigError(f"--levels expects comma-separated integers, got {args.levels!r}") from None
+        if not levels:
+            raise ConfigError("--levels is empty")
+    result = analyze(Path(args.run_dir), levels, args.overrides, quiet=args.quiet)
+    if not args.quiet:
+        from sdd_jax.analysis.report import correlation_markdown
+
+        print(correlation_markdown(result["data"]["correlations"]))
+        print(f"analysed in {result['seconds']:.0f} s: {result['report']}")
+    return 0
 
 
 def _setup_compilation_cache(path: str | None) -> None:
@@ -139,12 +205,13 @@ def _run(args) -> int:
               f"({ds.metadata.get('realised_noise_rate', 0):.1%} labels changed), "
               f"{config.run.seeds} seed(s), {config.pruning.levels} pruning levels\n"
               f"run directory: {run.path}", file=sys.stderr)
-    run_dir = imp.run_imp(config, prepared=(exp, run))
+    run_dir = imp.run_imp(config, prepared=(exp, run), write_report=False)  # _finish reports
     return _finish(run_dir, quiet=not config.run.verbosity,
                    seconds=None if already else time.time() - started, already=already)
 
 
-def _finish(run_dir: Path, quiet: bool, seconds: float | None = None, already: bool = False) -> int:
+def _finish(run_dir: Path, quiet: bool, seconds: float | None = None, already: bool = False,
+            report_only: bool = False) -> int:
     from sdd_jax import report
 
     result = report.report(run_dir)
@@ -152,15 +219,43 @@ def _finish(run_dir: Path, quiet: bool, seconds: float | None = None, already: b
         print(result["table"])
         files = ", ".join(str(p) for p in result.get("figures", []))
         timing = f" in {seconds:.0f} s" if seconds is not None else ""
-        status = "already complete (nothing recomputed)" if already else f"finished{timing}"
+        if report_only:
+            status = _levels_status(run_dir, [e["level"] for e in result["aggregate"]])
+        else:
+            status = "already complete (nothing recomputed)" if already else f"finished{timing}"
         print(f"\n{status}: {run_dir / 'results.csv'}\nfigure: {files}")
     return 0
+
+
+def _spans(levels: list[int]) -> str:
+    """``[3, 4, 5, 9]`` -> ``"3-5, 9"``."""
+    spans: list[list[int]] = []
+    for level in sorted(levels):
+        if spans and level == spans[-1][1] + 1:
+            spans[-1][1] = level
+        else:
+            spans.append([level, level])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def _levels_status(run_dir: Path, done: list[int]) -> str:
+    """How many of the run's levels (``pruning.levels`` in its ``config.json``) ``results.csv``
+    holds: ``complete (N of N levels)`` or ``unfinished: n of N levels done (missing ...)``."""
+    try:
+        total = int(json.loads((run_dir / "config.json").read_text())["pruning"]["levels"]) + 1
+    except (OSError, ValueError, KeyError, TypeError):  # no readable config: count what is there
+        return f"{len(set(done))} levels in results.csv"
+    missing = sorted(set(range(total)) - set(done))
+    if not missing:
+        return f"complete ({total} of {total} levels)"
+    return (f"unfinished: {total - len(missing)} of {total} levels done (missing {_spans(missing)}; "
+            f"rerun the run command to continue)")
 
 
 def _report(run_dir: Path) -> int:
     if not (run_dir / "results.csv").is_file():
         raise FileNotFoundError(f"{run_dir / 'results.csv'} not found: is {run_dir} a run directory?")
-    return _finish(run_dir, quiet=False)
+    return _finish(run_dir, quiet=False, report_only=True)
 
 
 def _branch(args) -> int:
@@ -173,6 +268,9 @@ def _branch(args) -> int:
     name = args.command.replace("-", "_")
     overrides = args.overrides + (["run.verbosity=0"] if args.quiet else [])
     exp, run = branches.open_run(Path(args.run_dir), overrides)
+    # Before the branch's training compiles (JAX opens the cache at the first compilation that
+    # finds a cache directory set).
+    _setup_compilation_cache(exp.config.run.compilation_cache)
     path = branches.run_branch(exp, run, name, levels)
     if not args.quiet:
         from sdd_jax import results, table

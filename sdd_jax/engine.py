@@ -36,6 +36,7 @@ from jax.sharding import PartitionSpec as P
 
 from sdd_jax import train
 from sdd_jax.config import OptimConfig
+from sdd_jax.distributed import put, to_host
 from sdd_jax.train import DeviceData, TrainState
 
 SEED_EXECUTIONS = ("vmap", "sequential")
@@ -179,6 +180,9 @@ class Engine:
         seeded = partial(over_seeds, execution=seed_execution, mesh=mesh)
         self.epoch_fn = jax.jit(seeded(traced(train.train_epoch), (0, 0, None, None, None, None, None)),
                                 donate_argnums=(0,))
+        self.epoch_eval_fn = jax.jit(
+            seeded(traced(train.train_epoch_and_evaluate), (0, 0, None, None, None, None, None, None, None)),
+            donate_argnums=(0,))
         self.step_fn = jax.jit(seeded(traced(train.batch_step), (0, 0, None, None, None, 0, 0, None, None)),
                                donate_argnums=(0,))
         self.order_fn = jax.jit(seeded(partial(train.epoch_order, self.spec), (0, None)))
@@ -192,14 +196,14 @@ class Engine:
         already placed)."""
         if self.mesh is None:
             return stacked
-        return jax.device_put(stacked, NamedSharding(self.mesh, P("seeds")))
+        return put(stacked, NamedSharding(self.mesh, P("seeds")))
 
     def _shared(self, tree):
         """Arrays every seed reads, copied to every device of the mesh (no-op without one or
         when already there)."""
         if self.mesh is None:
             return tree
-        return jax.device_put(tree, NamedSharding(self.mesh, P()))
+        return put(tree, NamedSharding(self.mesh, P()))
 
     def replicate(self, data: DeviceData) -> DeviceData:
         """A split copied to every device of the mesh (itself without a mesh): do it once."""
@@ -214,7 +218,7 @@ class Engine:
         for start in range(0, n_seeds, size):
             chunk = slice(start, min(start + size, n_seeds))
             part = jax.tree.map(lambda leaf: jnp.asarray(leaf[chunk]), stacked_args)
-            outs.append(jax.device_get(fn(*self.place(part))))
+            outs.append(to_host(fn(*self.place(part))))
         return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outs)
 
     def _epoch_by_steps(self, state: TrainState, mask, x_train, y_train, epoch: int,
@@ -257,22 +261,38 @@ class Engine:
         """Run (part of) epoch ``epoch`` for all seeds. Returns (state, per-seed summed loss,
         correct predictions, examples), so that parts of an epoch add up.
 
-        ``state`` is donated: do not use the argument again.
+        ``state`` is donated: do not use the argument again. The outputs are left on the device
+        (dispatch returns before the epoch has run), except with ``seeds_per_chunk``.
         """
+        state, (loss_sum, correct, count), _ = self.train_epoch_then_evaluate(
+            state, mask, data, epoch, start_iteration, stop_iteration)
+        return state, loss_sum, correct, count
+
+    def train_epoch_then_evaluate(self, state: TrainState, mask, data: DeviceData, epoch: int,
+                                  start_iteration: int = 0, stop_iteration: int | None = None,
+                                  evaluate_on: DeviceData | None = None):
+        """:meth:`train_epoch_sums`, and with ``evaluate_on`` the trained state's per-seed (loss,
+        accuracy) on that split, in the same compiled call as the epoch (``epoch_loop`` scan; the
+        step loop evaluates in a call of its own). Returns (state, (loss sum, correct, examples),
+        (loss, accuracy) or None)."""
         if stop_iteration is None:
             stop_iteration = np.iinfo(np.int32).max
-
         data = self.replicate(data)
+        held = None if evaluate_on is None else self.replicate(evaluate_on)
+        epoch_args = (jnp.int32(epoch), jnp.int32(start_iteration), jnp.int32(stop_iteration))
 
         def run(st, msk):
             if self.epoch_loop == "steps":
-                return self._epoch_by_steps(st, msk, data.x, data.y, int(epoch), int(start_iteration),
-                                            int(stop_iteration))
-            return self.epoch_fn(st, msk, data.x, data.y, jnp.int32(epoch), jnp.int32(start_iteration),
-                                 jnp.int32(stop_iteration))
+                st, sums = self._epoch_by_steps(st, msk, data.x, data.y, int(epoch), int(start_iteration),
+                                                int(stop_iteration))
+                if held is None:
+                    return st, sums, None
+                return st, sums, self.eval_fn(st.params, st.batch_stats, msk, held.x, held.y)[:2]
+            if held is None:
+                return (*self.epoch_fn(st, msk, data.x, data.y, *epoch_args), None)
+            return self.epoch_eval_fn(st, msk, data.x, data.y, *epoch_args, held.x, held.y)
 
-        state, (loss_sum, correct, count) = self._by_chunk(run, (state, mask), _n_seeds(state.step))
-        return state, loss_sum, correct, count
+        return self._by_chunk(run, (state, mask), _n_seeds(state.step))
 
     def train_epoch(self, state: TrainState, mask, data: DeviceData, epoch: int,
                     start_iteration: int = 0, stop_iteration: int | None = None):

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sdd_jax import masks, pruning, rng
+from sdd_jax import distributed
 from sdd_jax.config import Config, OptimConfig, validate
 from sdd_jax.data import Dataset, load_dataset
 from sdd_jax.engine import Engine, seed_mesh
@@ -73,9 +74,12 @@ class Experiment:
                                    options=pruning.PruneOptions.from_config(p))
 
     def execution(self) -> dict:
-        """Settings outside the run's identity that can move the last float bits."""
+        """Settings outside the run's identity that can move the last float bits (``execution.json``):
+        the evaluation batch (``run.eval_batch_size``: losses are summed batch by batch), seed
+        chunks, epoch loop, seed execution, backend and mesh."""
         mesh = self.engine.mesh
-        return {"seeds_per_chunk": self.config.run.seeds_per_chunk, "epoch_loop": self.engine.epoch_loop,
+        return {"eval_batch_size": self.config.run.eval_batch_size,
+                "seeds_per_chunk": self.config.run.seeds_per_chunk, "epoch_loop": self.engine.epoch_loop,
                 "seed_execution": self.engine.seed_execution, "backend": jax.default_backend(),
                 "mesh": None if mesh is None else dict(mesh.shape)}
 
@@ -93,8 +97,10 @@ def _device(x, y) -> DeviceData:
 
 def build(config: Config, dataset: Dataset | None = None) -> Experiment:
     """The experiment of ``config`` (``dataset`` defaults to the one the config describes).
-    Raises :class:`ValueError` naming the setting for anything that cannot run."""
+    Raises :class:`ValueError` naming the setting for anything that cannot run. Joins a
+    multi-host job first when ``run.distributed`` asks (:func:`sdd_jax.distributed.initialize`)."""
     validate(config)
+    distributed.initialize(config.run.distributed)
     if dataset is None:
         dataset = load_dataset(config.data, config.noise)
     model = build_model(config.model, dataset.num_classes)
@@ -144,13 +150,13 @@ def state_from(exp: Experiment, engine: Engine, weights: Weights, mask, step: in
 
 
 def dense_mask(exp: Experiment):
-    """All ones, stacked over seeds."""
-    return jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), exp.state_shapes.params)
+    """All ones, stacked over seeds (split over the seed devices, like the state)."""
+    return exp.engine.place(jax.tree.map(lambda s: np.ones(s.shape, s.dtype), exp.state_shapes.params))
 
 
 def densities(exp: Experiment, mask) -> np.ndarray:
     """Per-seed fraction of the prunable weights that ``mask`` keeps."""
-    return np.asarray(masks.density(mask, exp.is_prunable, seed_axis=True))
+    return np.asarray(distributed.to_host(masks.density(mask, exp.is_prunable, seed_axis=True)))
 
 
 # ----- masks ------------------------------------------------------------------------------------

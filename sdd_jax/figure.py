@@ -1,5 +1,11 @@
 """The paper's figure for a pruning run: accuracy against the remaining weights on a reversed log
-axis, the learning distance on a second axis, the phases as shaded spans (He et al., ICML 2022).
+axis, the learning distances on a second axis, the phases as shaded spans (He et al., ICML 2022).
+
+Two learning distances are drawn, each divided by its own maximum so that both fit one axis and
+their peaks can be compared: the paper's ``‖θ0 − m⊙θT‖`` (pruned coordinates count θ0², so it
+grows with the sparsity towards ‖θ0‖) and ``‖m⊙(θT − θ0)‖`` over the unpruned coordinates only.
+Where they peak at different levels (small data, short training), the legend gives each maximum
+and its level.
 
 :func:`figure_data` computes what is drawn (numpy and the standard library only);
 :func:`make_figure` draws it with matplotlib, imported only inside it (a bare ``Figure`` on the
@@ -65,7 +71,7 @@ def figure_data(rows: Iterable[Mapping[str, Any]], **phase_options: Any) -> dict
 
     ``main`` holds the main curve (all rows, or ``branch == "imp"``): ``level``, ``x``,
     ``test_mean``/``test_lo``/``test_hi`` and the same for ``train`` (band = min/max over seeds),
-    ``learning_distance``, ``phases``, ``spans`` and ``dense_test`` (the densest level's mean test
+    ``learning_distance`` and ``learning_distance_unpruned`` (means over seeds), ``phases``, ``spans`` and ``dense_test`` (the densest level's mean test
     accuracy). ``others`` maps each other branch to its ``x`` and ``test_mean``.
     """
     rows = list(rows)
@@ -86,6 +92,7 @@ def figure_data(rows: Iterable[Mapping[str, Any]], **phase_options: Any) -> dict
         "train_lo": 100.0 * _column(agg, "train_acc_min"),
         "train_hi": 100.0 * _column(agg, "train_acc_max"),
         "learning_distance": _column(agg, "learning_distance_mean"),
+        "learning_distance_unpruned": _column(agg, "learning_distance_unpruned_mean"),
         "phases": labels,
         "spans": _phase_spans(x, labels),
         "dense_test": float(100.0 * agg[int(np.argmin([e["level"] for e in agg]))]["test_acc_mean"]),
@@ -103,7 +110,7 @@ def figure_data(rows: Iterable[Mapping[str, Any]], **phase_options: Any) -> dict
 def make_figure(data: Mapping[str, Any], title: str | None = None):
     """Draw :func:`figure_data` output; returns the matplotlib Figure: mean test and train
     accuracy with their min/max band over seeds against the remaining weights (reversed log axis,
-    as in the paper's figures), the learning distance on a twin axis, the phases shaded, the
+    as in the paper's figures), both learning distances on a twin axis (each over its maximum), the phases shaded, the
     dense test accuracy dashed, and other branches' test accuracy as dashed lines."""
     # A bare Figure (no pyplot) renders through the Agg canvas whatever the global backend is.
     from matplotlib.figure import Figure
@@ -129,14 +136,20 @@ def make_figure(data: Mapping[str, Any], title: str | None = None):
 
     handles, names = ax.get_legend_handles_labels()
     top = ax
-    ld = main["learning_distance"]
-    if np.any(np.isfinite(ld)):
+    distances = [(key, main.get(key, np.full(len(x), np.nan)), style, label) for key, style, label in (
+        ("learning_distance", "^:", "‖θ0 − m⊙θT‖ (paper)"),
+        ("learning_distance_unpruned", "v--", "‖m⊙(θT − θ0)‖ (unpruned)"))]
+    distances = [d for d in distances if np.any(np.isfinite(d[1]) & (d[1] > 0))]
+    if distances:
         ax2 = top = ax.twinx()
-        (line,) = ax2.plot(x, ld, "^:", color="C2", ms=3, lw=1.2, label="learning distance",
-                           gid="learning_distance")
-        ax2.set_ylabel("learning distance")
-        handles.append(line)
-        names.append("learning distance")
+        for k, (key, values, style, label) in enumerate(distances):
+            peak = int(np.nanargmax(values))
+            text = f"{label}, max {values[peak]:.3g} at level {main['level'][peak]}"
+            (line,) = ax2.plot(x, values / values[peak], style, color=("C2", "C8")[k], ms=3, lw=1.2,
+                               label=text, gid=key)
+            handles.append(line)
+            names.append(text)
+        ax2.set_ylabel("learning distance / its maximum")
 
     present = [p for p in PHASES if p in main["phases"]]
     handles += [Patch(facecolor=_PHASE_COLOURS[p], alpha=0.5, label=p) for p in present]
@@ -157,7 +170,7 @@ def make_figure(data: Mapping[str, Any], title: str | None = None):
     ax.set_ylabel("accuracy (%)")
     ax.grid(True, axis="y", alpha=0.3)
     # Below the axes, on the topmost axis so that no curve is drawn over it.
-    top.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4,
+    top.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
                fontsize=7, frameon=False)
     if title:
         ax.set_title(title)

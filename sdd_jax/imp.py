@@ -19,11 +19,12 @@ The loop is plain Python over levels (checkpoints, progress and resume live in
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from sdd_jax import rundir
+from sdd_jax import report, rundir
 from sdd_jax.config import Config
 from sdd_jax.data import Dataset
 from sdd_jax.experiment import Experiment, build, dense_mask, densities, fresh_state, next_mask, state_from
@@ -41,29 +42,46 @@ def prepare(config: Config, dataset: Dataset | None = None) -> tuple[Experiment,
 
 
 def run_imp(config: Config, *, dataset: Dataset | None = None,
-            prepared: tuple[Experiment, RunDir] | None = None) -> Path:
-    """Run (or resume) the iterative-pruning experiment of ``config``. Returns the run directory,
-    holding ``results.csv``. Finished levels are not recomputed; more levels extend the run."""
+            prepared: tuple[Experiment, RunDir] | None = None, write_report: bool = True) -> Path:
+    """Run (or resume) the iterative-pruning experiment of ``config``. Returns the run directory.
+
+    Finished levels are not recomputed; more levels extend the run. A level missing among the
+    finished ones (its folder or commit marker deleted) is recomputed from the level before it,
+    with a warning: with the same settings it comes out identical. The run directory then holds
+    ``results.csv``, ``curves.csv`` and ``layers.csv``, and, with ``write_report`` (the default),
+    ``summary.txt``, ``figure.png``/``.svg`` and the combined ``results_all.csv``/``curves_all.csv``
+    (:func:`sdd_jax.report.report`, as ``sdd-jax run`` writes them).
+    """
     exp, run = prepared or prepare(config, dataset)
     cfg = exp.config
     schedule, levels = cfg.pruning.schedule, cfg.pruning.levels
     done = run.finished_levels()
     for level in done:
         run.clear_progress(level)  # left by a kill between a level's save and its clean-up
-    previous = run.level(max(done)) if done else None
+    todo = [level for level in range(levels + 1) if level not in done]
+    gaps = [level for level in todo if done and level < max(done)]
+    if gaps:
+        warnings.warn(f"{run.path.name}: level(s) {gaps} missing among the finished levels {done}: "
+                      f"recomputing them", stacklevel=2)
     if not run.theta0.saved():
         run.theta0.save(fresh_state(exp, exp.engine).weights)
+    previous, previous_level = None, None
     with Progress(total_epochs=sum(level_epochs(exp, level) for level in range(levels + 1)),
                   verbosity=cfg.run.verbosity, desc=cfg.name) as progress:
-        progress.skip_epochs(sum(level_epochs(exp, level) for level in done))
-        for level in range(max(done) + 1 if done else 0, levels + 1):
+        progress.skip_epochs(sum(level_epochs(exp, level) for level in done if level <= levels))
+        for level in todo:
+            if level and previous_level != level - 1:  # the level before is on disk
+                previous, previous_level = run.level(level - 1), level - 1
             mask = dense_mask(exp) if level == 0 else next_mask(exp, previous, level)
             plan = schedule_plan(exp, level, schedule)
             progress.start_level(level, float(np.mean(densities(exp, mask))))
             start = functools.partial(start_state, exp, run, plan, level, schedule, mask, previous)
             previous = run_level(exp, run, plan, level, mask, start, progress=progress)
-    if not run.results_complete():  # a kill between a level's checkpoint and its results rows
+            previous_level = level
+    if not run.results_complete():  # a kill between a level's checkpoint and its results files
         run.write_results()
+    if write_report:
+        report.report(run.path)
     return run.path
 
 

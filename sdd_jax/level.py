@@ -10,12 +10,15 @@ dense run, saving θk when the global iteration reaches the rewind iteration k.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Callable
 
 import jax
 import numpy as np
 
 from sdd_jax import masks, metrics
+from sdd_jax.checkpoints import UnreadableCheckpointError
+from sdd_jax.distributed import to_host
 from sdd_jax.engine import Engine
 from sdd_jax.experiment import Experiment
 from sdd_jax.progress import Progress
@@ -47,15 +50,21 @@ def run_level(exp: Experiment, run: RunDir, plan: LevelPlan, level: int, mask,
     The learning distances are measured from ``distance_from`` (default θ0) and from θk.
     """
     curves = None
-    if run.has_progress(level):
-        epoch, state, mask, curves = run.restore_progress(level, exp.state_shapes)
+    resumed = _resume(exp, run, plan, level)
+    if resumed is not None:
+        epoch, state, mask, curves = resumed
         progress.skip_epochs(epoch - plan.first_epoch)
         plan = dataclasses.replace(plan, first_epoch=epoch, start_iteration=max(
             plan.start_iteration, epoch * plan.engine.steps_per_epoch))
     else:
         state = start()
-    state, curves = train_epochs(exp, run, plan, state, mask, level=level, progress=progress,
-                                 curves=curves)
+    state, mask = plan.engine.place((state, mask))  # saved as they train: split over the seed devices
+    try:
+        state, curves = train_epochs(exp, run, plan, state, mask, level=level, progress=progress,
+                                     curves=curves)
+    except BaseException:
+        run.settle()
+        raise
     if not run.theta_rewind.saved():  # k at the very end is rejected in experiment.build
         raise RuntimeError("the rewind point was never reached")
     reference = distance_from if distance_from is not None else run.theta0.load()
@@ -66,8 +75,31 @@ def run_level(exp: Experiment, run: RunDir, plan: LevelPlan, level: int, mask,
     return weights
 
 
-def empty_curves() -> dict:
-    return {"epoch": [], "train_loss": [], "train_acc": [], "test_loss": [], "test_acc": []}
+def _resume(exp: Experiment, run: RunDir, plan: LevelPlan, level: int):
+    """``(epoch, state, mask, curves)`` of the level's progress checkpoint, or None to start the
+    level over: none saved, unreadable (progress is a cache: a warning, then a fresh start), or
+    past the rewind iteration of a dense run whose θk is missing (it is saved while training)."""
+    if not run.has_progress(level):
+        return None
+    try:
+        epoch, state, mask, curves = run.restore_progress(level, exp.state_shapes)
+    except UnreadableCheckpointError as err:
+        warnings.warn(f"{err}; level {level} starts again from its first epoch", stacklevel=3)
+        run.clear_progress(level)
+        return None
+    past_rewind = (plan.rewind_iteration is not None and not run.theta_rewind.saved()
+                   and epoch * plan.engine.steps_per_epoch > plan.rewind_iteration)
+    if past_rewind:
+        warnings.warn(f"{run.path}/trees/theta_rewind is missing: level {level} starts again from "
+                      "its first epoch to save θk", stacklevel=3)
+        run.clear_progress(level)
+        return None
+    return epoch, state, mask, curves
+
+
+def empty_curves(with_val: bool = False) -> dict:
+    names = ["epoch", "train_loss", "train_acc", "test_loss", "test_acc"]
+    return {name: [] for name in names + (["val_loss", "val_acc"] if with_val else [])}
 
 
 def train_epochs(exp: Experiment, run: RunDir, plan: LevelPlan, state: TrainState, mask, *,
@@ -75,43 +107,59 @@ def train_epochs(exp: Experiment, run: RunDir, plan: LevelPlan, state: TrainStat
     """Train ``state`` on ``mask`` through ``plan``'s epochs; returns (state, curves).
 
     Per epoch the curves get the training loss and accuracy (all examples of the epoch, also
-    when it is split at the rewind point) and, when due, the test loss and accuracy (else None).
+    when it is split at the rewind point) and, when due, the test (and validation) loss and
+    accuracy (else None). The test evaluation runs in the epoch's own compiled call, and an
+    epoch's numbers are fetched from the device only after the next epoch is dispatched, so
+    the accelerator is not left waiting on the host between epochs.
     """
     engine, run_cfg = plan.engine, exp.config.run
     spe = engine.steps_per_epoch
-    curves = curves or empty_curves()
+    curves = curves or empty_curves(exp.val is not None)
     rewind = plan.rewind_iteration if not run.theta_rewind.saved() else None
-    what = f"at level {level}, epoch {{}}"
+    pending = None  # the last dispatched epoch, not yet on the host
+
+    def record(epoch, parts, test, val):
+        parts, test, val = to_host((parts, test, val))
+        loss_sum, correct, count = (sum(np.asarray(p[i], np.float64) for p in parts)
+                                    for i in range(3))
+        check_finite(loss_sum, what=f"at level {level}, epoch {epoch + 1}", seeds=exp.seeds)
+        count = np.maximum(count, 1.0)
+        curves["epoch"].append(epoch + 1)
+        curves["train_loss"].append((loss_sum / count).tolist())
+        curves["train_acc"].append((correct / count).tolist())
+        for split, numbers in (("test", test), ("val", val)):
+            if f"{split}_loss" in curves:
+                curves[f"{split}_loss"].append(None if numbers is None else np.asarray(numbers[0]).tolist())
+                curves[f"{split}_acc"].append(None if numbers is None else np.asarray(numbers[1]).tolist())
+        progress.epoch_done(test_acc=_last_mean(curves["test_acc"]))
+
     for epoch in range(plan.first_epoch, plan.epochs):
         start = max(plan.start_iteration, epoch * spe)
         parts = []
         if rewind is not None and epoch * spe <= rewind < (epoch + 1) * spe:
             if rewind > start:  # the epoch in two parts around the rewind point
                 state, *sums = engine.train_epoch_sums(state, mask, exp.train, epoch, start, rewind)
-                check_finite(sums[0], what=what.format(epoch + 1), seeds=exp.seeds)
                 parts.append(sums)
             run.theta_rewind.save(state.weights)
             start = rewind
-        state, *sums = engine.train_epoch_sums(state, mask, exp.train, epoch, start)
-        parts.append(sums)
-        loss_sum, correct, count = (sum(np.asarray(p[i], np.float64) for p in parts) for i in range(3))
-        count = np.maximum(count, 1.0)
-        check_finite(loss_sum, what=what.format(epoch + 1), seeds=exp.seeds)
-        curves["epoch"].append(epoch + 1)
-        curves["train_loss"].append((loss_sum / count).tolist())
-        curves["train_acc"].append((correct / count).tolist())
         last = epoch + 1 == plan.epochs
-        if last or (epoch + 1) % max(run_cfg.eval_every_epochs, 1) == 0:
-            test_loss, test_acc, _ = engine.evaluate(state.params, state.batch_stats, mask, exp.test)
-            curves["test_loss"].append(np.asarray(test_loss).tolist())
-            curves["test_acc"].append(np.asarray(test_acc).tolist())
-        else:
-            curves["test_loss"].append(None)
-            curves["test_acc"].append(None)
-        progress.epoch_done(test_acc=_last_mean(curves["test_acc"]))
+        due = last or (epoch + 1) % run_cfg.eval_every_epochs == 0
+        state, sums, test = engine.train_epoch_then_evaluate(
+            state, mask, exp.train, epoch, start, evaluate_on=exp.test if due else None)
+        parts.append(sums)
+        val = None
+        if due and exp.val is not None:
+            val = engine.evaluate(state.params, state.batch_stats, mask, exp.val)[:2]
+        if pending is not None:
+            record(*pending)
+        pending = (epoch, parts, test, val)
         every = run_cfg.checkpoint_every_epochs
         if every and (epoch + 1) % every == 0 and not last:
+            record(*pending)
+            pending = None
             run.save_progress(level, epoch + 1, state, mask, curves)
+    if pending is not None:
+        record(*pending)
     return state, curves
 
 
@@ -120,6 +168,17 @@ def _last_mean(values):
         if v is not None:
             return float(np.mean(v))
     return None
+
+
+def _selected_by_validation(curves: dict, i: int) -> dict:
+    """Seed ``i``'s best validation accuracy over the evaluated epochs and the test accuracy at
+    that epoch (the first of equal ones): an epoch chosen without looking at the test set."""
+    pairs = [(v[i], t[i]) for v, t in zip(curves.get("val_acc", []), curves["test_acc"])
+             if v is not None and t is not None]
+    if not pairs:
+        return {"val_acc_best": float("nan"), "test_acc_at_best_val": float("nan")}
+    best = max(range(len(pairs)), key=lambda j: (pairs[j][0], -j))
+    return {"val_acc_best": float(pairs[best][0]), "test_acc_at_best_val": float(pairs[best][1])}
 
 
 def _unstack(tree, i):
@@ -136,7 +195,8 @@ def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: di
     # The last epoch is always evaluated (train_epochs): its test numbers are the final ones.
     test_loss, test_acc = curves["test_loss"][-1], curves["test_acc"][-1]
     # Eval mode, no augmentation, on the noisy labels the network was trained on.
-    train_loss, train_acc, train_pred = engine.evaluate(state.params, state.batch_stats, mask, exp.train)
+    train_loss, train_acc, train_pred = to_host(
+        engine.evaluate(state.params, state.batch_stats, mask, exp.train))
     check_finite(test_loss, what="on the test set at the end of training", seeds=exp.seeds)
     check_finite(train_loss, what="on the training set at the end of training", seeds=exp.seeds)
     train_pred = np.asarray(train_pred)
@@ -144,10 +204,11 @@ def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: di
     # random_labels about 1/K of the selected examples keep their true label).
     relabelled = ds.y_train != ds.y_train_clean
     val = None
-    if exp.val is not None:
-        val = engine.evaluate(state.params, state.batch_stats, mask, exp.val)[:2]
+    if exp.val is not None:  # the last epoch's, when the curves hold the validation split
+        val = ((curves["val_loss"][-1], curves["val_acc"][-1]) if curves.get("val_acc") else
+               to_host(engine.evaluate(state.params, state.batch_stats, mask, exp.val)[:2]))
     is_prunable = exp.is_prunable
-    params_host, mask_host, theta0_host, thetak_host = jax.device_get(
+    params_host, mask_host, theta0_host, thetak_host = to_host(
         (state.params, mask, theta0, theta_rewind))
     rows = []
     for i, seed in enumerate(exp.seeds):
@@ -175,8 +236,10 @@ def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: di
             "learning_distance_rewind": distk["learning_distance"],
             "learning_distance_rewind_unpruned": distk["learning_distance_unpruned"],
             **({} if val is None else {"val_loss": float(np.asarray(val[0])[i]),
-                                         "val_acc": float(np.asarray(val[1])[i])}),
+                                         "val_acc": float(np.asarray(val[1])[i]),
+                                         **_selected_by_validation(curves, i)}),
             "layer_density": {k: float(v) for k, v in masks.layer_densities(mask_i, is_prunable).items()},
             "layer_learning_distance": dist0["per_layer"],
+            "layer_learning_distance_rewind": distk["per_layer"],
         })
     return rows

@@ -1,40 +1,84 @@
-"""Progress over levels and epochs: one tqdm bar (current level, density, last test accuracy,
-ETA), a line per finished level in verbose mode, nothing when quiet."""
+"""Progress over levels and epochs.
+
+On a terminal: one tqdm bar (current level, density, last test accuracy, ETA), and in verbose
+mode a line per finished level. When the stream is not a terminal (a log file, ``nohup``, a
+batch job), a bar would write a line per update, so the output is line based instead: one line
+per finished level, and within a level at most one line per ``interval`` seconds (a minute).
+Nothing when quiet.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
+from typing import Callable
 
 import numpy as np
+from tqdm.auto import tqdm
+
+
+def _is_terminal(stream) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
 
 
 class Progress:
-    """``verbosity``: 0 quiet, 1 a progress bar, 2 the bar plus one line per finished level."""
+    """``verbosity``: 0 quiet, 1 progress (a bar on a terminal, sparse lines elsewhere), 2 also
+    one line per finished level on a terminal.
 
-    def __init__(self, total_epochs: int, verbosity: int = 1, desc: str = "", stream=None):
-        self.verbosity = int(verbosity)
+    ``interactive`` chooses the bar (``True``) or the lines (``False``); ``None`` asks
+    ``stream.isatty()``. ``interval`` is the least number of seconds between two in-level lines
+    (line mode; ``clock`` gives seconds, :func:`time.monotonic` by default).
+    """
+
+    def __init__(self, total_epochs: int, verbosity: int = 1, desc: str = "", stream=None,
+                 interactive: bool | None = None, interval: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        from sdd_jax.distributed import is_primary
+
+        self.verbosity = int(verbosity) if is_primary() else 0  # one process prints (multi-host)
         self.stream = stream or sys.stderr
+        self.desc = desc
+        self.total = int(total_epochs)
+        self.interval = float(interval)
+        self.clock = clock
         self.level = 0
         self.density = 1.0
+        self.done = 0  # epochs done, skipped ones included
+        self.skipped = 0  # epochs found done when the run resumed (not timed)
+        self.started = self.last_line = clock()
         self.bar = None
+        self.lines = False
         if self.verbosity > 0:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total_epochs, desc=desc, unit="epoch", file=self.stream,
-                            dynamic_ncols=True, leave=True)
+            if interactive if interactive is not None else _is_terminal(self.stream):
+                self.bar = tqdm(total=total_epochs, desc=desc, unit="epoch", file=self.stream,
+                                dynamic_ncols=True, leave=True)
+            else:
+                self.lines = True
 
     def start_level(self, level: int, density: float) -> None:
         self.level, self.density = level, density
         self._postfix(None)
 
     def skip_epochs(self, n: int) -> None:
-        if self.bar is not None and n > 0:
+        if n <= 0:
+            return
+        self.done += n
+        self.skipped += n
+        if self.bar is not None:
             self.bar.update(n)
 
     def epoch_done(self, test_acc: float | None) -> None:
+        self.done += 1
         if self.bar is not None:
             self.bar.update(1)
             self._postfix(test_acc)
+        elif self.lines and self.clock() - self.last_line >= self.interval:
+            test = "" if test_acc is None else f"  test {100 * test_acc:6.2f}%"
+            self._line(f"level {self.level:2d}  density {100 * self.density:7.3f}%{test}")
 
     def _postfix(self, test_acc):
         if self.bar is None:
@@ -44,17 +88,32 @@ class Progress:
             postfix["test_acc"] = f"{100 * test_acc:.2f}%"
         self.bar.set_postfix(postfix, refresh=False)
 
+    def _timing(self) -> str:
+        """``epochs D/T, elapsed E, ETA R``, the rate measured over the epochs trained here."""
+        elapsed = self.clock() - self.started
+        trained = self.done - self.skipped
+        text = f"epochs {self.done}/{self.total}, elapsed {tqdm.format_interval(elapsed)}"
+        if trained > 0 and self.done < self.total:
+            text += f", ETA {tqdm.format_interval(elapsed / trained * (self.total - self.done))}"
+        return text
+
+    def _line(self, message: str) -> None:
+        prefix = f"{self.desc}: " if self.desc else ""
+        print(f"{prefix}{message}  [{self._timing()}]", file=self.stream, flush=True)
+        self.last_line = self.clock()
+
     def level_done(self, level: int, rows: list[dict]) -> None:
-        if self.verbosity >= 2:
-            test = np.array([r["test_acc"] for r in rows])
-            train = np.array([r["train_acc"] for r in rows])
-            message = (f"level {level:2d}  density {100 * rows[0]['density']:7.3f}%  "
-                       f"test {100 * test.mean():6.2f}% ± {100 * test.std():.2f}  "
-                       f"train {100 * train.mean():6.2f}%")
-            if self.bar is not None:
-                self.bar.write(message, file=self.stream)
-            else:
-                print(message, file=self.stream)
+        if not (self.lines or (self.bar is not None and self.verbosity >= 2)):
+            return
+        test = np.array([r["test_acc"] for r in rows])
+        train = np.array([r["train_acc"] for r in rows])
+        spread = f" ± {100 * test.std(ddof=1):.2f}" if len(test) > 1 else ""  # sample std
+        message = (f"level {level:2d}  density {100 * rows[0]['density']:7.3f}%  "
+                   f"test {100 * test.mean():6.2f}%{spread}  train {100 * train.mean():6.2f}%")
+        if self.lines:
+            self._line(f"{message}  done")
+        else:
+            self.bar.write(message, file=self.stream)
 
     def __enter__(self) -> Progress:
         return self
@@ -66,3 +125,4 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+        self.lines = False

@@ -1,5 +1,5 @@
-"""The report of a run directory: its summary table and its figure, rebuilt from the results
-files (``results.csv`` and ``branches/*/results.csv``) alone.
+"""The report of a run directory: its summary table, its figure and the combined results files,
+rebuilt from the results files (``results.csv``, ``curves.csv`` and ``branches/*/``) alone.
 
 The pieces live in :mod:`sdd_jax.results` (the results files, averaging over seeds),
 :mod:`sdd_jax.phases` (the four phases of sparse double descent), :mod:`sdd_jax.table` (the text
@@ -14,7 +14,7 @@ from typing import Any
 from sdd_jax.atomic import atomic_write_text
 from sdd_jax.figure import figure_data, make_figure, save_figure
 from sdd_jax.phases import phases
-from sdd_jax.results import RESULTS_FILE, aggregate, main_branch, run_rows
+from sdd_jax.results import RESULTS_FILE, aggregate, main_branch, run_rows, write_combined
 from sdd_jax.table import summary_table
 
 SUMMARY_FILE = "summary.txt"
@@ -22,12 +22,17 @@ FIGURE_STEM = "figure"
 
 
 def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options: Any) -> dict[str, Any]:
-    """Read ``run_dir/results.csv``; write ``run_dir/summary.txt`` and ``run_dir/figure.png``
-    and ``.svg``. Returns the paths (``results``, ``summary``, ``figures``), the ``table`` text,
-    the main branch's ``aggregate`` and ``phases``, and the plotted ``figure_data``."""
+    """Read ``run_dir/results.csv`` and its branches' (a branch file that cannot be used is left
+    out with a warning: see :func:`sdd_jax.results.branch_rows`); write ``run_dir/summary.txt``,
+    ``run_dir/figure.png`` and ``.svg``, and the combined ``results_all.csv`` and
+    ``curves_all.csv`` (:func:`sdd_jax.results.write_combined`). Returns the paths (``results``,
+    ``summary``, ``figures``, ``combined``), the ``table`` text, the main branch's ``aggregate``
+    and ``phases``, and the plotted ``figure_data``. Raises ``FileNotFoundError`` or
+    :class:`sdd_jax.results.ResultsError` when ``results.csv`` is missing or malformed."""
     run_dir = os.fspath(run_dir)
     results = os.path.join(run_dir, RESULTS_FILE)
     rows = run_rows(run_dir)
+    combined = write_combined(run_dir, rows)
     table = summary_table(rows, **phase_options)
     summary = os.path.join(run_dir, SUMMARY_FILE)
     atomic_write_text(summary, table)
@@ -40,6 +45,7 @@ def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options
         "results": results,
         "summary": summary,
         "figures": figures,
+        "combined": combined,
         "table": table,
         "aggregate": agg,
         "phases": phases(agg, **phase_options),

@@ -1,10 +1,19 @@
-"""The results file of a pruning run and its average over seeds.
+"""The results files of a pruning run and their average over seeds.
 
-A run writes ``results.csv`` with one row per seed and pruning level (see :data:`RESULT_COLUMNS`;
-accuracies are fractions in [0, 1], ``density`` is the fraction of prunable weights left), and
-each branch (one-shot, reinit, random pruning, re-dense) its own ``branches/NAME/results.csv``
-with a ``branch`` column. This module writes and reads those files, collects a run's rows, splits
-them into the main curve and the branches, and averages them over seeds.
+A run directory (and each of its branches under ``branches/NAME/``) holds:
+
+* ``results.csv``  one row per seed and pruning level (see :data:`RESULT_COLUMNS`; accuracies are
+  fractions in [0, 1], ``density`` is the fraction of prunable weights left);
+* ``curves.csv``   one row per seed, level and epoch: the per-epoch curves (:data:`CURVE_COLUMNS`
+  and any other curve recorded, such as ``val_loss``/``val_acc``), empty between evaluations;
+* ``layers.csv``   one row per seed, level and prunable layer: its density and learning
+  distances (:data:`LAYER_COLUMNS`).
+
+Every row carries its ``branch`` (``imp`` for the main run). :func:`write_combined` stacks the
+main run's and every branch's rows into ``results_all.csv`` and ``curves_all.csv`` (long format:
+one header, one row per observation, ``branch`` first; ``pandas.read_csv`` reads them as they
+are). This module writes and reads those files, collects a run's rows, splits them into the main
+curve and the branches, and averages them over seeds.
 
 Host only: numpy and the standard library.
 """
@@ -16,6 +25,7 @@ import glob
 import io
 import numbers
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +52,17 @@ RESULT_COLUMNS: tuple[str, ...] = (
 MAIN_BRANCH = "imp"
 
 RESULTS_FILE = "results.csv"
+CURVES_FILE = "curves.csv"
+LAYERS_FILE = "layers.csv"
+COMBINED_RESULTS_FILE = "results_all.csv"
+COMBINED_CURVES_FILE = "curves_all.csv"
+
+# The leading columns of curves.csv and layers.csv; other curves and layer quantities follow,
+# sorted by name.
+CURVE_COLUMNS: tuple[str, ...] = ("branch", "seed", "level", "epoch", "train_loss", "train_acc",
+                                  "test_loss", "test_acc")
+LAYER_COLUMNS: tuple[str, ...] = ("branch", "seed", "level", "layer", "density", "learning_distance",
+                                  "learning_distance_unpruned")
 
 # Group keys: never averaged.
 _KEY_COLUMNS = ("seed", "level", "branch")
@@ -102,16 +123,11 @@ def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return list(RESULT_COLUMNS) + sorted(extra)
 
 
-def write_results_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> str:
-    """Write result rows atomically (temp file in the same folder, then ``os.replace``).
-
-    Columns: :data:`RESULT_COLUMNS` in order, then every other key in sorted order (a row
-    without an extra key gets an empty cell). A row lacking a required column raises
-    :class:`ResultsError` naming it. Floats are written with ``repr`` so they read back exactly.
-    Returns the path written.
-    """
-    rows = list(rows)
-    columns = _columns(rows)
+def write_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, columns: Sequence[str]) -> str:
+    """Write ``rows`` under the header ``columns`` atomically (temp file in the same folder, then
+    ``os.replace``); a key a row lacks is an empty cell, keys outside ``columns`` are left out.
+    Floats are written with ``repr`` (they read back exactly), ``None`` as an empty cell.
+    Returns the path written."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
@@ -121,30 +137,126 @@ def write_results_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike
     return os.fspath(path)
 
 
-def read_results_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a results file back: integers as ``int``, other numbers as ``float`` (NaN too),
-    empty cells as ``None``, anything else as ``str``."""
+def _leading_columns(rows: Sequence[Mapping[str, Any]], leading: Sequence[str]) -> list[str]:
+    """``leading``, then every other key of ``rows`` in sorted order."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    return list(leading) + sorted(k for k in keys if k not in leading)
+
+
+def write_results_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> str:
+    """Write result rows atomically (temp file in the same folder, then ``os.replace``).
+
+    Columns: :data:`RESULT_COLUMNS` in order, then every other key in sorted order (a row
+    without an extra key gets an empty cell). A row lacking a required column raises
+    :class:`ResultsError` naming it. Floats are written with ``repr`` so they read back exactly.
+    Returns the path written.
+    """
+    rows = list(rows)
+    return write_csv(rows, path, _columns(rows))
+
+
+def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Read a CSV file written by :func:`write_csv`: integers as ``int``, other numbers as
+    ``float`` (NaN too), empty cells as ``None``, anything else as ``str``. Raises
+    ``FileNotFoundError`` for a missing file and :class:`ResultsError`, naming the file, for one
+    that is not UTF-8, has no header, lacks a column of ``required`` or has a ragged row."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no results file at {path}")
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ResultsError(f"{path} is empty (no header)")
-        missing = [c for c in RESULT_COLUMNS if c not in header]
-        if missing:
-            raise ResultsError(f"{path} lacks required column(s) {', '.join(missing)}")
-        rows = []
-        for lineno, cells in enumerate(reader, start=2):
-            if not cells:
-                continue
-            if len(cells) != len(header):
-                raise ResultsError(
-                    f"{path}:{lineno}: {len(cells)} cells for {len(header)} columns"
-                )
-            rows.append({c: _parse_cell(v) for c, v in zip(header, cells)})
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header is None:
+                raise ResultsError(f"{path} is empty (no header)")
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise ResultsError(f"{path} lacks required column(s) {', '.join(missing)}")
+            rows = []
+            for lineno, cells in enumerate(reader, start=2):
+                if not cells:
+                    continue
+                if len(cells) != len(header):
+                    raise ResultsError(
+                        f"{path}:{lineno}: {len(cells)} cells for {len(header)} columns"
+                    )
+                rows.append({c: _parse_cell(v) for c, v in zip(header, cells)})
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path} is not a UTF-8 text file") from None
     return rows
+
+
+def read_results_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a results file back (:func:`read_csv`; every column of :data:`RESULT_COLUMNS` is
+    required)."""
+    return read_csv(path, RESULT_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------
+# Curves and layers
+# --------------------------------------------------------------------------------------------
+
+
+def curve_rows(branch: str, level: int, seeds: Sequence[int], curves: Mapping[str, Sequence]) -> list[dict]:
+    """One row per seed and epoch of a level's ``curves`` (as stored in ``levels/<k>/metrics``:
+    ``epoch``, a list of epoch numbers from 1, and per curve one entry per epoch, each a list with
+    one value per seed in ``seeds`` order, or ``None`` when not evaluated in that epoch). Every
+    curve present is a column (``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``,
+    ``val_loss``, ...); rows are ordered by seed, then epoch."""
+    epochs = list(curves.get("epoch", []))
+    names = [k for k, v in curves.items() if k != "epoch" and isinstance(v, (list, tuple)) and len(v) == len(epochs)]
+    rows = []
+    for i, seed in enumerate(seeds):
+        for e, epoch in enumerate(epochs):
+            row = {"branch": branch, "seed": seed, "level": level, "epoch": epoch}
+            for name in names:
+                value = curves[name][e]
+                row[name] = value[i] if isinstance(value, (list, tuple)) else value
+            rows.append(row)
+    return rows
+
+
+def _layer_quantity(key: str) -> str:
+    """``layer_learning_distance_rewind`` -> ``learning_distance_rewind``."""
+    return key[len("layer_"):] if key.startswith("layer_") else key
+
+
+def layer_rows(branch: str, level: int, metric_rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """One row per seed and layer from a level's stored result rows: each per-layer dict of a row
+    becomes columns (``layer_density`` -> ``density``; a distance stored as ``{"full",
+    "unpruned"}`` -> ``learning_distance`` and ``learning_distance_unpruned``, and likewise
+    ``learning_distance_rewind[_unpruned]`` from the rewind weights θk). Layers are named by their
+    parameter path (``fc1/kernel``)."""
+    rows = []
+    for row in metric_rows:
+        per_layer: dict[str, dict] = {}
+        for key, value in row.items():
+            if not isinstance(value, Mapping):
+                continue
+            name = _layer_quantity(key)
+            for layer, v in value.items():
+                cells = per_layer.setdefault(layer, {})
+                if isinstance(v, Mapping):
+                    cells[name] = v.get("full")
+                    cells[f"{name}_unpruned"] = v.get("unpruned")
+                else:
+                    cells[name] = v
+        for layer in sorted(per_layer):
+            rows.append({"branch": branch, "seed": row["seed"], "level": level, "layer": layer,
+                         **per_layer[layer]})
+    return rows
+
+
+def write_curves_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
+    """Write :func:`curve_rows` output: :data:`CURVE_COLUMNS`, then other curves sorted."""
+    return write_csv(rows, path, _leading_columns(rows, CURVE_COLUMNS))
+
+
+def write_layers_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
+    """Write :func:`layer_rows` output: :data:`LAYER_COLUMNS`, then other quantities sorted."""
+    return write_csv(rows, path, _leading_columns(rows, LAYER_COLUMNS))
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,8 +313,9 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ``branch`` column), sorted by level.
 
     Each dict has ``level``, ``n_seeds`` (rows in the group), ``branch`` when present, and for
-    every numeric column ``c`` (all but ``seed`` and ``level``): ``c_mean``, ``c_std``
-    (population std, ``ddof=0``, so one seed gives 0), ``c_min`` and ``c_max``. NaN and empty
+    every numeric column ``c`` (all but ``seed`` and ``level``): ``c_mean``, ``c_std`` (the
+    sample standard deviation over seeds, ``ddof=1``; NaN for one seed), ``c_min`` and
+    ``c_max``. NaN and empty
     cells are left out of these statistics (all missing gives NaN). Non-numeric columns that
     agree across the group's seeds are copied as they are.
     """
@@ -224,7 +337,7 @@ def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             finite = values[~np.isnan(values)]
             if finite.size:
                 entry[f"{c}_mean"] = float(np.mean(finite))
-                entry[f"{c}_std"] = float(np.std(finite, ddof=0))
+                entry[f"{c}_std"] = float(np.std(finite, ddof=1)) if finite.size > 1 else float("nan")
                 entry[f"{c}_min"] = float(np.min(finite))
                 entry[f"{c}_max"] = float(np.max(finite))
             else:
@@ -279,13 +392,73 @@ def main_branch(rows: Sequence[Mapping[str, Any]]) -> tuple[Any, list, dict[Any,
 # --------------------------------------------------------------------------------------------
 
 
+def _branch_files(run_dir: str | os.PathLike, name: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(os.fspath(run_dir), "branches", "*", name)))
+
+
+def branch_rows(run_dir: str | os.PathLike, taken: Iterable[Any] = (MAIN_BRANCH,)) -> list[dict[str, Any]]:
+    """The rows of every branch's ``branches/*/results.csv``, in folder order.
+
+    A branch never blocks the main run: a file that cannot be read, has a repeated (level,
+    seed) or a branch label already ``taken`` (by the main run or an earlier folder) is left out
+    with a warning naming it (rerunning that branch's command rewrites its files)."""
+    taken = set(taken)
+    rows: list[dict[str, Any]] = []
+    for path in _branch_files(run_dir, RESULTS_FILE):
+        try:
+            file_rows = read_results_csv(path)
+            _group(file_rows)  # a repeated (branch, level, seed) raises
+            labels = {r.get("branch") for r in file_rows}
+            clash = sorted(map(str, labels & taken))
+            if clash:
+                raise ResultsError(f"branch label {', '.join(map(repr, clash))} is already used by "
+                                   f"another results file")
+        except (ResultsError, OSError) as err:
+            warnings.warn(f"{path} left out: {err}", stacklevel=2)
+            continue
+        taken |= labels
+        rows += file_rows
+    return rows
+
+
 def run_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """The rows of ``run_dir/results.csv`` followed by those of every branch
-    (``run_dir/branches/*/results.csv``: one-shot, reinit, random pruning, re-dense)."""
+    (``run_dir/branches/*/results.csv``: one-shot, reinit, random pruning, re-dense; see
+    :func:`branch_rows` for the branch files that are left out). Raises ``FileNotFoundError`` or
+    :class:`ResultsError` (naming the file) when the main results file is missing, malformed or
+    empty."""
     results = os.path.join(os.fspath(run_dir), RESULTS_FILE)
     rows = read_results_csv(results)
     if not rows:
         raise ResultsError(f"{results} has no result rows")
-    for branch_csv in sorted(glob.glob(os.path.join(os.fspath(run_dir), "branches", "*", RESULTS_FILE))):
-        rows += read_results_csv(branch_csv)
-    return rows
+    return rows + branch_rows(run_dir, {r.get("branch", MAIN_BRANCH) for r in rows})
+
+
+def write_combined(run_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
+    """Stack the main run's and its branches' ``results.csv`` (``rows``: :func:`run_rows` of
+    ``run_dir``, read when not given) into ``results_all.csv``, and their ``curves.csv`` into
+    ``curves_all.csv``, in ``run_dir``: ``branch`` first, then the columns of the single files (a
+    column a file lacks is empty). Curves are taken for the branches of ``rows`` only; a curves
+    file not yet written (a run made before curves were exported) is skipped, one that cannot be
+    read is left out with a warning. Returns the two paths written."""
+    run_dir = os.fspath(run_dir)
+    rows = run_rows(run_dir) if rows is None else list(rows)
+    rows = [{**r, "branch": r.get("branch", MAIN_BRANCH)} for r in rows]
+    columns = ["branch", *(c for c in _columns(rows) if c != "branch")]
+    written = [write_csv(rows, os.path.join(run_dir, COMBINED_RESULTS_FILE), columns)]
+    wanted = {r.get("branch", MAIN_BRANCH) for r in rows}
+    curves: list[dict[str, Any]] = []
+    for path in [os.path.join(run_dir, CURVES_FILE), *_branch_files(run_dir, CURVES_FILE)]:
+        if not os.path.isfile(path):
+            continue
+        try:
+            file_rows = read_csv(path, CURVE_COLUMNS[:4])
+        except (ResultsError, OSError) as err:
+            warnings.warn(f"{path} left out: {err}", stacklevel=2)
+            continue
+        labels = {r["branch"] for r in file_rows}
+        if labels <= wanted:
+            curves += file_rows
+            wanted -= labels
+    written.append(write_curves_csv(curves, os.path.join(run_dir, COMBINED_CURVES_FILE)))
+    return written

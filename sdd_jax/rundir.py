@@ -7,6 +7,8 @@ Layout of one run (``<workdir>/<config.name>-<result_hash>``)::
     dataset.json          sizes, noise statistics and the data fingerprint (checked on every start)
     execution.json        settings outside the identity that can move the last float bits
     results.csv           one row per seed and finished level
+    curves.csv            one row per seed, finished level and epoch (the training curves)
+    layers.csv            one row per seed, finished level and prunable layer
     trees/theta0          θ0, the initial weights
     trees/theta_rewind    θk, the weights at the rewind iteration k
     levels/<level>/       a finished level: final weights, mask, metrics and curves
@@ -21,20 +23,26 @@ have the fingerprint it was computed on. Resuming is reading back what is here: 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import socket
+import time
+import uuid
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from sdd_jax import results
 from sdd_jax.atomic import atomic_write_json
-from sdd_jax.checkpoints import RunStore, valid_name
+from sdd_jax.checkpoints import CheckpointNotFoundError, RunStore, UnreadableCheckpointError, valid_name
 from sdd_jax.config import Config, ConfigError, from_dict, to_dict
+from sdd_jax.distributed import barrier, is_primary, to_host
 from sdd_jax.train import LevelWeights, TrainState, Weights
 
 # Bumped whenever the on-disk result format or the meaning of a stored number changes.
@@ -54,6 +62,7 @@ NON_RESULT_FIELDS = frozenset(
         "run.seed_devices",
         "run.data_devices",
         "run.compilation_cache",
+        "run.distributed",
         "data.data_dir",
         "data.download",
         "data.source",
@@ -65,6 +74,68 @@ NON_RESULT_FIELDS = frozenset(
 
 class RunDirConflictError(ValueError):
     """A run directory holds a run whose result-defining settings or data differ."""
+
+
+class RunDirBusyError(ValueError):
+    """Another process is working in the run directory."""
+
+
+LOCK_FILE = ".lock"  # held (filelock) by the one process working in a run directory
+OWNER_FILE = ".lock.owner"  # who holds it: {"pid", "host", "since"}, for the refusal message
+_HELD: dict[Path, Any] = {}  # this process's locks, by run directory
+
+
+def lock_run_dir(path: Path) -> None:
+    """Make this process the one working in the run directory ``path`` (an existing folder)
+    until it exits or calls :func:`unlock_run_dir`; taking it again from the same process is a
+    no-op. Branch commands take their run's lock, so a branch and its run never write at once.
+    In a multi-host job process 0 holds it for all. Raises :class:`RunDirBusyError` naming the
+    holder's process id and host."""
+    import filelock
+
+    path = Path(path).absolute()
+    if path in _HELD or not is_primary():
+        return
+    lock = filelock.FileLock(path / LOCK_FILE, thread_local=False)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        try:
+            owner = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
+            who = f"process {owner['pid']} on host {owner['host']} (since {owner['since']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            who = "another process"
+        raise RunDirBusyError(f"{path} is in use by {who}: wait for it to finish or stop it, "
+                              "then rerun") from None
+    _HELD[path] = lock
+    atomic_write_json(path / OWNER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
+                                          "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+
+
+def unlock_run_dir(path: Path) -> None:
+    """Release this process's lock on ``path`` (nothing if it holds none)."""
+    lock = _HELD.pop(Path(path).absolute(), None)
+    if lock is not None:
+        lock.release()
+
+
+def read_json(path: Path, remedy: str = "") -> Any:
+    """The JSON value in ``path``; :class:`ValueError` naming the file when it is not valid
+    UTF-8 JSON (``remedy`` appended)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}){': ' + remedy if remedy else ''}") from None
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove the hidden ``.NAME.XXXX.tmp`` files that a process killed inside an atomic write
+    left in the run directory ``path`` and its branches (only the lock holder calls this)."""
+    for folder in [path, *sorted((path / "branches").glob("*"))]:
+        for leftover in folder.glob(".*.tmp"):
+            if leftover.is_file():
+                leftover.unlink(missing_ok=True)
 
 
 # ----- identity ---------------------------------------------------------------------------------
@@ -113,9 +184,30 @@ def data_fingerprint(dataset) -> str:
     return digest.hexdigest()
 
 
+_TREE_REMEDY = {
+    "theta0": "delete {path}/trees/theta0 and rerun the same command: θ0 is drawn again from the seeds "
+              "(same numbers)",
+    "theta_rewind": "θk is saved while level 0 trains: delete {path}/trees/theta_rewind and "
+                    "{path}/levels/0 and rerun the same command to train level 0 again (same numbers)",
+}
+
+
+@contextlib.contextmanager
+def _remedy_for_level():
+    """An unreadable finished level, named with the command that computes it again."""
+    try:
+        yield
+    except UnreadableCheckpointError as err:
+        raise UnreadableCheckpointError(
+            f"{err}; delete {err.path} and rerun the same command: the level is computed again "
+            "(same numbers)", err.path) from None
+
+
+_REWRITTEN = "delete it and rerun: it is written again from the command's config"
+
+
 def _stored_result_fields(path: Path) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        stored = json.load(handle)
+    stored = read_json(path, _REWRITTEN)
     if path.name == "config.json":
         try:
             return result_fields(from_dict(Config, stored))
@@ -131,6 +223,8 @@ def prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
     config's; otherwise :class:`RunDirConflictError` names the differing fields.
     """
     path = run_path(workdir, config)
+    if path.is_dir():
+        lock_run_dir(path)
     fields = json.loads(json.dumps(result_fields(config)))
     for stored_path in (path / "result_fields.json", path / "config.json"):
         if not stored_path.exists():
@@ -149,6 +243,9 @@ def prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
                 + "\nUse another workdir or config name, or remove the directory."
             )
     path.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(path)
+    if is_primary():
+        remove_leftovers(path)
     atomic_write_json(path / "config.json", to_dict(config), indent=2)
     atomic_write_json(path / "result_fields.json", fields, indent=2, sort_keys=True)
     return path
@@ -159,8 +256,9 @@ def _check_execution(path: Path, execution: dict) -> None:
     identity but can move the last float bits (see :class:`sdd_jax.engine.Engine`)."""
     stored = path / "execution.json"
     if stored.is_file():
-        before = json.loads(stored.read_text())
-        changed = {k: (before.get(k), v) for k, v in execution.items() if before.get(k) != v}
+        before = read_json(stored, _REWRITTEN)
+        # Settings recorded only by newer versions (absent before) are not a change.
+        changed = {k: (before[k], v) for k, v in execution.items() if k in before and before[k] != v}
         if changed and (path / "levels").is_dir():
             warnings.warn(f"{path.name} continues with other execution settings "
                           f"{ {k: f'{a} -> {b}' for k, (a, b) in changed.items()} }: levels computed "
@@ -178,13 +276,17 @@ def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights,
     path = run_path(config.run.workdir, config)
     metadata = {**dataset.metadata, "fingerprint": data_fingerprint(dataset)}
     stored = path / "dataset.json"
+    if path.is_dir():
+        lock_run_dir(path)  # before reading what another process may be writing
     if stored.is_file():
-        previous = json.loads(stored.read_text()).get("fingerprint")
+        previous = read_json(stored, _REWRITTEN).get("fingerprint")
         if previous is not None and previous != metadata["fingerprint"]:
             raise RunDirConflictError(
                 f"{path} was computed on different data (fingerprint {previous[:12]}…, now "
                 f"{metadata['fingerprint'][:12]}…): another reader or data_dir gives other examples "
                 f"or order; use another run.workdir")
+    if (path / "execution.json").is_file():  # unreadable: refused before anything is written
+        read_json(path / "execution.json", _REWRITTEN)
     path = prepare_run_dir(config.run.workdir, config)
     atomic_write_json(stored, metadata)
     _check_execution(path, execution)
@@ -212,11 +314,16 @@ class SavedWeights:
     def load(self) -> Weights:
         if self._weights is None:
             target = {"params": self.shapes.params, "batch_stats": self.shapes.batch_stats}
-            self._weights = jax.device_get(Weights(**self.store.restore_tree(self.name, target)))
+            try:
+                tree = self.store.restore_tree(self.name, target)
+            except (UnreadableCheckpointError, CheckpointNotFoundError) as err:
+                raise type(err)(f"{err}; {_TREE_REMEDY[self.name].format(path=self.store.run_dir)}",
+                                *([err.path] if isinstance(err, UnreadableCheckpointError) else [])) from None
+            self._weights = to_host(Weights(**tree))
         return self._weights
 
     def save(self, weights: Weights) -> None:
-        weights = jax.device_get(weights)  # off the device before a donated state reuses it
+        weights = to_host(weights)  # off the device before a donated state reuses it
         self.store.save_tree(self.name, _tree(weights))
         self._weights = weights
 
@@ -227,24 +334,29 @@ class RunDir:
     ``shapes``: the stacked :class:`LevelWeights` shapes (restore targets). ``theta0`` (the
     dense initialisation θ0) and ``theta_rewind`` (θk, the dense run's weights at the rewind
     iteration k) are :class:`SavedWeights`. A branch (:meth:`branch`) keeps its own levels,
-    progress and results, and shares θ0/θk with its run.
+    progress and results, and shares θ0/θk with its run. ``row_fields(level, row)``, when given,
+    returns columns that replace or extend a stored result row in ``results.csv`` (a re-dense
+    branch places its rows at the density of the level it started from).
     """
 
     def __init__(self, path: Path, shapes: LevelWeights, seeds: list[int], *, branch: str = results.MAIN_BRANCH,
-                 parent: RunDir | None = None):
+                 parent: RunDir | None = None, row_fields: Callable[[int, dict], dict] | None = None):
         self.path = Path(path)
         self.shapes = shapes
         self.seeds = list(seeds)
         self.name = branch
+        self.parent = parent
+        self.row_fields = row_fields
         self.store = RunStore(self.path)
+        self._metrics: dict[int, dict] = {}  # finished levels' stored metrics (never change)
         self.theta0 = parent.theta0 if parent else SavedWeights(self.store, "theta0", shapes)
         self.theta_rewind = parent.theta_rewind if parent else SavedWeights(self.store, "theta_rewind", shapes)
 
-    def branch(self, dirname: str, name: str) -> RunDir:
-        """The branch ``name`` kept in ``branches/<dirname>`` (created)."""
+    def branch(self, dirname: str, name: str, row_fields: Callable[[int, dict], dict] | None = None) -> RunDir:
+        """The branch ``name`` (the label of its rows) kept in ``branches/<dirname>`` (created)."""
         path = self.path / "branches" / dirname
         path.mkdir(parents=True, exist_ok=True)
-        return RunDir(path, self.shapes, self.seeds, branch=name, parent=self)
+        return RunDir(path, self.shapes, self.seeds, branch=name, parent=self, row_fields=row_fields)
 
     # -- levels
     def finished_levels(self) -> list[int]:
@@ -252,15 +364,29 @@ class RunDir:
 
     def level(self, level: int) -> LevelWeights:
         """The final weights and mask of a finished level."""
-        tree, _ = self.store.restore_level(level, _tree(self.shapes))
+        with _remedy_for_level():
+            tree, _ = self.store.restore_level(level, _tree(self.shapes))
         return LevelWeights(**tree)
 
     def finish_level(self, level: int, weights: LevelWeights, rows: list[dict], curves: dict) -> None:
         """Record a finished level atomically (weights, mask, rows, curves), drop its progress
-        checkpoint and rewrite ``results.csv``."""
+        checkpoint and rewrite the results files. An unfinished ``levels/<level>`` left in the way
+        (a deleted commit marker) is removed first."""
+        self._discard_unfinished_level(level)
         self.store.save_level(level, _tree(weights), {"rows": rows, "curves": curves})
         self.store.clear_progress(level)
         self.write_results()
+
+    def _discard_unfinished_level(self, level: int) -> None:
+        step = self.path / "levels" / str(level)
+        if not os.path.lexists(step) or level in self.finished_levels():
+            return
+        self.store.close()  # its checkpoint managers list their steps again when next used
+        if is_primary():
+            trash = step.with_name(f".deleting-{level}-{uuid.uuid4().hex[:8]}")
+            os.replace(step, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        barrier(f"discard level {level}")
 
     # -- progress inside a level
     def has_progress(self, level: int) -> bool:
@@ -268,6 +394,14 @@ class RunDir:
 
     def save_progress(self, level: int, epoch: int, state: TrainState, mask, curves: dict) -> None:
         self.store.save_progress(level, epoch, {"state": state, "mask": mask}, {"curves": curves})
+
+    def settle(self) -> None:
+        """Let an in-flight progress checkpoint finish (after a failure or an interrupt, it is the
+        one a rerun resumes from); a save that fails now is left to the rerun's clean-up."""
+        try:
+            self.store.wait()
+        except Exception:  # noqa: BLE001 - the error being handled is the one to report
+            pass
 
     def restore_progress(self, level: int, state_shapes: TrainState):
         """``(epoch, state, mask, curves)`` of the latest progress checkpoint of ``level``."""
@@ -279,13 +413,39 @@ class RunDir:
         self.store.clear_progress(level)
 
     # -- results
+    def level_metrics(self, level: int) -> dict:
+        """The stored metrics of a finished level: ``rows`` (one per seed, per-layer dicts
+        included) and ``curves``."""
+        if level not in self._metrics:
+            with _remedy_for_level():
+                self._metrics[level] = self.store.level_metrics(level)
+        return self._metrics[level]
+
     def rows(self) -> list[dict]:
         """One flat row per seed and finished level (per-layer dicts left out)."""
         rows = []
         for level in self.finished_levels():
-            for row in self.store.level_metrics(level)["rows"]:
+            for row in self.level_metrics(level)["rows"]:
                 flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
+                if self.row_fields is not None:
+                    flat.update(self.row_fields(level, flat))
                 rows.append({"branch": self.name, "level": level, **flat})
+        return rows
+
+    def curve_rows(self) -> list[dict]:
+        """One row per seed, finished level and epoch (:func:`sdd_jax.results.curve_rows`)."""
+        rows = []
+        for level in self.finished_levels():
+            metrics = self.level_metrics(level)
+            seeds = [row["seed"] for row in metrics["rows"]]
+            rows += results.curve_rows(self.name, level, seeds, metrics["curves"])
+        return rows
+
+    def layer_rows(self) -> list[dict]:
+        """One row per seed, finished level and prunable layer (:func:`sdd_jax.results.layer_rows`)."""
+        rows = []
+        for level in self.finished_levels():
+            rows += results.layer_rows(self.name, level, self.level_metrics(level)["rows"])
         return rows
 
     @property
@@ -293,12 +453,18 @@ class RunDir:
         return self.path / results.RESULTS_FILE
 
     def write_results(self) -> Path:
+        """Rewrite ``curves.csv``, ``layers.csv`` and then ``results.csv`` (each atomically) from
+        the finished levels; returns the path of ``results.csv``."""
+        results.write_curves_csv(self.curve_rows(), self.path / results.CURVES_FILE)
+        results.write_layers_csv(self.layer_rows(), self.path / results.LAYERS_FILE)
         results.write_results_csv(self.rows(), self.results_path)
         return self.results_path
 
     def results_complete(self) -> bool:
-        """Whether ``results.csv`` has a row for every seed of every finished level."""
-        if not self.results_path.is_file():
+        """Whether ``results.csv`` has a row for every seed of every finished level (and
+        ``curves.csv`` and ``layers.csv``, written before it, exist)."""
+        if not all((self.path / name).is_file() for name in
+                   (results.RESULTS_FILE, results.CURVES_FILE, results.LAYERS_FILE)):
             return False
         have = {(r["level"], r["seed"]) for r in results.read_results_csv(self.results_path)}
         return have == {(level, seed) for level in self.finished_levels() for seed in self.seeds}

@@ -1,5 +1,6 @@
-"""The summary table of a pruning run: one fixed-width text line per level with the mean ± std
-over seeds of its accuracies and learning distance, and its phase.
+"""The summary table of a pruning run: one fixed-width text line per level with the mean ± sample
+standard deviation over seeds (``ddof=1``) of its accuracies and learning distance, and its
+phase.
 
 Host only: the standard library.
 """
@@ -19,12 +20,14 @@ def _pm(entry: Mapping[str, Any], column: str, scale: float, mean_fmt: str, std_
     std = entry.get(f"{column}_std", float("nan"))
     if mean is None or not math.isfinite(mean):
         return "-"
+    if std is None or not math.isfinite(std):  # one seed: no spread to show
+        return format(mean * scale, mean_fmt)
     return f"{format(mean * scale, mean_fmt)} ± {format(std * scale, std_fmt)}"
 
 
 def _table_lines(agg: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[str]:
-    headers = ("level", "n", "sparsity %", "weights %", "test acc %", "train acc %",
-               "memorised %", "learning dist.", "phase")
+    headers = ("level", "n", "sparsity %", "weights %", "test acc % ± sd", "train acc % ± sd",
+               "memorised % ± sd", "learning dist. ± sd", "phase")
     densities = [e.get("density_mean", float("nan")) for e in agg]
     smallest = min((d for d in densities if math.isfinite(d) and d > 0), default=1.0)
     # Enough decimals that the sparsest level does not print as 100.00.
@@ -52,13 +55,18 @@ def _table_lines(agg: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> lis
     return [line(headers), "  ".join("-" * w for w in widths)] + [line(r) for r in body]
 
 
+STD_NOTE = "± sd: sample standard deviation over the n seeds (ddof=1); the mean alone when n = 1"
+
+
 def summary_table(rows: Iterable[Mapping[str, Any]], **phase_options: Any) -> str:
-    """A fixed-width text table, one line per level: level, seeds, sparsity and remaining
-    weights (%), then mean ± std over seeds of test accuracy, train accuracy and memorisation
-    (train accuracy on the relabelled subset), all in %, the learning distance, and the phase
-    (:func:`~sdd_jax.phases.phases`; ``phase_options`` go to it). With a ``branch`` column, one
-    table per branch under a ``branch: NAME`` heading; phases are labelled on the main (``imp``)
-    curve only, since a branch's few levels do not determine them."""
+    """A fixed-width text table, one line per level: level, seeds ``n``, sparsity and remaining
+    weights (%), then mean ± sample standard deviation over seeds (``ddof=1``, as
+    :func:`~sdd_jax.results.aggregate`; the mean alone for one seed) of test accuracy, train
+    accuracy and memorisation (train accuracy on the relabelled subset), all in %, the learning
+    distance, and the phase (:func:`~sdd_jax.phases.phases`; ``phase_options`` go to it). The
+    headers say ``± sd`` and the last line (:data:`STD_NOTE`) says what it is. With a ``branch``
+    column, one table per branch under a ``branch: NAME`` heading; phases are labelled on the main
+    (``imp``) curve only, since a branch's few levels do not determine them."""
     agg = aggregate(rows)
     branches = split_branches(agg)
     parts = []
@@ -71,4 +79,4 @@ def summary_table(rows: Iterable[Mapping[str, Any]], **phase_options: Any) -> st
         if branch is not None:
             lines.insert(0, f"branch: {branch}")
         parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
+    return "\n\n".join(parts) + "\n\n" + STD_NOTE + "\n"

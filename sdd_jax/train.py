@@ -299,6 +299,17 @@ def evaluate(spec: Spec, params, batch_stats, mask, x, y):
     return jnp.sum(loss_sums) / n, jnp.sum(correct) / n, preds.reshape(-1)[:n]
 
 
+def train_epoch_and_evaluate(spec: Spec, state: TrainState, mask, x_train, y_train, epoch,
+                             start_iteration, stop_iteration, x_eval, y_eval):
+    """:func:`train_epoch`, then :func:`evaluate` of the trained state on ``(x_eval, y_eval)``, as
+    one program (the evaluation is not a second call after the epoch). Returns the state, the
+    epoch's (summed loss, correct, examples) and the evaluation's (loss, accuracy)."""
+    state, sums = train_epoch(spec, state, mask, x_train, y_train, epoch, start_iteration,
+                              stop_iteration)
+    loss, accuracy, _ = evaluate(spec, state.params, state.batch_stats, mask, x_eval, y_eval)
+    return state, sums, (loss, accuracy)
+
+
 def mean_gradient(spec: Spec, params, batch_stats, mask, images, labels):
     """Gradient of the training loss wrt the (masked) parameters averaged over the given
     batches (shape (n_batches, batch, ...)), for saliency scores."""

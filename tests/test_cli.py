@@ -105,6 +105,8 @@ def test_presets_list_every_paper_setting(capsys):
                  *(f"{base}-bf16" for base in experiments.BF16_BASES)):
         assert f"\n{name} " in "\n" + out, name
     assert "\nlenet_mnist-bf16 " not in "\n" + out  # bfloat16 is listed for the conv-net settings only
+    # Asymmetric noise has no class map for Tiny-ImageNet: those variants cannot run, so are not listed.
+    assert "resnet101_tinyimagenet-asym" not in out and "\nresnet101_tinyimagenet-pairflip20 " in "\n" + out
     assert set(experiments.BF16_BASES) == {"resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10",
                                            "vgg16_cifar100", "resnet101_tinyimagenet"}
 
@@ -133,6 +135,11 @@ def test_presets_follow_the_paper(name):
         assert config.pruning.rewind_iteration == 0
     if name == "resnet101_tinyimagenet":
         assert (config.optim.batch_size, config.optim.lr, config.optim.milestones) == (512, 0.2, (100, 150))
+        # The official command rewinds to iteration 1000; its defaults warm up over 5 epochs from 0.
+        assert config.pruning.rewind_iteration == 1000 and config.optim.warmup_epochs == 5.0
+    # The paper averages 5 runs for LeNet and 3 for the CIFAR (and Tiny-ImageNet) settings.
+    expected_seeds = {"quickstart": 2, "smoke": 2, "lenet_mnist": 5}.get(name, 3)
+    assert config.run.seeds == expected_seeds
 
 
 def test_result_hash_ignores_paths_and_verbosity_only():
@@ -149,3 +156,41 @@ def test_config_round_trips_through_json():
     assert from_dict(Config, json.loads(json.dumps(to_dict(config)))) == config
     with pytest.raises(ConfigError, match="unknown keys"):
         from_dict(Config, {**to_dict(config), "extra": 1})
+
+
+def test_execution_json_records_the_evaluation_batch(smoke_run):
+    execution = json.loads((smoke_run / "execution.json").read_text())
+    assert execution["eval_batch_size"] == experiments.get("smoke").run.eval_batch_size == 500
+
+
+def test_report_on_an_unfinished_run_says_how_many_levels_are_done(tmp_path, capsys, monkeypatch):
+    from sdd_jax.progress import Progress
+
+    def stop_after_level_1(self, level, rows):
+        if level == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Progress, "level_done", stop_after_level_1)
+    assert cli.main(["run", "smoke", "--workdir", str(tmp_path), "--set", "pruning.levels=3", "-q"]) == 130
+    monkeypatch.undo()
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    capsys.readouterr()
+    assert cli.main(["report", str(run_dir)]) == 0
+    (status,) = [line for line in capsys.readouterr().out.splitlines() if line.endswith("results.csv")]
+    assert status.startswith("unfinished: 2 of 4 levels done (missing 2-3; rerun the run command")
+
+    assert cli.main(["run", "smoke", "--workdir", str(tmp_path), "--set", "pruning.levels=3", "-q"]) == 0
+    assert cli.main(["report", str(run_dir)]) == 0
+    (status,) = [line for line in capsys.readouterr().out.splitlines() if line.endswith("results.csv")]
+    assert status == f"complete (4 of 4 levels): {run_dir / 'results.csv'}"
+
+
+@pytest.mark.parametrize("command,extra", [("oneshot", []), ("reinit", []), ("random-prune", []),
+                                           ("redense", ["--set", "pruning.redense_epochs=1"])])
+def test_branch_commands_set_up_the_compilation_cache(smoke_run, tmp_path, monkeypatch, command, extra):
+    calls = []
+    monkeypatch.setattr(cli, "_setup_compilation_cache", calls.append)
+    cache = str(tmp_path / "xla-cache")
+    assert cli.main([command, str(smoke_run), "--levels", "1", "--set", f"run.compilation_cache={cache}",
+                     *extra, "-q"]) == 0
+    assert calls == [cache]

@@ -301,10 +301,40 @@ def test_npz_source(tmp_path):
     with pytest.raises(DataError, match="out of range"):
         load_dataset(DataConfig(name="npz", data_dir=str(tmp_path / "range.npz")), NoiseConfig())
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(DataError, match="not a readable npz"):
+    with pytest.raises(DataError, match="is not a valid .npz file"):
         load_dataset(DataConfig(name="npz", data_dir=str(tmp_path / "corrupt.npz")), NoiseConfig())
     with pytest.raises(DataNotFoundError):
         load_dataset(DataConfig(name="npz", data_dir=str(tmp_path / "absent.npz")), NoiseConfig())
+
+
+@pytest.mark.parametrize("kind", ["text", "npy", "truncated", "object_array"])
+def test_a_file_that_is_no_npz_is_named_without_pickle_advice(tmp_path, capsys, kind):
+    from sdd_jax import cli
+
+    path = tmp_path / "data.npz"
+    arrays = dict(x_train=np.zeros((8, 4, 4, 1), np.uint8), y_train=np.arange(8) % 2,
+                  x_test=np.zeros((4, 4, 4, 1), np.uint8), y_test=np.arange(4) % 2)
+    if kind == "text":
+        path.write_text("not an archive at all")
+    elif kind == "npy":  # a lone .npy array under an .npz name
+        with open(path, "wb") as handle:
+            np.save(handle, arrays["x_train"])
+    elif kind == "truncated":
+        np.savez(tmp_path / "whole.npz", **arrays)
+        path.write_bytes((tmp_path / "whole.npz").read_bytes()[:200])
+    else:
+        np.savez(path, **{**arrays, "y_train": np.array([object()] * 8, dtype=object)})
+    before = sorted(p.name for p in tmp_path.iterdir())
+    workdir = tmp_path / "runs"
+    code = cli.main(["run", "smoke", "--workdir", str(workdir), "--set", "data.name=npz",
+                     "--set", f"data.data_dir={path}", "--set", "data.train_size=None",
+                     "--set", "data.test_size=None"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"{path} is not a valid .npz file" in err
+    assert "allow_pickle" not in err and "pickle.load" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no run directory either
 
 
 def test_mnist1d_procedural(tmp_path, monkeypatch):

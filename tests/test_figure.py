@@ -43,7 +43,9 @@ def test_figure_draws_figure_data():
     lines = {line.get_gid(): line for a in fig.axes for line in a.get_lines() if line.get_gid()}
     np.testing.assert_array_equal(lines["test"].get_ydata(), main["test_mean"])
     np.testing.assert_array_equal(lines["train"].get_ydata(), main["train_mean"])
-    np.testing.assert_array_equal(lines["learning_distance"].get_ydata(), main["learning_distance"])
+    ld = main["learning_distance"]
+    np.testing.assert_allclose(lines["learning_distance"].get_ydata(), ld / np.max(ld))
+    assert "learning_distance_unpruned" not in lines  # NaN in these rows: not drawn
     np.testing.assert_array_equal(lines["test_oneshot"].get_ydata(), data["others"]["oneshot"]["test_mean"])
     assert lines["dense_test"].get_ydata()[0] == pytest.approx(main["dense_test"])
     assert ax.get_xscale() == "log"
@@ -52,3 +54,21 @@ def test_figure_draws_figure_data():
     ticks = list(ax.get_xticks())
     assert ticks[:2] == [100, 50] and set(ticks) <= {100, 50, 20, 10, 5, 1, 0.5}
     assert all(right <= t <= left for t in ticks)
+
+
+def test_both_learning_distances_are_drawn_over_their_maxima_with_their_peaks_named():
+    rows = paper_like_rows(seeds=2)
+    for r in rows:  # the unpruned distance peaks at level 3, the paper's at the last level
+        r["learning_distance_unpruned"] = 1.0 + (3 - abs(r["level"] - 3)) * 0.5
+    data = figure_data(rows)
+    main = data["main"]
+    np.testing.assert_allclose(main["learning_distance_unpruned"], [1.0 + (3 - abs(lv - 3)) * 0.5 for lv in main["level"]])
+    fig = make_figure(data)
+    lines = {line.get_gid(): line for a in fig.axes for line in a.get_lines() if line.get_gid()}
+    for key in ("learning_distance", "learning_distance_unpruned"):
+        y = lines[key].get_ydata()
+        np.testing.assert_allclose(y, main[key] / np.max(main[key]))
+        assert main["level"][int(np.argmax(y))] == main["level"][int(np.argmax(main[key]))]
+    labels = [t.get_text() for a in fig.axes if a.get_legend() for t in a.get_legend().get_texts()]
+    assert any("unpruned" in t and "at level 3" in t for t in labels)
+    assert any("paper" in t and f"at level {main['level'][-1]}" in t for t in labels)

@@ -171,7 +171,7 @@ def test_resume_inside_a_level_from_the_last_saved_epoch(tmp_path):
     straight = imp.run_imp(dataclasses.replace(config, run=dataclasses.replace(config.run, workdir=str(tmp_path / "s"))))
     exp, run = imp.prepare(config)
     calls = {"n": 0}
-    original = exp.engine.train_epoch_sums
+    original = exp.engine.train_epoch_then_evaluate
 
     def dying(*args, **kwargs):
         calls["n"] += 1
@@ -179,7 +179,7 @@ def test_resume_inside_a_level_from_the_last_saved_epoch(tmp_path):
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    exp.engine.train_epoch_sums = dying
+    exp.engine.train_epoch_then_evaluate = dying
     with pytest.raises(KeyboardInterrupt):
         imp.run_imp(config, prepared=(exp, run))
     assert run.store.latest_progress(1) == 1
@@ -393,7 +393,7 @@ def test_a_finished_run_trains_nothing(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("the engine was called")
 
-    for name in ("train_epoch_sums", "evaluate", "init"):
+    for name in ("train_epoch_sums", "train_epoch_then_evaluate", "evaluate", "init"):
         monkeypatch.setattr(Engine, name, no_training)
     imp.run_imp(config)  # finished: the engine is never called
     with pytest.raises(AssertionError, match="engine was called"):  # more levels do train
@@ -450,3 +450,113 @@ def test_saliency_pruning_keeps_exact_counts_and_differs_from_magnitude(tmp_path
     chex.assert_trees_all_equal(experiment.next_mask(exp, dense, 1), level1.mask)  # reproducible
     by_magnitude = pruning.seed_pruner(exp.is_prunable, fraction=0.2)(dense.params, dense.mask)
     assert not np.array_equal(np.asarray(by_magnitude["fc1"]["kernel"]), np.asarray(level1.mask["fc1"]["kernel"]))
+
+
+def copy_run(run_dir, workdir):
+    """A copy of a run directory under ``workdir`` (same name: the config finds it there)."""
+    import shutil
+
+    copy = workdir / run_dir.name
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("branches"))
+    return copy
+
+
+@pytest.mark.parametrize("removed", ["level folder", "commit marker"])
+def test_a_missing_middle_level_is_recomputed_and_matches_the_uninterrupted_run(lottery_run, tmp_path, removed):
+    config, run_dir, _, levels = lottery_run
+    copy = copy_run(run_dir, tmp_path)
+    if removed == "level folder":
+        import shutil
+
+        shutil.rmtree(copy / "levels" / "2")
+    else:
+        (copy / "levels" / "2" / "commit_success.txt").unlink()
+    config = override(config, {"run.workdir": str(tmp_path)})
+    with pytest.warns(UserWarning, match=r"level\(s\) \[2\] missing"):
+        assert imp.run_imp(config, write_report=False) == copy
+    for name in ("results.csv", "curves.csv", "layers.csv"):
+        assert (copy / name).read_bytes() == (run_dir / name).read_bytes(), name
+    _, run = imp.prepare(config)
+    assert run.finished_levels() == [0, 1, 2, 3]
+    chex.assert_trees_all_equal(jax.device_get(run.level(2)), jax.device_get(levels[2]))
+    assert not [p.name for p in (copy / "levels").iterdir() if p.name.startswith(".")]
+
+
+def test_run_imp_writes_the_summary_figure_and_tidy_files_like_the_command(lottery_run):
+    from sdd_jax.table import summary_table
+
+    config, run_dir, _, _ = lottery_run
+    main = results.read_results_csv(run_dir / "results.csv")
+    assert (run_dir / "summary.txt").read_text() == summary_table(main)
+    assert (run_dir / "figure.png").read_bytes().startswith(b"\x89PNG")
+    assert "<svg" in (run_dir / "figure.svg").read_text()
+    # results_all.csv: branch first, then the main run's own columns and values
+    combined = results.read_results_csv(run_dir / "results_all.csv")
+    assert (run_dir / "results_all.csv").read_text().startswith("branch,seed,level,density,")
+    assert [{k: r[k] for k in main[0]} for r in combined if r["branch"] == "imp"] == main
+
+
+def test_curves_and_layers_csv_hold_every_epoch_and_layer(lottery_run):
+    import pandas as pd
+
+    config, run_dir, (exp, run), levels = lottery_run
+    curves = pd.read_csv(run_dir / "curves.csv")
+    assert list(curves.columns[:4]) == ["branch", "seed", "level", "epoch"]
+    assert len(curves) == len(config.seed_list) * len(levels) * config.optim.epochs
+    for level in levels:
+        stored = run.store.level_metrics(level)["curves"]
+        for i, seed in enumerate(config.seed_list):
+            mine = curves[(curves.level == level) & (curves.seed == seed)].sort_values("epoch")
+            assert mine.epoch.tolist() == stored["epoch"]
+            for name in ("train_loss", "train_acc", "test_loss", "test_acc"):
+                expected = [np.nan if v is None else v[i] for v in stored[name]]
+                np.testing.assert_array_equal(mine[name].to_numpy(), expected)
+    # per-layer distances from θ0 and θk, recomputed here from the stored weights
+    layers = pd.read_csv(run_dir / "layers.csv")
+    assert set(layers.layer) == {"fc1/kernel"}  # the only prunable layer of mlp(32)
+    theta0, theta_k = run.theta0.load().params, run.theta_rewind.load().params
+    for row in layers.itertuples():
+        i = config.seed_list.index(row.seed)
+        tree = levels[row.level]
+        params, mask = (jax.tree.map(lambda leaf: leaf[i], t) for t in (tree.params, tree.mask))
+        full0, unpruned0 = _distances(jax.tree.map(lambda leaf: leaf[i], theta0), params, mask, exp.is_prunable)
+        fullk, unprunedk = _distances(jax.tree.map(lambda leaf: leaf[i], theta_k), params, mask, exp.is_prunable)
+        assert row.learning_distance == pytest.approx(full0, rel=1e-6)
+        assert row.learning_distance_unpruned == pytest.approx(unpruned0, rel=1e-6)
+        assert row.learning_distance_rewind == pytest.approx(fullk, rel=1e-6)
+        assert row.learning_distance_rewind_unpruned == pytest.approx(unprunedk, rel=1e-6)
+        assert row.density == pytest.approx(float(np.mean(np.asarray(mask["fc1"]["kernel"]))))
+
+
+def test_two_redense_variants_keep_their_labels_and_sit_at_their_starting_density(lottery_run):
+    import pandas as pd
+
+    from sdd_jax.figure import figure_data
+    from sdd_jax.report import report
+
+    config, run_dir, (exp, run), _ = lottery_run
+    paths = {}
+    for lr in (0.05, 0.01):
+        variant = dataclasses.replace(exp, config=override(exp.config, {"pruning.redense_epochs": 1,
+                                                                        "pruning.redense_lr": lr}))
+        paths[lr] = branches.run_branch(variant, run, "redense", [1, 2])
+    main = {(r["level"], r["seed"]): r for r in results.read_results_csv(run_dir / "results.csv")}
+    for lr, path in paths.items():
+        label = f"redense-e1-lr{lr:g}"
+        for row in results.read_results_csv(path):
+            start = main[(row["level"], row["seed"])]
+            assert row["branch"] == label and (row["redense_epochs"], row["redense_lr"]) == (1, lr)
+            assert (row["density"], row["sparsity"], row["kept_weights"]) == (
+                start["density"], start["sparsity"], start["kept_weights"])
+            assert row["redense_density"] == 1.0 > row["density"]
+    out = report(run_dir)  # neither variant blocks the main run's report
+    assert "branch: redense-e1-lr0.05" in out["table"] and "branch: redense-e1-lr0.01" in out["table"]
+    data = figure_data(results.run_rows(run_dir))
+    for lr in paths:
+        np.testing.assert_allclose(data["others"][f"redense-e1-lr{lr:g}"]["x"], data["main"]["x"][1:3])
+    combined = pd.read_csv(run_dir / "results_all.csv")
+    assert combined.columns[0] == "branch"
+    counts = combined.groupby("branch").size().to_dict()
+    assert counts["imp"] == 4 * 2 and counts["redense-e1-lr0.05"] == counts["redense-e1-lr0.01"] == 2 * 2
+    curves = pd.read_csv(run_dir / "curves_all.csv")
+    assert curves[curves.branch == "redense-e1-lr0.01"].shape[0] == 2 * 2 * 1  # levels x seeds x epochs

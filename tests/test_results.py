@@ -150,17 +150,20 @@ def test_aggregate_matches_numpy():
         assert entry["alpha_note"] == "x"
         for c in numeric:
             values = np.array([r[c] for r in group], dtype=np.float64)
-            expected = {"mean": np.mean(values), "std": np.std(values), "min": np.min(values),
+            expected = {"mean": np.mean(values), "std": np.std(values, ddof=1), "min": np.min(values),
                         "max": np.max(values)}
             got = {k: entry[f"{c}_{k}"] for k in expected}
             chex.assert_trees_all_close(got, expected, rtol=1e-12)
         assert "seed_mean" not in entry and "level_mean" not in entry
 
 
-def test_aggregate_single_seed_has_zero_std_and_ignores_nan():
+def test_aggregate_std_is_the_sample_std_nan_for_one_seed_and_ignores_nan():
     rows = make_rows(seeds=1, levels=3)
     agg = aggregate(rows)
-    assert all(e["n_seeds"] == 1 and e["test_acc_std"] == 0.0 for e in agg)
+    assert all(e["n_seeds"] == 1 and math.isnan(e["test_acc_std"]) for e in agg)
+    # Two seeds 84.0% and 78.14%: the sample std is sqrt(2) times the population std.
+    two = [dict(r, seed=s, test_acc=a) for s, (r, a) in enumerate(zip(make_rows(seeds=2, levels=1), (0.84, 0.7814)))]
+    assert aggregate(two)[0]["test_acc_std"] == pytest.approx(abs(0.84 - 0.7814) / math.sqrt(2))
 
     rows = make_rows(seeds=3, levels=2)
     rows[0]["test_loss"] = float("nan")  # seed 0, level 0
@@ -169,7 +172,7 @@ def test_aggregate_single_seed_has_zero_std_and_ignores_nan():
     agg = aggregate(rows)
     finite = [r["test_loss"] for r in rows[1:] if r["level"] == 0]
     assert agg[0]["test_loss_mean"] == pytest.approx(np.mean(finite))
-    assert agg[0]["test_loss_std"] == pytest.approx(np.std(finite))
+    assert agg[0]["test_loss_std"] == pytest.approx(np.std(finite, ddof=1))
     assert math.isnan(agg[0]["learning_distance_unpruned_mean"])
 
 
@@ -209,3 +212,39 @@ def test_main_branch_splits_rows_and_split_branches_groups_entries():
     assert [(e["level"], e["n_seeds"]) for e in groups["imp"]] == [(0, 2), (1, 2)]
     assert [(e["level"], e["n_seeds"]) for e in groups["oneshot"]] == [(0, 1), (1, 1)]
     assert list(split_branches(aggregate(plain))) == [None]
+
+
+# ---------------------------------------------------------------------------------------------
+# curves and layers
+# ---------------------------------------------------------------------------------------------
+
+
+def test_curve_rows_one_row_per_seed_and_epoch_with_every_curve():
+    from sdd_jax.results import curve_rows
+
+    curves = {"epoch": [3, 4], "train_loss": [[1.0, 2.0], [0.5, 1.5]], "test_acc": [None, [0.6, 0.7]],
+              "val_loss": [[0.9, 0.8], None]}
+    rows = curve_rows("reinit", 5, [10, 11], curves)
+    assert [(r["seed"], r["epoch"]) for r in rows] == [(10, 3), (10, 4), (11, 3), (11, 4)]
+    assert all(r["branch"] == "reinit" and r["level"] == 5 for r in rows)
+    assert [r["train_loss"] for r in rows] == [1.0, 0.5, 2.0, 1.5]
+    assert [r["test_acc"] for r in rows] == [None, 0.6, None, 0.7]
+    assert [r["val_loss"] for r in rows] == [0.9, None, 0.8, None]
+
+
+def test_layer_rows_spread_per_layer_dicts_into_columns(tmp_path):
+    from sdd_jax.results import LAYER_COLUMNS, layer_rows, read_csv, write_layers_csv
+
+    stored = [{"seed": 4, "density": 0.5, "layer_density": {"b/kernel": 0.25, "a/kernel": 0.75},
+               "layer_learning_distance": {"a/kernel": {"full": 1.0, "unpruned": 0.5},
+                                           "b/kernel": {"full": 2.0, "unpruned": 1.5}},
+               "layer_learning_distance_rewind": {"a/kernel": {"full": 3.0, "unpruned": 2.5}}}]
+    rows = layer_rows("imp", 2, stored)
+    assert [r["layer"] for r in rows] == ["a/kernel", "b/kernel"]
+    assert rows[0] == {"branch": "imp", "seed": 4, "level": 2, "layer": "a/kernel", "density": 0.75,
+                       "learning_distance": 1.0, "learning_distance_unpruned": 0.5,
+                       "learning_distance_rewind": 3.0, "learning_distance_rewind_unpruned": 2.5}
+    write_layers_csv(rows, tmp_path / "layers.csv")
+    back = read_csv(tmp_path / "layers.csv")
+    assert list(back[0])[:len(LAYER_COLUMNS)] == list(LAYER_COLUMNS)
+    assert back[1]["learning_distance_rewind"] is None and back[1]["learning_distance"] == 2.0

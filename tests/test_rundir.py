@@ -32,7 +32,8 @@ def test_prepare_run_dir_writes_readable_config(tmp_path):
     quieter = override(config, {"run.verbosity": 0})
     assert rundir.prepare_run_dir(tmp_path, quieter) == path  # resume with other non-result settings
     assert json.loads((path / "config.json").read_text())["run"]["verbosity"] == 0
-    assert not [p.name for p in path.iterdir() if p.name.startswith(".")]
+    # no temporary file left behind; the lock and its owner note are the only hidden files
+    assert sorted(p.name for p in path.iterdir() if p.name.startswith(".")) == [rundir.LOCK_FILE, rundir.OWNER_FILE]
 
 
 def test_prepare_run_dir_conflict(tmp_path):

@@ -107,12 +107,22 @@ def _make(name: str, arrays: dict, num_classes: int | None, source: dict) -> Raw
 
 def load_npz(path: str | os.PathLike, name: str = "npz") -> dict:
     """An ``.npz`` with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (optional ``num_classes``).
-    ``path`` is the file, or a folder holding ``<name>.npz``."""
+    ``path`` is the file, or a folder holding ``<name>.npz``.
+
+    Arrays are read with ``allow_pickle=False``. Raises :class:`DataNotFoundError` for a missing
+    file and :class:`DataError` naming the file for anything else: not a zip archive (numpy would
+    take it for a pickle), object arrays, missing arrays."""
     path = Path(path).expanduser()
     if path.is_dir():
         path = path / f"{name}.npz"
     if not path.is_file():
         raise DataNotFoundError(f"npz file not found: {path}")
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as err:
+        raise DataError(f"{path}: cannot read the npz file ({err.strerror or err})") from None
+    if not is_zip:
+        raise DataError(f"{path} is not a valid .npz file (not a zip archive of .npy arrays)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in npz.files]
@@ -123,8 +133,13 @@ def load_npz(path: str | os.PathLike, name: str = "npz") -> dict:
                 out["num_classes"] = int(npz["num_classes"])
     except DataError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(f"{path}: not a readable npz file ({err})") from None
+    except ValueError as err:
+        if "pickle" in str(err):  # an object array: refused, whatever numpy suggests
+            raise DataError(f"{path} is not a valid .npz file for this reader: it holds object "
+                            f"(pickled) arrays, which are never loaded") from None
+        raise DataError(f"{path} is not a valid .npz file ({err})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(f"{path} is not a valid .npz file ({err})") from None
     out["location"] = str(path)
     return out
 

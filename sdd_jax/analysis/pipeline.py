@@ -1,0 +1,471 @@
+"""``sdd-jax analyze``: the paper's second half over a finished run, cached and resumable in
+``RUN_DIR/analysis/``.
+
+Steps (each cached per level, so a killed analysis resumes at the level it was in, and a rerun
+with everything cached only redraws the figures and the report):
+
+1. calibration and memorisation at every finished level (:mod:`.calibration`);
+2. sharpness at every finished level: λmax and the Hutchinson trace of the Hessian restricted to
+   the unpruned weights (:mod:`.hessian`);
+3. re-dense training at the chosen levels (:mod:`.redense`);
+4. linear interpolation sparse → re-dense (:mod:`.interpolate`);
+5. 1-D filter-normalised loss curves around both solutions (:mod:`.landscape`);
+6. rank correlations of test accuracy with each candidate explanation and phase statistics, with
+   bootstrap intervals over seeds (:mod:`.stats`); tables, figures (:mod:`.figures`) and
+   ``report.md`` (:mod:`.report`).
+
+The chosen levels default to four picked on the mean curves of ``results.csv`` by the phase rule
+(:func:`choose_levels`). Every step is vmapped over seeds (the run's seed execution) and, for
+interpolation and curves, mapped over the grid of points in chunks of ``analysis.grid_chunk``.
+
+Random draws (the fixed training batches for the Hessian and for BatchNorm statistics, the
+Lanczos start vectors and Hutchinson probes, the 1-D directions) come from their own key streams,
+``analysis/<name>`` folded into ``analysis.seed`` (:func:`analysis_key`), never from the run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import zlib
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sdd_jax.analysis import calibration as calib
+from sdd_jax.analysis import evaluation, hessian, interpolate, landscape
+from sdd_jax.analysis.redense import last_learning_rate, redense_level
+from sdd_jax.analysis.settings import AnalysisConfig, as_dict, parse, settings_hash
+from sdd_jax.atomic import atomic_write_json
+from sdd_jax.checkpoints import RunStore
+from sdd_jax.engine import has_convolutions, over_seeds
+from sdd_jax.phases import phases
+from sdd_jax.results import ResultsError, aggregate, main_branch, read_results_csv
+from sdd_jax.train import Weights
+
+ANALYSIS_DIR = "analysis"
+ROLES = ("dense", "critical", "sweet", "collapsed")
+
+
+def on_device(tree):
+    """``tree``'s arrays as uncommitted device arrays, however they were read (orbax restores some
+    levels as numpy arrays, others as committed device arrays, and jitted functions would compile
+    once for each kind)."""
+    return jax.tree.map(jnp.asarray, jax.device_get(tree))
+
+
+class AnalysisError(ValueError):
+    """An analysis asked of a run that cannot provide it."""
+
+
+def analysis_key(seed: int, name: str, *extra: int) -> jax.Array:
+    """The key of the analysis draw ``name`` (a stream of its own: CRC32 of ``analysis/<name>``
+    folded into ``key(seed)``), with ``extra`` integers (training seed, level) folded in."""
+    key = jax.random.fold_in(jax.random.key(int(seed)), zlib.crc32(f"analysis/{name}".encode()) & 0x7FFFFFFF)
+    for value in extra:
+        key = jax.random.fold_in(key, int(value))
+    return key
+
+
+# ----- which levels ------------------------------------------------------------------------------
+
+def choose_levels(rows: list[dict]) -> dict[str, int]:
+    """The paper's four levels from the main curve of ``rows``: ``dense`` (level 0), ``critical``
+    (the worst mean test accuracy between the dense level and the best one: the bottom of the
+    dip), ``sweet`` (the best mean test accuracy over the sparse levels) and ``collapsed`` (the
+    first level the phase rule of :func:`sdd_jax.phases.phases` labels collapsed). Roles that do
+    not exist in the run (no dip, no collapse yet) are left out; a level is listed once."""
+    _, main_rows, _ = main_branch(rows)
+    agg = aggregate(main_rows)
+    labels = phases(agg)
+    levels = [e["level"] for e in agg]
+    test = np.array([e["test_acc_mean"] for e in agg])
+    out = {"dense": levels[0]}
+    if len(levels) > 1:
+        best = 1 + int(np.argmax(test[1:]))
+        if best > 1:
+            worst = 1 + int(np.argmin(test[1:best]))
+            if test[worst] < test[0]:
+                out["critical"] = levels[worst]
+        out["sweet"] = levels[best]
+        collapsed = [lv for lv, ph in zip(levels, labels) if ph == "collapsed"]
+        if collapsed:
+            out["collapsed"] = collapsed[0]
+    seen, unique = set(), {}
+    for role, level in out.items():
+        if level not in seen:
+            unique[role] = level
+            seen.add(level)
+    return unique
+
+
+# ----- cache -------------------------------------------------------------------------------------
+
+class StepCache:
+    """Per-level JSON results of one step under ``analysis/cache/<step>-<hash>/`` (the hash covers
+    the step's settings), written atomically."""
+
+    def __init__(self, root: Path, step: str, digest: str, settings: dict):
+        self.path = root / "cache" / f"{step}-{digest}"
+        self.settings = settings
+
+    def file(self, level: int) -> Path:
+        return self.path / f"level_{level:03d}.json"
+
+    def has(self, level: int) -> bool:
+        return self.file(level).is_file()
+
+    def get(self, level: int) -> dict:
+        return json.loads(self.file(level).read_text())
+
+    def put(self, level: int, data: dict) -> dict:
+        self.path.mkdir(parents=True, exist_ok=True)
+        if not (self.path / "settings.json").is_file():
+            atomic_write_json(self.path / "settings.json", self.settings)
+        atomic_write_json(self.file(level), _native(data))
+        return self.get(level)
+
+
+def _native(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _native(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_native(v) for v in obj]
+    if isinstance(obj, (np.ndarray, np.generic, jax.Array)):
+        return np.asarray(obj).tolist()
+    return obj
+
+
+# ----- progress ----------------------------------------------------------------------------------
+
+class _Bar:
+    """Progress over every unit of work (epochs, levels, curves), naming the current task: a tqdm
+    bar on a terminal; elsewhere (a log file, a batch job) a line at most every ``interval``
+    seconds, as :mod:`sdd_jax.progress` does for runs."""
+
+    def __init__(self, total: int, verbosity: int, desc: str, stream=None, interval: float = 60.0):
+        self.stream = stream or sys.stderr
+        self.total, self.desc, self.interval = total, desc, interval
+        self.done, self.text = 0, ""
+        self.started = self.last = time.monotonic()
+        self.bar = None
+        self.lines = verbosity > 0 and total > 0 and not _is_terminal(self.stream)
+        if verbosity > 0 and total > 0 and not self.lines:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="step", file=self.stream, dynamic_ncols=True,
+                            leave=True)
+
+    def task(self, text: str) -> None:
+        self.text = text
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=True)
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.lines and (time.monotonic() - self.last >= self.interval or self.done >= self.total):
+            self.last = time.monotonic()
+            elapsed = self.last - self.started
+            eta = elapsed / self.done * (self.total - self.done)
+            print(f"{self.desc}: {self.done}/{self.total} steps ({self.text}), {elapsed:.0f} s elapsed, "
+                  f"ETA {eta:.0f} s", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+# ----- the analysis ------------------------------------------------------------------------------
+
+class Analysis:
+    """The analysis of one run: its experiment, settings, chosen levels and jitted functions."""
+
+    def __init__(self, exp, run, cfg: AnalysisConfig, levels: dict[str, int], verbosity: int):
+        self.exp, self.run, self.cfg, self.levels = exp, run, cfg, levels
+        self.root = run.path / ANALYSIS_DIR
+        self.verbosity = verbosity
+        engine = exp.engine
+        self.engine = engine
+        self.spec = engine.spec
+        self.seeds = exp.seeds
+        ds = exp.dataset
+        self.y_clean = jnp.asarray(ds.y_train_clean, jnp.int32)
+        self.chunk = cfg.grid_chunk or (1 if has_convolutions(exp.model) else 8)
+        sparse_epochs = {lv: self._plan(lv).num_epochs for lv in levels.values()}
+        self.redense_epochs = {lv: cfg.redense_epochs or n for lv, n in sparse_epochs.items()}
+        self.sparse_epochs = sparse_epochs
+        self.redense_lr = cfg.redense_lr or last_learning_rate(exp)
+        keys = ("redense_momentum", "replay_sparse", "redense_epochs")
+        self.redense_hash = settings_hash(cfg, keys, lr=self.redense_lr)
+        base = {"redense": self.redense_hash}
+        self.caches = {
+            "calibration": self._cache("calibration", ("ece_bins",)),
+            "sharpness": self._cache("sharpness", ("hessian_batches", "lanczos_steps", "hutchinson_probes",
+                                                   "eigen_method", "seed")),
+            "interpolation": self._cache("interpolation", ("interp_points", "bn_batches", "seed"), **base),
+            "landscape": self._cache("landscape", ("curve_points", "curve_range", "seed"), **base),
+            "redense": self._cache("redense", keys, lr=self.redense_lr),
+        }
+
+    def _cache(self, step: str, keys: tuple[str, ...], **extra) -> StepCache:
+        digest = settings_hash(self.cfg, keys, **extra)
+        settings = {k: v for k, v in as_dict(self.cfg).items() if k in keys} | extra
+        return StepCache(self.root, step, digest, settings)
+
+    def _plan(self, level: int):
+        from sdd_jax import imp
+
+        return imp.schedule_plan(self.exp, level, self.exp.config.pruning.schedule)
+
+    def _mapped(self, fn, in_axes):
+        return jax.jit(over_seeds(fn, in_axes, self.engine.seed_execution, self.engine.mesh))
+
+    def _fixed_batches(self, name: str, batches: int):
+        """``batches`` training batches of ``optim.batch_size`` (fewer examples: all of them),
+        drawn once without replacement: images (batches, batch, ...) and noisy labels."""
+        n = self.exp.train.size
+        per = min(self.spec.batch_size, n // batches) or 1
+        count = per * min(batches, n)
+        idx = jax.random.permutation(analysis_key(self.cfg.seed, name), n)[:count].reshape(-1, per)
+        return jnp.take(self.exp.train.x, idx, axis=0), jnp.take(self.exp.train.y, idx, axis=0)
+
+    # -- units of work (for the progress bar)
+    def work(self, finished: list[int]) -> dict[str, int]:
+        chosen = list(self.levels.values())
+        return {
+            "calibration": sum(not self.caches["calibration"].has(lv) for lv in finished),
+            "sharpness": sum(not self.caches["sharpness"].has(lv) for lv in finished),
+            "redense": sum(self.sparse_epochs[lv] + self.redense_epochs[lv] for lv in chosen
+                           if not self.caches["redense"].has(lv)),
+            "interpolation": sum(not self.caches["interpolation"].has(lv) for lv in chosen),
+            "landscape": 2 * sum(not self.caches["landscape"].has(lv) for lv in chosen),
+        }
+
+    # -- 1. calibration and memorisation
+    def calibration(self, level: int, weights, bar: _Bar) -> dict:
+        cache = self.caches["calibration"]
+        if cache.has(level):
+            return cache.get(level)
+        bar.task(f"calibration, level {level}")
+        if not hasattr(self, "_logits_fn"):
+            self._logits_fn = self._mapped(partial(evaluation.logits, self.spec), (0, 0, 0, None))
+        logits = np.asarray(self._logits_fn(weights.params, weights.batch_stats, weights.mask, self.exp.test.x))
+        _, _, pred = self.engine.evaluate(weights.params, weights.batch_stats, weights.mask, self.exp.train)
+        pred = np.asarray(pred)
+        ds = self.exp.dataset
+        out: dict[str, list] = {}
+        for i in range(len(self.seeds)):
+            c = calib.calibration(logits[i], ds.y_test, self.cfg.ece_bins)
+            m = calib.memorisation(pred[i], ds.y_train, ds.y_train_clean)
+            for k, v in {"test_acc": c["acc"], "ece": c["ece"], "nll": c["nll"], "brier": c["brier"],
+                         **m, "bin_count": c["reliability"]["count"],
+                         "bin_confidence": c["reliability"]["confidence"],
+                         "bin_accuracy": c["reliability"]["accuracy"]}.items():
+                out.setdefault(k, []).append(v)
+        bar.step()
+        return cache.put(level, out)
+
+    # -- 2. sharpness
+    def sharpness(self, level: int, weights, bar: _Bar) -> dict:
+        cache = self.caches["sharpness"]
+        if cache.has(level):
+            return cache.get(level)
+        bar.task(f"sharpness, level {level}")
+        cfg = self.cfg
+        if not hasattr(self, "_sharp_fn"):
+            fn = partial(hessian.sharpness, self.spec, steps=cfg.lanczos_steps, probes=cfg.hutchinson_probes,
+                         method=cfg.eigen_method)
+            self._sharp_fn = self._mapped(fn, (0, 0, 0, None, None, 0))
+            self._hessian_batches = self._fixed_batches("hessian_batches", cfg.hessian_batches)
+        keys = jnp.stack([analysis_key(cfg.seed, "hessian", s, level) for s in self.seeds])
+        lam, samples = self._sharp_fn(weights.params, weights.batch_stats, weights.mask,
+                                      *self._hessian_batches, keys)
+        samples = np.asarray(samples, np.float64)
+        bar.step()
+        return cache.put(level, {"lambda_max": np.asarray(lam, np.float64), "trace": samples.mean(1),
+                                 "trace_se": samples.std(1, ddof=1) / np.sqrt(samples.shape[1])
+                                 if samples.shape[1] > 1 else np.full(len(self.seeds), np.nan)})
+
+    # -- 3. re-dense training
+    def _redense_store(self) -> RunStore:
+        path = self.caches["redense"].path
+        path.mkdir(parents=True, exist_ok=True)
+        if not (path / "settings.json").is_file():
+            atomic_write_json(path / "settings.json", self.caches["redense"].settings)
+        return RunStore(path)
+
+    def redense(self, level: int, bar: _Bar) -> tuple[dict, Weights]:
+        cache = self.caches["redense"]
+        store = self._redense_store()
+        shapes = self.exp.state_shapes
+        target = {"params": shapes.params, "batch_stats": shapes.batch_stats}
+        if cache.has(level) and level in store.finished_levels():
+            tree, _ = store.restore_level(level, target)
+            return cache.get(level), on_device(Weights(tree["params"], tree["batch_stats"]))
+        bar.task(f"re-dense, level {level}")
+        curves, _, redensed, info = redense_level(
+            self.exp, self.run, level, epochs=self.redense_epochs[level], lr=self.redense_lr,
+            momentum=self.cfg.redense_momentum, replay=self.cfg.replay_sparse, tick=bar.step)
+        if level not in store.finished_levels():
+            store.save_level(level, {"params": redensed.params, "batch_stats": redensed.batch_stats}, {"info": info})
+        return cache.put(level, {"curves": curves, "info": info}), on_device(redensed)
+
+    # -- 4. interpolation
+    def interpolation(self, level: int, sparse, redensed: Weights, bar: _Bar) -> dict:
+        cache = self.caches["interpolation"]
+        if cache.has(level):
+            return cache.get(level)
+        bar.task(f"interpolation, level {level}")
+        cfg = self.cfg
+        if not hasattr(self, "_interp_fn"):
+            fn = partial(interpolate.curve, self.spec, chunk=self.chunk)
+            self._interp_fn = self._mapped(fn, (0, 0, 0, None, None, None, None, None, None))
+            self._bn_batches = self._fixed_batches("bn_batches", cfg.bn_batches)[0]
+        alphas = jnp.linspace(0.0, 1.0, cfg.interp_points)
+        dense = jax.tree.map(jnp.ones_like, sparse.mask)
+        out = self._interp_fn(sparse.weights, redensed, dense, alphas, self.exp.train.x,
+                              (self.exp.train.y, self.y_clean), self.exp.test.x, self.exp.test.y,
+                              self._bn_batches)
+        tl, ta, sl, sa = (np.asarray(o, np.float64) for o in out)
+        bar.step()
+        return cache.put(level, {"alpha": np.asarray(alphas), "train_loss": tl[..., 0], "train_acc": ta[..., 0],
+                                 "train_loss_clean": tl[..., 1], "train_acc_clean": ta[..., 1],
+                                 "test_loss": sl, "test_acc": sa,
+                                 "batch_norm_batches": cfg.bn_batches if jax.tree.leaves(sparse.batch_stats) else 0})
+
+    # -- 5. 1-D curves
+    def landscape(self, level: int, sparse, redensed: Weights, bar: _Bar) -> dict:
+        cache = self.caches["landscape"]
+        if cache.has(level):
+            return cache.get(level)
+        cfg = self.cfg
+        if not hasattr(self, "_curve_fn"):
+            fn = partial(landscape.curve, self.spec, chunk=self.chunk)
+            self._curve_fn = self._mapped(fn, (0, 0, 0, None, None, None, None, None))
+            self._direction_fn = jax.jit(jax.vmap(landscape.random_direction))
+        alphas = jnp.linspace(-cfg.curve_range, cfg.curve_range, cfg.curve_points)
+        keys = jnp.stack([analysis_key(cfg.seed, "direction", s) for s in self.seeds])
+        dense = jax.tree.map(jnp.ones_like, sparse.mask)
+        result = {"alpha": np.asarray(alphas)}
+        for name, weights, mask in (("sparse", sparse.weights, sparse.mask), ("redense", redensed, dense)):
+            bar.task(f"1-D curve ({name}), level {level}")
+            direction = self._direction_fn(keys, weights.params, mask)
+            out = self._curve_fn(weights, mask, direction, alphas, self.exp.train.x,
+                                 (self.exp.train.y, self.y_clean), self.exp.test.x, self.exp.test.y)
+            tl, ta, sl, sa = (np.asarray(o, np.float64) for o in out)
+            result[name] = {"train_loss": tl[..., 0], "train_acc": ta[..., 0], "train_loss_clean": tl[..., 1],
+                            "test_loss": sl, "test_acc": sa}
+            bar.step()
+        return cache.put(level, result)
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """(``analysis.*`` assignments, the others: run settings for :func:`sdd_jax.branches.open_run`)."""
+    ours = [o for o in overrides if o.split("=", 1)[0].strip().startswith("analysis.")]
+    return ours, [o for o in overrides if o not in ours]
+
+
+def analyze(run_dir: str | os.PathLike, levels: list[int] | None = None, overrides: list[str] = (),
+            quiet: bool = False) -> dict:
+    """Analyse the finished run in ``run_dir`` (see the module docstring); returns the paths
+    written (``report``, ``tables``, ``figures``) and the ``seconds`` taken.
+
+    ``levels`` replaces the four chosen by :func:`choose_levels`; ``overrides`` are
+    ``analysis.KEY=VALUE`` settings (:class:`~sdd_jax.analysis.settings.AnalysisConfig`) and the
+    ``run.*`` settings a branch accepts. Raises :class:`AnalysisError` (or a ``ValueError``,
+    ``FileNotFoundError``) naming the file or setting before anything is written.
+    """
+    from sdd_jax import branches
+    from sdd_jax.analysis import figures, report, tables
+
+    started = time.time()
+    run_dir = Path(run_dir)
+    ours, theirs = split_overrides(list(overrides))
+    cfg = parse(ours)
+    results_csv = run_dir / "results.csv"
+    if not results_csv.is_file():
+        raise FileNotFoundError(f"{results_csv} not found: is {run_dir} a finished run directory?")
+    rows = [r for r in read_results_csv(results_csv) if r.get("branch", "imp") == "imp"]
+    if not rows:
+        raise ResultsError(f"{results_csv} has no rows of the main run")
+    exp, run = branches.open_run(run_dir, theirs + (["run.verbosity=0"] if quiet else []))
+    finished = run.finished_levels()
+    in_csv = sorted({int(r["level"]) for r in rows})
+    if in_csv != finished:
+        raise AnalysisError(f"{results_csv} lists levels {in_csv} but {run_dir / 'levels'} holds {finished}: "
+                            f"rerun `sdd-jax run` (or `sdd-jax report`) to bring them in line")
+    if levels:
+        missing = [lv for lv in levels if lv not in finished]
+        if missing:
+            raise AnalysisError(f"--levels {missing} are not finished levels of {run.path.name} "
+                                f"(finished: {finished})")
+        chosen = {f"level {lv}": lv for lv in dict.fromkeys(levels)}
+        auto = choose_levels(rows)
+        names = {lv: role for role, lv in auto.items()}
+        chosen = {names.get(lv, f"level {lv}"): lv for lv in chosen.values()}
+    else:
+        chosen = choose_levels(rows)
+    an = Analysis(exp, run, cfg, chosen, 0 if quiet else exp.config.run.verbosity)
+    an.root.mkdir(exist_ok=True)
+    atomic_write_json(an.root / "settings.json", {"analysis": as_dict(cfg), "levels": chosen,
+                                                   "redense_lr": an.redense_lr,
+                                                   "redense_epochs": an.redense_epochs})
+    work = an.work(finished)
+    bar = _Bar(sum(work.values()), an.verbosity, f"{exp.config.name}:analyze")
+    try:
+        per_level = {}
+        for level in finished:
+            weights = None
+            if not (an.caches["calibration"].has(level) and an.caches["sharpness"].has(level)):
+                weights = on_device(run.level(level))
+            per_level[level] = {"calibration": an.calibration(level, weights, bar),
+                                "sharpness": an.sharpness(level, weights, bar)}
+        chosen_data = {}
+        for role, level in chosen.items():
+            redense_data, redensed = an.redense(level, bar)
+            sparse = None
+            if not (an.caches["interpolation"].has(level) and an.caches["landscape"].has(level)):
+                sparse = on_device(run.level(level))
+            chosen_data[role] = {
+                "level": level,
+                "redense": redense_data,
+                "interpolation": an.interpolation(level, sparse, redensed, bar),
+                "landscape": an.landscape(level, sparse, redensed, bar),
+                "curves": run.store.level_metrics(level)["curves"],
+            }
+    finally:
+        bar.close()
+    data = tables.collect(rows, per_level, chosen_data, cfg, run, exp)
+    written = tables.write(an.root, data)
+    figure_paths = figures.draw_all(an.root / "figures", data)
+    seconds = time.time() - started
+    report_path = report.write(an.root, data, written, figure_paths, cfg, seconds)
+    _prune_stale_figures(an.root / "figures", figure_paths)
+    return {"report": report_path, "tables": written, "figures": figure_paths, "seconds": seconds,
+            "data": data}
+
+
+def _prune_stale_figures(folder: Path, keep: list[str]) -> None:
+    """Remove figures of an earlier analysis that this one did not draw (e.g. no reinit branch)."""
+    keep = {Path(p).name for p in keep}
+    for path in folder.glob("*"):
+        if path.is_file() and path.name not in keep:
+            path.unlink()
+    if not any(folder.iterdir()):
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,121 @@
+"""``RUN_DIR/analysis/report.md``: the analysis in one page, the correlation and phase tables in
+markdown, linking every figure and table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from sdd_jax.analysis.stats import CORRELATIONS
+from sdd_jax.atomic import atomic_write_text
+
+
+def _pct(v: float) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.2f}"
+
+
+def _num(v: float) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{v:+.2f}"
+
+
+def correlation_markdown(rows: list[dict]) -> str:
+    """One markdown table per scope: candidate, then ``value [low, high]`` per method."""
+    out = []
+    for scope in dict.fromkeys(r["scope"] for r in rows):
+        sub = [r for r in rows if r["scope"] == scope]
+        n = sub[0]["levels"]
+        out.append(f"**{scope}** ({n} levels)\n")
+        out.append("| candidate | " + " | ".join(f"{m} (95% CI)" for m in CORRELATIONS) + " |")
+        out.append("|---|" + "---|" * len(CORRELATIONS))
+        for cand in dict.fromkeys(r["candidate"] for r in sub):
+            cells = []
+            for m in CORRELATIONS:
+                r = next(r for r in sub if r["candidate"] == cand and r["method"] == m)
+                cells.append(f"{_num(r['value'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]")
+            out.append(f"| {cand} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def phase_markdown(rows: list[dict]) -> str:
+    out = ["| quantity | level | test accuracy (%) | 95% CI |", "|---|---|---|---|"]
+    for r in rows:
+        level = "" if r["level"] is None else str(r["level"])
+        out.append(f"| {r['quantity']} | {level} | {_pct(r['value'])} | [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] |")
+    return "\n".join(out)
+
+
+def write(root: Path, data: dict, tables: list[str], figures: list[str], cfg, seconds: float) -> str:
+    """Write ``root/report.md``; returns its path."""
+    rel = lambda p: os.path.relpath(p, root)  # noqa: E731
+    pngs = [p for p in figures if p.endswith(".png")]
+    levels, x = data["levels"], data["density"]
+    chosen = "\n".join(f"- **{role}**: level {c['level']} ({100 * x[levels.index(c['level'])]:.3g}% of the "
+                       f"weights, {data['phases'][levels.index(c['level'])]} phase), re-dense at lr "
+                       f"{c['redense']['info']['lr']:g} for {c['redense']['info']['epochs']} epochs"
+                       + ("" if c["redense"]["info"].get("replay_max_abs_diff") is None else
+                          f" (replayed sparse stage: max |Δw| {c['redense']['info']['replay_max_abs_diff']:.2g}"
+                          " from the stored level)")
+                       for role, c in data["chosen"].items())
+    ps = data["per_seed"]
+    sharp = ["| level | weights (%) | phase | test acc (%) | λmax | Hessian trace | ECE (%) | NLL | Brier |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for j, lv in enumerate(levels):
+        m = {k: float(np.nanmean(ps[k][:, j])) for k in ("test_acc", "lambda_max", "hessian_trace", "ece", "nll", "brier")}
+        sharp.append(f"| {lv} | {100 * x[j]:.3g} | {data['phases'][j]} | {100 * m['test_acc']:.2f} | "
+                     f"{m['lambda_max']:.3g} | {m['hessian_trace']:.4g} | {100 * m['ece']:.2f} | {m['nll']:.3f} | "
+                     f"{m['brier']:.3f} |")
+    bn = (f"BatchNorm statistics are recomputed at every α on {cfg.bn_batches} fixed training batches."
+          if data["has_batch_norm"] else "The model has no BatchNorm: every α is evaluated exactly.")
+    text = f"""# Analysis of {data['run']}
+
+{len(data['seeds'])} seed(s), {len(levels)} levels, schedule `{data['schedule']}`; analysed in
+{seconds:.0f} s (`sdd-jax analyze`; cached steps are not recomputed). Means over seeds; intervals
+are percentile bootstraps over seeds ({cfg.bootstrap} resamples), coarse with few seeds.
+
+## Chosen levels
+
+{chosen}
+
+## The claim as a number
+
+Rank correlation across levels between the mean test accuracy and each candidate explanation
+(`correlations.csv`). The learning distance is measured from θ0 (the paper's definition: pruned
+coordinates count θ0²) or over the unpruned coordinates only, and from θk; λmax and the trace are
+those of the Hessian of the training loss restricted to the unpruned weights
+({cfg.hessian_batches} fixed training batches, {cfg.lanczos_steps} {cfg.eigen_method} steps,
+{cfg.hutchinson_probes} Hutchinson probes).
+
+{correlation_markdown(data['correlations'])}
+## Phases
+
+Test accuracy at the dense, worst (bottom of the dip) and best levels; `dip` = dense − worst,
+`recovery` = best − worst, `gain` = best − dense (`phase_stats.csv`).
+
+{phase_markdown(data['phase_stats']) if data['phase_stats'] else 'The run has no dip and recovery to measure.'}
+
+## Per level
+
+Sharpness and calibration of the test predictions at every level (`levels.csv`, per seed).
+
+{chr(10).join(sharp)}
+
+## Figures
+
+Interpolation: {data['chosen'] and bn} 1-D curves: a Gaussian direction per seed, each filter
+rescaled to the norm of the solution's filter, biases and BatchNorm parameters left out;
+{cfg.curve_points} points in [−{cfg.curve_range:g}, {cfg.curve_range:g}].
+
+{chr(10).join(f"- [{Path(p).stem}]({rel(p)})" for p in pngs)}
+
+{chr(10).join(f"![{Path(p).stem}]({rel(p)})" for p in pngs)}
+
+## Tables
+
+{chr(10).join(f"- [{Path(p).name}]({rel(p)})" for p in tables)}
+"""
+    path = root / "report.md"
+    atomic_write_text(path, text)
+    return str(path)

@@ -1,0 +1,114 @@
+"""Several hosts, one run: start-up, which process writes, and per-seed arrays back on the host.
+
+On a Cloud TPU pod slice (or any multi-process JAX job) every host runs the same command on the
+same config. Each process builds the same data set, the seed mesh spans the devices of every
+host (:func:`sdd_jax.engine.seed_mesh` over ``jax.devices()``), and the compiled programs run as
+one. What differs between processes:
+
+* only process 0 (:func:`is_primary`) writes the run directory's files (JSON, ``results.csv``,
+  ``summary.txt``, figures) and prints progress;
+* checkpoints are written through orbax by every process together (orbax writes each shard
+  once, from the process that holds it, and finalises the step on the primary host);
+* arrays split over seeds on other hosts are gathered with
+  :func:`jax.experimental.multihost_utils.process_allgather` (:func:`to_host`).
+
+The run directory must be on a file system every host sees (e.g. a Filestore or GCS FUSE mount).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+DISTRIBUTED = ("auto", "on", "off")
+
+# Set by JAX's TPU runtime on every VM of a slice: one hostname per VM.
+_TPU_HOSTS_ENV = "TPU_WORKER_HOSTNAMES"
+
+
+def wanted(setting: str) -> bool:
+    """Whether ``run.distributed`` = ``setting`` asks for :func:`jax.distributed.initialize`:
+    ``on`` always, ``off`` never, ``auto`` on a multi-host Cloud TPU slice (``TPU_WORKER_HOSTNAMES``
+    lists more than one host) or when a coordinator is named (``JAX_COORDINATOR_ADDRESS``)."""
+    if setting not in DISTRIBUTED:
+        raise ValueError(f"run.distributed must be one of {', '.join(DISTRIBUTED)}, got {setting!r}")
+    if setting != "auto":
+        return setting == "on"
+    hosts = [h for h in os.environ.get(_TPU_HOSTS_ENV, "").split(",") if h.strip()]
+    return len(hosts) > 1 or bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
+
+
+def initialize(setting: str) -> bool:
+    """Join the multi-process job when :func:`wanted` (before anything else touches JAX's
+    backends); returns whether it did. ``jax.distributed.initialize`` finds the coordinator,
+    process count and index itself on Cloud TPU, SLURM and Open MPI; elsewhere set
+    ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID`` in each process's environment.
+    Raises :class:`ValueError` naming ``run.distributed`` when it cannot."""
+    if not wanted(setting):
+        return False
+    if jax.distributed.is_initialized():
+        return True
+    named = {}
+    for env, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
+        if os.environ.get(env, "").strip():
+            try:
+                named[key] = int(os.environ[env])
+            except ValueError:
+                raise ValueError(f"{env}={os.environ[env]!r} is not an integer") from None
+    try:
+        jax.distributed.initialize(**named)
+    except (RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"run.distributed={setting}: cannot join the multi-process job ({first}); "
+                         "set run.distributed=off for a single host") from None
+    return True
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run directory's files and prints (process 0)."""
+    return jax.process_index() == 0
+
+
+def to_host(tree: Any) -> Any:
+    """``tree`` as numpy arrays on this host, each whole (all seeds), whichever process holds
+    them: ``jax.device_get`` for arrays this process can address, an all-gather otherwise. Every
+    process must call it with the same tree (it is a collective when arrays span hosts)."""
+    leaves = jax.tree.leaves(tree)
+    if all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return jax.device_get(tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(
+        lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        if isinstance(x, jax.Array) and not x.is_fully_addressable else jax.device_get(x), tree)
+
+
+def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+    """``jax.device_put(tree, sharding)``, also when ``sharding`` spans the devices of several
+    processes: then each process builds its own shards from the whole value, which every process
+    must hold alike (the same data on every host). Typed PRNG keys keep their key type."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def one(leaf):
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return jax.device_put(leaf, sharding)
+        if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            impl = jax.random.key_impl(leaf)
+            return jax.random.wrap_key_data(one(jax.random.key_data(leaf)), impl=impl)
+        host = np.asarray(jax.device_get(leaf))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(one, tree)
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches ``name`` (nothing with one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

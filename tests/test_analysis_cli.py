@@ -1,0 +1,100 @@
+"""``sdd-jax analyze`` end to end on a tiny finished run: every file written, re-dense curves
+evaluated every epoch, a rerun served from the cache, bad input refused before anything is
+written."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sdd_jax import cli
+from sdd_jax.analysis import figures, tables
+
+TINY = ["analysis.interp_points=3", "analysis.curve_points=3", "analysis.lanczos_steps=3",
+        "analysis.hutchinson_probes=2", "analysis.hessian_batches=1", "analysis.bn_batches=1",
+        "analysis.bootstrap=20", "analysis.redense_epochs=1"]
+TABLES = ("correlations.csv", "phase_stats.csv", "levels.csv", "redense.csv", "interpolation.csv", "landscape.csv")
+STEMS = ("redense", "interpolation", "landscape", "distance_sharpness", "best_vs_last", "generalisation_gap",
+         "level_curves", "reliability", "calibration")
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("runs")
+    assert cli.main(["run", "smoke", "--workdir", str(workdir), "--set", "pruning.levels=3", "--set",
+                     "data.train_size=256", "--set", "data.test_size=200", "-q"]) == 0
+    (run_dir,) = workdir.iterdir()
+    args = ["analyze", str(run_dir), "--levels", "0,2", "-q"]
+    for item in TINY:
+        args += ["--set", item]
+    assert cli.main(args) == 0
+    return run_dir, args
+
+
+def test_analyze_writes_every_table_figure_and_the_report(analysed):
+    run_dir, _ = analysed
+    root = run_dir / "analysis"
+    for name in TABLES:
+        assert (root / name).stat().st_size > 0, name
+    for stem in STEMS:
+        for ext in ("png", "svg"):
+            assert (root / "figures" / f"{stem}.{ext}").stat().st_size > 0, (stem, ext)
+    assert not (root / "figures" / "reinit.png").exists()  # the run has no reinit branch
+    report = (root / "report.md").read_text()
+    for stem in STEMS:
+        assert f"figures/{stem}.png" in report
+    correlations = (root / "correlations.csv").read_text().splitlines()
+    assert correlations[0] == "scope,candidate,method,value,ci_low,ci_high,levels"
+    assert len(correlations) - 1 == len(tables.CANDIDATES) * 2  # no collapse in 3 levels: one scope
+    levels = (root / "levels.csv").read_text().splitlines()
+    assert len(levels) - 1 == 4 * 2  # every level of the run, per seed
+
+
+def test_redense_curves_cover_every_epoch_of_both_stages(analysed):
+    run_dir, _ = analysed
+    (cache,) = (run_dir / "analysis" / "cache").glob("redense-*/level_002.json")
+    data = json.loads(cache.read_text())
+    curves = data["curves"]
+    assert curves["stage"] == ["sparse", "sparse", "redense"]  # 2 sparse epochs (smoke), 1 re-dense
+    assert all(v is not None and len(v) == 2 for v in curves["test_acc"])  # every epoch, both seeds
+    assert data["info"]["replay_max_abs_diff"] == 0.0  # the replayed sparse stage is the stored level
+    assert data["info"]["lr"] == pytest.approx(0.1)  # LeNet: the last (only) learning rate
+
+
+def test_rerun_is_served_from_the_cache(analysed, capsys):
+    run_dir, args = analysed
+    root = run_dir / "analysis"
+    before = {p.name: p.read_bytes() for p in root.glob("*.csv")}
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "cache").rglob("level_*.json")}
+    assert cli.main(args) == 0
+    assert {p.name: p.read_bytes() for p in root.glob("*.csv")} == before
+    assert {p: p.stat().st_mtime_ns for p in (root / "cache").rglob("level_*.json")} == stamps
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, analysed, capsys):
+    run_dir, _ = analysed
+    assert cli.main(["analyze", str(tmp_path), "-q"]) == 2
+    assert "results.csv" in capsys.readouterr().err
+    assert cli.main(["analyze", str(run_dir), "--levels", "9", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "[9]" in err and "finished" in err
+    assert cli.main(["analyze", str(run_dir), "--set", "analysis.eigen_method=qr", "-q"]) == 2
+    assert "analysis.eigen_method" in capsys.readouterr().err
+    assert cli.main(["analyze", str(run_dir), "--set", "optim.lr=0.5", "-q"]) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_figures_draw_the_data(analysed):
+    run_dir, _ = analysed
+    # the distance/sharpness panels plot the per-level means written to levels.csv
+    rows = [line.split(",") for line in (run_dir / "analysis" / "levels.csv").read_text().splitlines()]
+    header, body = rows[0], rows[1:]
+    lam = np.array([float(r[header.index("lambda_max")]) for r in body]).reshape(4, 2).mean(1)
+    data = {"per_seed": {k: np.array([[float(r[header.index(k)]) for r in body if r[2] == s]
+                                      for s in ("0", "1")]) for k in
+                         ("test_acc", "lambda_max", "hessian_trace")},
+            "density": np.array([float(r[header.index("density")]) for r in body[::2]])}
+    data["per_seed"]["learning_distance"] = data["per_seed"]["learning_distance_unpruned"] = data["per_seed"]["lambda_max"]
+    fig = figures.distance_sharpness(data)
+    lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
+    np.testing.assert_allclose(lines["lambda_max"].get_ydata(), lam)

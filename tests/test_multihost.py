@@ -1,0 +1,112 @@
+"""Several hosts: two real JAX processes on the CPU (gloo collectives), two devices each, one run
+directory. Only process 0 writes the run's files, the seeds span both processes, the results
+equal a one-process run, and a run killed on both hosts resumes to the same results."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import chex
+import pytest
+
+from sdd_jax import distributed, results
+from sdd_jax.atomic import atomic_write_json
+
+TESTS = Path(__file__).resolve().parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        return sock.getsockname()[1]
+
+
+def _job(workdir: Path, phase: str) -> list[subprocess.CompletedProcess]:
+    """Both processes of the job, started together; their completed processes by index."""
+    port = _free_port()
+    procs = []
+    for index in range(2):
+        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+               "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
+               "JAX_PROCESS_ID": str(index), "JAX_PLATFORMS": "cpu",
+               "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+        procs.append(subprocess.Popen([sys.executable, str(TESTS / "multihost_checks.py"), str(workdir), phase],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done
+
+
+def _facts(done: subprocess.CompletedProcess) -> dict:
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hosts")
+    killed = _job(root / "shared", "kill")
+    resumed = _job(root / "shared", "run")
+    return killed, resumed
+
+
+def test_only_process_zero_writes_the_run_files(job):
+    killed, resumed = job
+    for phase in (killed, resumed):
+        assert [p.returncode for p in phase] == ([3, 3] if phase is killed else [0, 0]), \
+            [p.stderr[-2000:] for p in phase]
+    zero, one = _facts(resumed[0]), _facts(resumed[1])
+    assert (zero["process"], one["process"], zero["processes"]) == (0, 1, 2)
+    assert one["written"] == [] and _facts(killed[1])["written"] == []
+    names = {Path(p).name for p in zero["written"]}
+    assert {"config.json", "results.csv", "summary.txt", "figure.png"} <= names
+    assert "density" not in resumed[1].stderr  # progress is printed by process 0 only
+    assert "density" in resumed[0].stderr
+
+
+def test_seeds_span_both_processes_and_match_one_process(job, tmp_path):
+    _, resumed = job
+    facts = _facts(resumed[0])
+    assert facts["mesh"] == {"seeds": 4, "data": 1}
+    shared = results.read_results_csv(Path(facts["run_dir"]) / "results.csv")
+    assert sorted({(r["level"], r["seed"]) for r in shared}) == [(lv, s) for lv in range(3) for s in range(4)]
+
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+           "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    code = ("import sys; sys.path.insert(0, %r); import multihost_checks as m, dataclasses; "
+            "from sdd_jax import imp; c = m.tiny(%r); "
+            "c = dataclasses.replace(c, run=dataclasses.replace(c.run, distributed='off', verbosity=0)); "
+            "print(imp.run_imp(c))" % (str(TESTS), str(tmp_path)))
+    alone = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    single = results.read_results_csv(Path(alone.stdout.strip().splitlines()[-1]) / "results.csv")
+    assert [(r["level"], r["seed"]) for r in single] == [(r["level"], r["seed"]) for r in shared]
+    for a, b in zip(single, shared):
+        for key, value in a.items():
+            if isinstance(value, float):
+                chex.assert_trees_all_close(value, b[key], atol=1e-5, rtol=1e-5)
+
+
+def test_a_non_primary_process_writes_no_file(tmp_path, monkeypatch):
+    monkeypatch.setattr("jax.process_index", lambda: 1)
+    assert not distributed.is_primary()
+    atomic_write_json(tmp_path / "results.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr("jax.process_index", lambda: 0)
+    atomic_write_json(tmp_path / "results.json", {"a": 1})
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_run_distributed_auto_joins_only_a_multi_host_slice(monkeypatch):
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "t1k-w-0")
+    assert not distributed.wanted("auto")
+    monkeypatch.setenv("TPU_WORKER_HOSTNAMES", "t1k-w-0,t1k-w-1")
+    assert distributed.wanted("auto")
+    assert not distributed.wanted("off") and distributed.wanted("on")
+    with pytest.raises(ValueError, match="run.distributed"):
+        distributed.wanted("yes")
