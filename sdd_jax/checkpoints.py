@@ -482,6 +482,8 @@ class RunStore:
         self._save(manager, directory, epoch, items, f"level {level} epoch {epoch}", block=False)
 
     def latest_progress(self, level: int) -> int | None:
+        """The latest finished progress epoch of ``level`` (a save in flight is waited for)."""
+        self._wait(self._progress_dir(level))
         steps = self._steps(self._progress_dir(level))
         return steps[-1] if steps else None
 
