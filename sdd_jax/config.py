@@ -457,5 +457,13 @@ def validate(config: Config) -> None:
 
 
 def load_json(path: str) -> Config:
-    with open(path) as handle:
-        return from_dict(Config, json.load(handle))
+    """The config stored in ``path`` (a run's ``config.json``); :class:`ConfigError` naming the
+    file when it is not valid JSON or not a config this version reads."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return from_dict(Config, json.load(handle))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}): the run's config is lost; rerun "
+                          "`sdd-jax run` with the run's preset and settings to write it again") from None
+    except (ConfigError, TypeError, AttributeError) as err:
+        raise ConfigError(f"{path} does not hold a config this version can read: {err}") from None

@@ -4,7 +4,7 @@ Usage: ``multihost_checks.py WORKDIR PHASE`` with ``JAX_COORDINATOR_ADDRESS``,
 ``JAX_NUM_PROCESSES``, ``JAX_PROCESS_ID`` and two simulated devices per process in the
 environment. Both processes run the same pruning run (4 seeds over the 4 devices of the two
 processes) in the same run directory, as hosts of a pod slice would on a shared file system.
-PHASE ``kill`` dies (exit 3) after the first finished level, ``run`` runs to the end. Prints one
+PHASE ``kill`` stops (exit 3) after level 1 is finished, ``run`` runs to the end. Prints one
 JSON object: the files this process wrote outside orbax's checkpoint folders, and the mesh.
 """
 
@@ -16,12 +16,10 @@ from pathlib import Path
 
 import jax
 
-jax.config.update("jax_cpu_collectives_implementation", "gloo")
-
-from sdd_jax import imp  # noqa: E402
-from sdd_jax.config import (Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig,  # noqa: E402
+from sdd_jax import imp
+from sdd_jax.config import (Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig,
                             PruningConfig, RunConfig)
-from sdd_jax.rundir import RunDir  # noqa: E402
+from sdd_jax.rundir import RunDir
 
 ORBAX_FOLDERS = ("levels", "trees", "progress")
 
@@ -38,6 +36,7 @@ def tiny(workdir: str) -> Config:
 
 
 def main() -> None:
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # collectives across processes
     workdir, phase = Path(sys.argv[1]).resolve(), sys.argv[2]
     written = []
 
@@ -79,9 +78,9 @@ def main() -> None:
 
         def finish_then_die(self, level, *args, **kwargs):
             original(self, level, *args, **kwargs)
-            if level == 1:
+            if level == 1:  # both hosts stop here, as a preempted slice does
                 print(json.dumps({"process": jax.process_index(), "written": written}), flush=True)
-                os._exit(3)
+                raise SystemExit(3)
 
         RunDir.finish_level = finish_then_die
     exp, run = imp.prepare(config)

@@ -170,8 +170,9 @@ def test_report_on_an_unfinished_run_says_how_many_levels_are_done(tmp_path, cap
         if level == 1:
             raise KeyboardInterrupt
 
+    small = ["--set", "data.train_size=256", "--set", "data.test_size=256", "--set", "run.eval_batch_size=256"]
     monkeypatch.setattr(Progress, "level_done", stop_after_level_1)
-    assert cli.main(["run", "smoke", "--workdir", str(tmp_path), "--set", "pruning.levels=3", "-q"]) == 130
+    assert cli.main(["run", "smoke", "--workdir", str(tmp_path), "--set", "pruning.levels=3", *small, "-q"]) == 130
     monkeypatch.undo()
     (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     capsys.readouterr()
@@ -179,7 +180,7 @@ def test_report_on_an_unfinished_run_says_how_many_levels_are_done(tmp_path, cap
     (status,) = [line for line in capsys.readouterr().out.splitlines() if line.endswith("results.csv")]
     assert status.startswith("unfinished: 2 of 4 levels done (missing 2-3; rerun the run command")
 
-    assert cli.main(["run", "smoke", "--workdir", str(tmp_path), "--set", "pruning.levels=3", "-q"]) == 0
+    assert cli.main(["run", "smoke", "--workdir", str(tmp_path), "--set", "pruning.levels=3", *small, "-q"]) == 0
     assert cli.main(["report", str(run_dir)]) == 0
     (status,) = [line for line in capsys.readouterr().out.splitlines() if line.endswith("results.csv")]
     assert status == f"complete (4 of 4 levels): {run_dir / 'results.csv'}"
@@ -190,6 +191,8 @@ def test_report_on_an_unfinished_run_says_how_many_levels_are_done(tmp_path, cap
 def test_branch_commands_set_up_the_compilation_cache(smoke_run, tmp_path, monkeypatch, command, extra):
     calls = []
     monkeypatch.setattr(cli, "_setup_compilation_cache", calls.append)
+    # The branch itself is not trained: only the set-up before its first compilation is tested.
+    monkeypatch.setattr("sdd_jax.branches.run_branch", lambda exp, run, name, levels: smoke_run)
     cache = str(tmp_path / "xla-cache")
     assert cli.main([command, str(smoke_run), "--levels", "1", "--set", f"run.compilation_cache={cache}",
                      *extra, "-q"]) == 0

@@ -2,6 +2,7 @@
 directory. Only process 0 writes the run's files, the seeds span both processes, the results
 equal a one-process run, and a run killed on both hosts resumes to the same results."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -12,7 +13,7 @@ from pathlib import Path
 import chex
 import pytest
 
-from sdd_jax import distributed, results
+from sdd_jax import distributed, imp, results
 from sdd_jax.atomic import atomic_write_json
 
 TESTS = Path(__file__).resolve().parent
@@ -27,18 +28,26 @@ def _free_port() -> int:
 def _job(workdir: Path, phase: str) -> list[subprocess.CompletedProcess]:
     """Both processes of the job, started together; their completed processes by index."""
     port = _free_port()
-    procs = []
+    procs, logs = [], []
     for index in range(2):
         env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
                "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
                "JAX_PROCESS_ID": str(index), "JAX_PLATFORMS": "cpu",
                "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+        # Output to files, not pipes: a process blocked on a full pipe would stall the other at
+        # their next barrier.
+        out, err = (open(workdir.parent / f"{phase}-{index}.{kind}", "w+") for kind in ("out", "err"))
+        logs.append((out, err))
         procs.append(subprocess.Popen([sys.executable, str(TESTS / "multihost_checks.py"), str(workdir), phase],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+                                      env=env, stdout=out, stderr=err, text=True))
     done = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=600)
-        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    for proc, (out, err) in zip(procs, logs):
+        proc.wait(timeout=600)
+        out.seek(0)
+        err.seek(0)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()))
+        out.close()
+        err.close()
     return done
 
 
@@ -75,15 +84,14 @@ def test_seeds_span_both_processes_and_match_one_process(job, tmp_path):
     shared = results.read_results_csv(Path(facts["run_dir"]) / "results.csv")
     assert sorted({(r["level"], r["seed"]) for r in shared}) == [(lv, s) for lv in range(3) for s in range(4)]
 
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-           "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
-    code = ("import sys; sys.path.insert(0, %r); import multihost_checks as m, dataclasses; "
-            "from sdd_jax import imp; c = m.tiny(%r); "
-            "c = dataclasses.replace(c, run=dataclasses.replace(c.run, distributed='off', verbosity=0)); "
-            "print(imp.run_imp(c))" % (str(TESTS), str(tmp_path)))
-    alone = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
-    assert alone.returncode == 0, alone.stderr[-2000:]
-    single = results.read_results_csv(Path(alone.stdout.strip().splitlines()[-1]) / "results.csv")
+    sys.path.insert(0, str(TESTS))
+    try:
+        import multihost_checks
+    finally:
+        sys.path.remove(str(TESTS))
+    config = multihost_checks.tiny(str(tmp_path))  # the same run in this one process, one device
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, distributed="off", verbosity=0))
+    single = results.read_results_csv(imp.run_imp(config, write_report=False) / "results.csv")
     assert [(r["level"], r["seed"]) for r in single] == [(r["level"], r["seed"]) for r in shared]
     for a, b in zip(single, shared):
         for key, value in a.items():

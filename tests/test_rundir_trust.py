@@ -22,7 +22,8 @@ from sdd_jax.results import read_results_csv
 from sdd_jax.saved import load_run
 
 TESTS = Path(__file__).resolve().parent
-SMALL = ["--set", "pruning.levels=2", "--set", "data.test_size=256", "--set", "run.eval_batch_size=256"]
+SMALL = ["--set", "pruning.levels=2", "--set", "data.train_size=256", "--set", "data.test_size=256",
+         "--set", "run.eval_batch_size=256"]
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -196,6 +197,17 @@ def test_invalid_json_names_the_file(finished, tmp_path, capsys, name):
     code, _, err = run_cli(capsys, "run", "smoke", "-q", "--workdir", run.parent, *SMALL)
     assert code == 2
     one_error_line(err, str(run / name), "is not valid JSON", "delete it and rerun")
+    assert files(run) == before
+
+
+@pytest.mark.parametrize("command", ["oneshot", "analyze"])
+def test_commands_on_a_run_with_a_garbled_config_name_it(finished, tmp_path, capsys, command):
+    run = copy_run(finished, tmp_path)
+    (run / "config.json").write_text("{ not json")
+    before = files(run)
+    code, _, err = run_cli(capsys, command, run, *(["--levels", "1", "-q"] if command == "oneshot" else []))
+    assert code == 2
+    one_error_line(err, str(run / "config.json"), "is not valid JSON")
     assert files(run) == before
 
 

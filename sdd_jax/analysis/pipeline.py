@@ -120,7 +120,12 @@ class StepCache:
         return self.path / f"level_{level:03d}.json"
 
     def has(self, level: int) -> bool:
-        return self.file(level).is_file()
+        """Whether ``level`` is cached and readable (an unreadable entry is computed again)."""
+        try:
+            self.get(level)
+        except (OSError, ValueError):
+            return False
+        return True
 
     def get(self, level: int) -> dict:
         return json.loads(self.file(level).read_text())
