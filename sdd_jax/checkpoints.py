@@ -309,7 +309,11 @@ class RunStore:
                 pending = self._in_flight.pop(directory, (directory, str(directory)))
                 raise _write_failure(err, pending[0], pending[1]) from None
         pending = self._in_flight.pop(directory, None)
-        if pending is not None and not _is_finished(pending[0]):
+        if pending is None:
+            return
+        # Orbax finalises a step on the primary host; the others see it once it has passed here.
+        barrier(f"checkpoint saved: {pending[0]}")
+        if not _is_finished(pending[0]):
             raise CheckpointError(f"{pending[1]}: orbax did not finalise {pending[0]}")
 
     def __enter__(self) -> RunStore:
