@@ -19,3 +19,9 @@ def shared_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data folder {path} is absent (it holds the real MNIST files these tests read)")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow reproduction test first: under ``pytest -n 2`` one worker runs it from the start
+    while the other takes the rest, instead of the suite waiting for it at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: order kept otherwise
