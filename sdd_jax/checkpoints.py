@@ -311,9 +311,10 @@ class RunStore:
         pending = self._in_flight.pop(directory, None)
         if pending is None:
             return
-        # Orbax finalises a step on the primary host; the others see it once it has passed here.
+        # Orbax finalises a step on the primary host, which checks it; every host passes this
+        # barrier only once it is final (and before the primary may remove it, clear_progress).
         barrier(f"checkpoint saved: {pending[0]}")
-        if not _is_finished(pending[0]):
+        if is_primary() and not _is_finished(pending[0]):
             raise CheckpointError(f"{pending[1]}: orbax did not finalise {pending[0]}")
 
     def __enter__(self) -> RunStore:

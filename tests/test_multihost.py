@@ -55,41 +55,33 @@ def _facts(done: subprocess.CompletedProcess) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def job(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hosts")
-    killed = _job(root / "shared", "kill")
-    resumed = _job(root / "shared", "run")
-    return killed, resumed
+def test_two_hosts_stopped_and_resumed_write_once_and_match_one_process(tmp_path):
+    """One test, not a shared fixture: under pytest-xdist a module fixture would start a job on
+    every worker that runs one of its tests."""
+    killed = _job(tmp_path / "shared", "kill")
+    resumed = _job(tmp_path / "shared", "run")
+    for phase, codes in ((killed, [3, 3]), (resumed, [0, 0])):
+        assert [p.returncode for p in phase] == codes, [p.stderr[-2000:] for p in phase]
 
-
-def test_only_process_zero_writes_the_run_files(job):
-    killed, resumed = job
-    for phase in (killed, resumed):
-        assert [p.returncode for p in phase] == ([3, 3] if phase is killed else [0, 0]), \
-            [p.stderr[-2000:] for p in phase]
+    # Only process 0 writes the run's files and prints progress.
     zero, one = _facts(resumed[0]), _facts(resumed[1])
     assert (zero["process"], one["process"], zero["processes"]) == (0, 1, 2)
     assert one["written"] == [] and _facts(killed[1])["written"] == []
     names = {Path(p).name for p in zero["written"]}
     assert {"config.json", "results.csv", "summary.txt", "figure.png"} <= names
-    assert "density" not in resumed[1].stderr  # progress is printed by process 0 only
+    assert "density" not in resumed[1].stderr
     assert "density" in resumed[0].stderr
 
-
-def test_seeds_span_both_processes_and_match_one_process(job, tmp_path):
-    _, resumed = job
-    facts = _facts(resumed[0])
-    assert facts["mesh"] == {"seeds": 4, "data": 1}
-    shared = results.read_results_csv(Path(facts["run_dir"]) / "results.csv")
+    # The seeds span both processes' devices, and the results equal a one-process run's.
+    assert zero["mesh"] == {"seeds": 4, "data": 1}
+    shared = results.read_results_csv(Path(zero["run_dir"]) / "results.csv")
     assert sorted({(r["level"], r["seed"]) for r in shared}) == [(lv, s) for lv in range(3) for s in range(4)]
-
     sys.path.insert(0, str(TESTS))
     try:
         import multihost_checks
     finally:
         sys.path.remove(str(TESTS))
-    config = multihost_checks.tiny(str(tmp_path))  # the same run in this one process, one device
+    config = multihost_checks.tiny(str(tmp_path / "alone"))  # the same run in this process, one device
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, distributed="off", verbosity=0))
     single = results.read_results_csv(imp.run_imp(config, write_report=False) / "results.csv")
     assert [(r["level"], r["seed"]) for r in single] == [(r["level"], r["seed"]) for r in shared]
