@@ -251,12 +251,12 @@ def prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
     return path
 
 
-def _check_execution(path: Path, execution: dict) -> None:
-    """Warn when a run is continued with other execution settings: they are outside the run's
-    identity but can move the last float bits (see :class:`sdd_jax.engine.Engine`)."""
+def _check_execution(path: Path, execution: dict, before: dict | None) -> None:
+    """Warn when a run is continued with other execution settings (``before``: the stored ones,
+    None for a new run): they are outside the run's identity but can move the last float bits
+    (see :class:`sdd_jax.engine.Engine`)."""
     stored = path / "execution.json"
-    if stored.is_file():
-        before = read_json(stored, _REWRITTEN)
+    if before is not None:
         # Settings recorded only by newer versions (absent before) are not a change.
         changed = {k: (before[k], v) for k, v in execution.items() if k in before and before[k] != v}
         if changed and (path / "levels").is_dir():
@@ -285,11 +285,12 @@ def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights,
                 f"{path} was computed on different data (fingerprint {previous[:12]}…, now "
                 f"{metadata['fingerprint'][:12]}…): another reader or data_dir gives other examples "
                 f"or order; use another run.workdir")
-    if (path / "execution.json").is_file():  # unreadable: refused before anything is written
-        read_json(path / "execution.json", _REWRITTEN)
+    before = None  # read (and an unreadable file refused) before anything is written
+    if (path / "execution.json").is_file():
+        before = read_json(path / "execution.json", _REWRITTEN)
     path = prepare_run_dir(config.run.workdir, config)
     atomic_write_json(stored, metadata)
-    _check_execution(path, execution)
+    _check_execution(path, execution, before)
     return RunDir(path, shapes, seeds)
 
 

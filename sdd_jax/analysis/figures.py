@@ -159,36 +159,38 @@ def distance_sharpness(data: dict):
     return fig
 
 
-def reinit(data: dict):
+def _over_sparsity(data: dict):
+    """One panel against remaining weights: (figure, axes, per-seed columns, density in %)."""
     fig, axes = _figure(1, 1, width=5.0, height=3.4)
-    ax = axes[0, 0]
-    ps, x = data["per_seed"], 100 * data["density"]
+    return fig, axes[0, 0], data["per_seed"], 100 * data["density"]
+
+
+def _test_accuracy_axes(ax, x) -> None:
+    ax.set_ylabel("test accuracy (%)")
+    _sparsity_axis(ax, x)
+    ax.legend(fontsize=7)
+
+
+def reinit(data: dict):
+    fig, ax, ps, x = _over_sparsity(data)
     ax.plot(x, 100 * np.nanmean(ps["test_acc"], axis=0), "o-", ms=2.5, label="lottery ticket (θk)", gid="lottery")
     r = data["reinit"]
     ax.plot([100 * e["density_mean"] for e in r], [100 * e["test_acc_mean"] for e in r], "s--", ms=2.5,
             label="random re-initialisation", gid="reinit")
-    ax.set_ylabel("test accuracy (%)")
-    _sparsity_axis(ax, x)
-    ax.legend(fontsize=7)
+    _test_accuracy_axes(ax, x)
     return fig
 
 
 def best_vs_last(data: dict):
-    fig, axes = _figure(1, 1, width=5.0, height=3.4)
-    ax = axes[0, 0]
-    ps, x = data["per_seed"], 100 * data["density"]
+    fig, ax, ps, x = _over_sparsity(data)
     ax.plot(x, 100 * np.nanmean(ps["test_acc"], axis=0), "o-", ms=2.5, label="last epoch", gid="last")
     ax.plot(x, 100 * np.nanmean(ps["test_acc_best"], axis=0), "s--", ms=2.5, label="best epoch", gid="best")
-    ax.set_ylabel("test accuracy (%)")
-    _sparsity_axis(ax, x)
-    ax.legend(fontsize=7)
+    _test_accuracy_axes(ax, x)
     return fig
 
 
 def generalisation_gap(data: dict):
-    fig, axes = _figure(1, 1, width=5.0, height=3.4)
-    ax = axes[0, 0]
-    ps, x = data["per_seed"], 100 * data["density"]
+    fig, ax, ps, x = _over_sparsity(data)
     gap = 100 * (ps["train_acc"] - ps["test_acc"])
     ax.fill_between(x, np.nanmin(gap, axis=0), np.nanmax(gap, axis=0), alpha=0.25, lw=0)
     ax.plot(x, np.nanmean(gap, axis=0), "o-", ms=2.5, gid="gap")

@@ -115,26 +115,35 @@ class StepCache:
     def __init__(self, root: Path, step: str, digest: str, settings: dict):
         self.path = root / "cache" / f"{step}-{digest}"
         self.settings = settings
+        self._read: dict[int, dict | None] = {}  # each entry parsed once
 
     def file(self, level: int) -> Path:
         return self.path / f"level_{level:03d}.json"
 
+    def _load(self, level: int) -> dict | None:
+        """The cached entry of ``level``, or None when absent or unreadable (computed again)."""
+        if level not in self._read:
+            try:
+                self._read[level] = json.loads(self.file(level).read_text())
+            except (OSError, ValueError):
+                self._read[level] = None
+        return self._read[level]
+
     def has(self, level: int) -> bool:
-        """Whether ``level`` is cached and readable (an unreadable entry is computed again)."""
-        try:
-            self.get(level)
-        except (OSError, ValueError):
-            return False
-        return True
+        return self._load(level) is not None
 
     def get(self, level: int) -> dict:
-        return json.loads(self.file(level).read_text())
+        entry = self._load(level)
+        if entry is None:
+            raise FileNotFoundError(f"{self.file(level)} is not cached")
+        return entry
 
     def put(self, level: int, data: dict) -> dict:
         self.path.mkdir(parents=True, exist_ok=True)
         if not (self.path / "settings.json").is_file():
             atomic_write_json(self.path / "settings.json", self.settings)
         atomic_write_json(self.file(level), _native(data))
+        self._read.pop(level, None)  # read back: the entry as JSON holds it
         return self.get(level)
 
 
