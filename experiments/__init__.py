@@ -19,8 +19,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from experiments import lenet_mnist, quickstart, resnet18_cifar, resnet101_tinyimagenet, smoke, vgg16_cifar
 from sdd_jax.config import Config
+
+from . import lenet_mnist, quickstart, resnet18_cifar, resnet101_tinyimagenet, smoke, vgg16_cifar
 
 BASE: dict[str, Callable[[], Config]] = {
     "quickstart": quickstart.config,

@@ -6,8 +6,9 @@ rewinding to iteration 2000; the output layer is not pruned (OpenLTH's cifar_vgg
 
 import dataclasses
 
-from experiments import resnet18_cifar
 from sdd_jax.config import Config, ModelConfig
+
+from . import resnet18_cifar
 
 
 def config(dataset: str = "cifar10") -> Config:

@@ -6,6 +6,7 @@
     sdd-jax oneshot RUN_DIR --levels 4,8,12      (also: reinit, random-prune, redense)
     sdd-jax report RUN_DIR
     sdd-jax analyze RUN_DIR [--levels 0,17,27,34] [--set analysis.key=value ...] [-q]
+    sdd-jax estimate PRESET [--set key=value ...] [--seeds N] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -68,14 +69,23 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                          help="analysis.* settings (see sdd_jax/analysis/settings.py) and run.* only")
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+
+    estimate = sub.add_parser("estimate", help="how long a preset's sweep takes here, from a few timed "
+                                               "epochs of its dense level (nothing is written)")
+    estimate.add_argument("preset")
+    estimate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                          help="override a config value by its dotted key (repeatable)")
+    estimate.add_argument("--seeds", type=int, help="number of seeds trained together (run.seeds)")
+    estimate.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epoch")
     return parser
 
 
 def resolve(preset: str, overrides: list[str], seeds: int | None = None, workdir: str | None = None):
-    """The config of ``preset`` with command-line overrides applied."""
-    import experiments
+    """The config of ``preset`` (a name of :mod:`sdd_jax.presets`) with command-line overrides
+    applied."""
+    from sdd_jax import presets
 
-    config = experiments.get(preset)
+    config = presets.get(preset)
     extra = list(overrides)
     if seeds is not None:
         extra.append(f"run.seeds={seeds}")
@@ -134,9 +144,9 @@ def os_error_line(err: OSError) -> str:
 
 def _dispatch(args) -> int:
     if args.command == "presets":
-        import experiments
+        from sdd_jax import presets
 
-        rows = experiments.listing()
+        rows = presets.listing()
         width = max(len(name) for name, _ in rows)
         for name, description in rows:
             print(f"{name:<{width}}  {description}")
@@ -155,7 +165,22 @@ def _dispatch(args) -> int:
         return _report(Path(args.run_dir))
     if args.command == "analyze":
         return _analyze(args)
+    if args.command == "estimate":
+        return _estimate(args)
     return _branch(args)
+
+
+def _estimate(args) -> int:
+    if args.epochs < 1:
+        raise ConfigError(f"--epochs must be positive, got {args.epochs}")
+    from sdd_jax import estimate
+
+    config = resolve(args.preset, args.overrides, args.seeds)
+    report, lines = estimate.estimate(config, args.epochs, args.preset, args.overrides)
+    for line in lines:
+        print(line)
+    print(json.dumps(report))
+    return 0
 
 
 def _analyze(args) -> int:

@@ -1,7 +1,7 @@
 """One frozen dataclass tree for every setting of a run, with dotted overrides and a stable hash.
 
 ``Config`` holds ``data``, ``noise``, ``model``, ``optim``, ``pruning`` and ``run``. Presets in
-``experiments/`` build a ``Config``; the command line applies ``--set key=value`` through
+``sdd_jax.presets`` build a ``Config``; the command line applies ``--set key=value`` through
 :func:`override`; :func:`validate` checks every field's type and range and rejects settings
 that cannot run before anything is written.
 Which fields identify a run's results is decided in :mod:`sdd_jax.rundir`.

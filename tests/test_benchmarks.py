@@ -1,11 +1,17 @@
-"""The benchmark scripts run end to end on tiny settings and end with one JSON line."""
+"""The benchmark scripts and ``sdd-jax estimate`` run end to end on tiny settings and end with one
+JSON line."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from sdd_jax import cli, estimate
+
 ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--set", "data.train_size=256", "--set", "data.test_size=200"]
 
 
 def last_json(*args: str) -> dict:
@@ -25,8 +31,31 @@ def test_throughput_and_sweep_time_scripts():
     assert report["seed_execution"] in ("vmap", "sequential")
     assert {"backend", "jax_version", "devices", "device"} <= set(report)
 
-    sweep = last_json("benchmarks/sweep_time.py", "smoke", "--epochs", "1")
+    sweep = last_json("benchmarks/sweep_time.py", "smoke", "--epochs", "1", *TINY)  # sdd-jax estimate
+    assert sweep["preset"] == "smoke" and sweep["train_size"] == 256 and sweep["timed_epochs"] == 1
+
+
+def test_estimate_projects_every_level_of_the_sweep(capsys):
+    assert cli.main(["estimate", "smoke", "--epochs", "2", "--seeds", "1", "--set", "pruning.levels=2", *TINY]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(lines[-1])
     for key in ("seconds_per_epoch", "projected_seconds", "first_epoch_seconds", "test_eval_seconds"):
-        assert sweep[key] > 0, key
-    assert sweep["levels"] == 4 and sweep["epochs_total"] == 8  # smoke: 3 levels after the dense one, 2 epochs
-    assert {"compile_seconds", "projected_hours", "backend", "jax_version"} <= set(sweep)
+        assert report[key] > 0, key
+    # Lottery retraining: every level trains the preset's 2 epochs and evaluates after each.
+    assert (report["levels"], report["epochs_total"], report["seeds"], report["timed_epochs"]) == (3, 6, 1, 2)
+    assert report["test_evals_total"] == 3 * estimate.evaluations_per_level(0, 2, 1) == 3 * 2
+    assert report["projected_train_seconds"] == pytest.approx(6 * report["seconds_per_epoch"], rel=1e-3, abs=0.05)
+    parts = report["projected_train_seconds"] + report["projected_eval_seconds"] + report["compile_seconds"]
+    assert report["projected_seconds"] == pytest.approx(parts, abs=0.2)
+    assert report["overrides"] == ["pruning.levels=2", "data.train_size=256", "data.test_size=200"]
+    assert lines[0].startswith("smoke: lenet_300_100 ×1 float32, 256 training examples, 1 seed(s)")
+    assert lines[2].startswith("sweep: 3 levels, 6 epochs, 6 test evaluations during training")
+
+
+def test_estimate_refuses_bad_input_in_one_line(capsys):
+    assert cli.main(["estimate", "smoke", "--epochs", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--epochs" in err
+    assert cli.main(["estimate", "no_such_preset"]) == 2
+    assert "unknown preset 'no_such_preset'" in capsys.readouterr().err
+

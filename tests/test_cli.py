@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-import experiments
-from sdd_jax import cli, figure, report, results
+from sdd_jax import cli, figure, presets, report, results
 from sdd_jax.config import Config, ConfigError, from_dict, override, to_dict
 from sdd_jax.rundir import result_hash
 
@@ -102,28 +101,28 @@ def test_presets_list_every_paper_setting(capsys):
     for name in ("quickstart", "lenet_mnist", "resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10",
                  "vgg16_cifar100", "resnet101_tinyimagenet", "lenet_mnist-noise80",
                  "resnet18_cifar10-asym20", "vgg16_cifar10-pairflip40", "lenet_mnist-scratch",
-                 *(f"{base}-bf16" for base in experiments.BF16_BASES)):
+                 *(f"{base}-bf16" for base in presets.BF16_BASES)):
         assert f"\n{name} " in "\n" + out, name
     assert "\nlenet_mnist-bf16 " not in "\n" + out  # bfloat16 is listed for the conv-net settings only
     # Asymmetric noise has no class map for Tiny-ImageNet: those variants cannot run, so are not listed.
     assert "resnet101_tinyimagenet-asym" not in out and "\nresnet101_tinyimagenet-pairflip20 " in "\n" + out
-    assert set(experiments.BF16_BASES) == {"resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10",
-                                           "vgg16_cifar100", "resnet101_tinyimagenet"}
+    assert set(presets.BF16_BASES) == {"resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10",
+                                       "vgg16_cifar100", "resnet101_tinyimagenet"}
 
 
 def test_bf16_variant_combines_with_the_others_and_names_its_own_runs():
-    fp32 = experiments.get("resnet18_cifar10-noise40-finetune")
-    bf16 = experiments.get("resnet18_cifar10-noise40-finetune-bf16")
+    fp32 = presets.get("resnet18_cifar10-noise40-finetune")
+    bf16 = presets.get("resnet18_cifar10-noise40-finetune-bf16")
     assert (fp32.model.dtype, bf16.model.dtype) == ("float32", "bfloat16")
     assert bf16.name == "resnet18_cifar10-noise40-finetune-bf16"
     assert dataclasses.replace(bf16, name=fp32.name, model=fp32.model) == fp32  # nothing else changes
-    assert experiments.get("resnet18_cifar10-bf16-noise40").model == bf16.model  # in any order
+    assert presets.get("resnet18_cifar10-bf16-noise40").model == bf16.model  # in any order
     assert result_hash(bf16) != result_hash(fp32)
 
 
-@pytest.mark.parametrize("name", list(experiments.BASE))
+@pytest.mark.parametrize("name", list(presets.BASE))
 def test_presets_follow_the_paper(name):
-    config = experiments.get(name)
+    config = presets.get(name)
     assert config.name == name
     if name.startswith(("resnet18", "vgg16")):
         assert (config.optim.lr, config.optim.momentum, config.optim.weight_decay) == (0.1, 0.9, 1e-4)
@@ -143,7 +142,7 @@ def test_presets_follow_the_paper(name):
 
 
 def test_result_hash_ignores_paths_and_verbosity_only():
-    base = experiments.get("quickstart")
+    base = presets.get("quickstart")
     same = override(base, {"run.workdir": "/elsewhere", "run.verbosity": 0, "run.seeds_per_chunk": 1,
                            "pruning.levels": 40})
     assert result_hash(same) == result_hash(base)
@@ -152,7 +151,7 @@ def test_result_hash_ignores_paths_and_verbosity_only():
 
 
 def test_config_round_trips_through_json():
-    config = experiments.get("resnet18_cifar100-asym40")
+    config = presets.get("resnet18_cifar100-asym40")
     assert from_dict(Config, json.loads(json.dumps(to_dict(config)))) == config
     with pytest.raises(ConfigError, match="unknown keys"):
         from_dict(Config, {**to_dict(config), "extra": 1})
@@ -160,7 +159,7 @@ def test_config_round_trips_through_json():
 
 def test_execution_json_records_the_evaluation_batch(smoke_run):
     execution = json.loads((smoke_run / "execution.json").read_text())
-    assert execution["eval_batch_size"] == experiments.get("smoke").run.eval_batch_size == 500
+    assert execution["eval_batch_size"] == presets.get("smoke").run.eval_batch_size == 500
 
 
 def test_report_on_an_unfinished_run_says_how_many_levels_are_done(tmp_path, capsys, monkeypatch):

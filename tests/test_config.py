@@ -6,8 +6,7 @@ import os
 
 import pytest
 
-import experiments
-from sdd_jax import cli
+from sdd_jax import cli, presets
 from sdd_jax.config import FREE_FIELDS, ConfigError, _field_rules, flat_keys, override, validate
 
 
@@ -17,15 +16,15 @@ def files_under(path) -> set[str]:
 
 
 def test_every_field_has_a_range_rule_or_is_free_by_its_type():
-    keys = set(flat_keys(experiments.get("smoke")))
+    keys = set(flat_keys(presets.get("smoke")))
     rules = set(_field_rules())
     assert keys - rules - FREE_FIELDS == set()  # a new field needs a rule (or a place in FREE_FIELDS)
     assert rules <= keys and FREE_FIELDS <= keys and not rules & FREE_FIELDS
 
 
 def test_every_listed_preset_validates():
-    for name, _ in experiments.listing():
-        validate(experiments.get(name))
+    for name, _ in presets.listing():
+        validate(presets.get(name))
 
 
 BAD_VALUES = [
@@ -103,12 +102,12 @@ def test_related_settings_are_checked_together(tmp_path, capsys):
 
 def test_asymmetric_noise_is_refused_where_it_is_not_defined():
     with pytest.raises(ConfigError, match="noise.kind asymmetric.*tiny_imagenet"):
-        validate(experiments.get("resnet101_tinyimagenet-asym20"))
-    validate(experiments.get("resnet18_cifar100-asym20"))
+        validate(presets.get("resnet101_tinyimagenet-asym20"))
+    validate(presets.get("resnet18_cifar100-asym20"))
 
 
 def test_types_are_checked_for_configs_built_in_python():
-    base = experiments.get("smoke")
+    base = presets.get("smoke")
     for node, field, value in (("optim", "lr", "0.1"), ("run", "seeds", True), ("run", "seeds", 2.0),
                                ("optim", "nesterov", 1), ("pruning", "ignore", "fc1"),
                                ("model", "widths", (300, "100")), ("data", "train_size", 1.5)):
@@ -121,7 +120,7 @@ def test_types_are_checked_for_configs_built_in_python():
 
 
 def test_boundary_values_that_can_run_are_accepted():
-    base = experiments.get("smoke")
+    base = presets.get("smoke")
     validate(override(base, {"optim.momentum": 0.0, "optim.weight_decay": 0.0, "run.seeds_per_chunk": 0,
                              "run.checkpoint_every_epochs": 0, "run.eval_batch_size": 1,
                              "run.eval_every_epochs": 1, "optim.lr": 1e-9, "noise.rate": 1.0,

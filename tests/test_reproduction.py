@@ -11,13 +11,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-import experiments
-from sdd_jax import imp, phases, results
+from sdd_jax import imp, phases, presets, results
 
 
 @pytest.mark.slow
 def test_quickstart_shows_all_three_phases(tmp_path):
-    config = experiments.get("quickstart")
+    config = presets.get("quickstart")
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, workdir=str(tmp_path), verbosity=0))
     run_dir = imp.run_imp(config)
     agg = results.aggregate(results.read_results_csv(run_dir / "results.csv"))

@@ -68,9 +68,9 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 def test_the_quickstart_identity_is_pinned():
     """Every run directory is named by this hash: a change to the result fields or to their
     serialisation orphans users' runs. If that is intended, say so and update the pin."""
-    import experiments
+    from sdd_jax import presets
 
-    assert rundir.result_hash(experiments.get("quickstart")) == "95ebac173541"
+    assert rundir.result_hash(presets.get("quickstart")) == "95ebac173541"
 
 
 def test_a_branch_keeps_its_own_levels_and_shares_theta0(tmp_path):
