@@ -7,7 +7,7 @@
   in site-packages (where it would shadow, or be shadowed by, a user's own ``experiments``).
 
 A source checkout run without installing (``PYTHONPATH=.``) finds the presets through
-``sdd_jax/_checkout.py`` instead.
+``sdd_jax/source_checkout.py`` instead.
 """
 
 from setuptools import find_packages, setup

@@ -1,6 +1,6 @@
 """Sparse double descent in JAX/Flax; the presets are ``sdd_jax.presets`` (``experiments/`` in
-the repository, see ``sdd_jax/_checkout.py`` for a checkout run without installing)."""
+the repository, see ``sdd_jax/source_checkout.py`` for a checkout run without installing)."""
 
-from sdd_jax import _checkout
+from sdd_jax import source_checkout
 
-_checkout.install()
+source_checkout.install()

@@ -4,7 +4,7 @@
 
 The wheel is built from a copy of the checkout (so the build writes nothing into it) and installed
 into a fresh virtual environment that takes jax and the other dependencies from this interpreter.
-A source checkout run without installing is checked as well (the ``sdd_jax/_checkout.py`` finder
+A source checkout run without installing is checked as well (the ``sdd_jax/source_checkout.py`` finder
 alone, with any editable install's finder taken off ``sys.meta_path``).
 """
 
