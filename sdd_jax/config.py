@@ -21,6 +21,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+
 @dataclass(frozen=True)
 class DataConfig:
     """Which data set and which part of it.

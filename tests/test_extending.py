@@ -16,8 +16,8 @@ import pytest
 import experiments
 from sdd_jax import criteria, imp, masks, pruning
 from sdd_jax.config import override
-from sdd_jax.experiment import criterion_grads
 from sdd_jax.engine import resolve_epoch_loop
+from sdd_jax.experiment import criterion_grads
 from sdd_jax.models import FAMILIES, family_of, is_convolutional
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "extending.md"

@@ -23,13 +23,20 @@ import flax.linen as nn
 
 from sdd_jax import masks
 from sdd_jax.config import ModelConfig
-from sdd_jax.models import mlp as _mlp  # the built-in families register themselves, in this order
+from sdd_jax.models import mlp as _mlp
 from sdd_jax.models import resnet as _resnet
 from sdd_jax.models import vgg as _vgg
 from sdd_jax.models.init import BIAS_INITS, DTYPES, BatchNorm, compute_dtype
 from sdd_jax.models.mlp import MLP, mlp
-from sdd_jax.models.registry import (FAMILIES, Family, family_of, family_of_module, model_names,
-                                     register_family, scaled)
+from sdd_jax.models.registry import (
+    FAMILIES,
+    Family,
+    family_of,
+    family_of_module,
+    model_names,
+    register_family,
+    scaled,
+)
 from sdd_jax.models.resnet import ResNet, resnet
 from sdd_jax.models.vgg import VGG, vgg
 
@@ -55,6 +62,7 @@ __all__ = [
     "scaled",
     "vgg",
 ]
+# Importing a family module registers it: the built-in families, in this order.
 BUILT_IN_FAMILIES = (_mlp.FAMILY, _resnet.FAMILY, _vgg.FAMILY)
 
 
