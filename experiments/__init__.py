@@ -47,7 +47,7 @@ PAPER_BASES = tuple(name for name in BASE if name not in ("quickstart", "smoke")
 BF16_BASES = ("resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10", "vgg16_cifar100",
               "resnet101_tinyimagenet")
 # The bases whose ``-asym`` variants :func:`listing` shows: asymmetric noise maps classes of MNIST,
-# CIFAR-10 and CIFAR-100 only (``config.validate`` rejects it elsewhere).
+# CIFAR-10 and CIFAR-100 only (``validate.validate`` rejects it elsewhere).
 ASYMMETRIC_BASES = ("lenet_mnist", "resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10", "vgg16_cifar100")
 
 

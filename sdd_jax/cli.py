@@ -153,8 +153,8 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "show":
         config = resolve(args.preset, args.overrides, args.seeds, args.workdir)
-        from sdd_jax.config import validate
         from sdd_jax.rundir import result_hash
+        from sdd_jax.validate import validate
 
         validate(config)
         print(json.dumps({**to_dict(config), "result_hash": result_hash(config)}, indent=2))

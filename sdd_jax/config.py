@@ -2,8 +2,9 @@
 
 ``Config`` holds ``data``, ``noise``, ``model``, ``optim``, ``pruning`` and ``run``. Presets in
 ``sdd_jax.presets`` build a ``Config``; the command line applies ``--set key=value`` through
-:func:`override`; :func:`validate` checks every field's type and range and rejects settings
-that cannot run before anything is written.
+:func:`override`; :func:`sdd_jax.validate.validate` checks every field's type and range and
+rejects settings that cannot run before anything is written. The named choices of the fields
+are in :mod:`sdd_jax.choices`.
 Which fields identify a run's results is decided in :mod:`sdd_jax.rundir`.
 
 Units: iterations are SGD steps counted from the start of training (an epoch is
@@ -15,12 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -60,7 +60,8 @@ class NoiseConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``name``: lenet_300_100 | mlp | resnet18/34/50/101/152 | vgg11/13/16/19."""
+    """``name``: lenet_300_100 | mlp | resnet18/34/50/101/152 | vgg11/13/16/19, or a name of any
+    registered family (:mod:`sdd_jax.models.registry`)."""
 
     name: str = "lenet_300_100"
     widths: tuple[int, ...] = (300, 100)  # hidden widths for ``mlp``
@@ -90,16 +91,13 @@ class OptimConfig:
         return dataclasses.replace(self, lr=lr, milestones=(), warmup_epochs=0.0, epochs=epochs)
 
 
-SCHEDULES = ("lottery", "finetune", "lr_rewind", "scratch")
-
-
 @dataclass(frozen=True)
 class PruningConfig:
-    """Iterative pruning. ``schedule``: one of :data:`SCHEDULES` (see :mod:`sdd_jax.imp`)."""
+    """Iterative pruning. ``schedule``: one of :data:`sdd_jax.choices.SCHEDULES` (see :mod:`sdd_jax.imp`)."""
 
     levels: int = 24  # pruning levels after the dense level 0
     fraction: float = 0.2  # of the remaining prunable weights, per level
-    criterion: str = "magnitude"  # magnitude | saliency | random
+    criterion: str = "magnitude"  # magnitude | saliency | random, or any registered (sdd_jax.criteria)
     largest_first: bool = False
     scope: str = "global"  # global | layer
     ignore: tuple[str, ...] = ()  # regexes over parameter paths never pruned
@@ -149,7 +147,8 @@ class Config:
 
 
 class ConfigError(ValueError):
-    """A bad override key or value, or a setting :func:`validate` rejects (one line naming it)."""
+    """A bad override key or value, or a setting :func:`sdd_jax.validate.validate` rejects (one
+    line naming it)."""
 
 
 def to_dict(config: Any) -> dict:
@@ -190,7 +189,8 @@ def flat_keys(config: Config) -> dict[str, Any]:
     return out
 
 
-def _type_name(hint) -> str:
+def type_name(hint) -> str:
+    """A field type as the messages name it (``int``, ``tuple[int, ...]``, ``str | None``)."""
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
@@ -210,7 +210,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {type_name(hint)}, got {value!r}")
     if origin is tuple:
         item_type = args[0] if args else str
         if isinstance(value, str):
@@ -219,7 +219,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         elif isinstance(value, (list, tuple)):
             items = list(value)
         else:
-            raise ConfigError(f"{key}: expected a comma-separated list of {_type_name(item_type)}, got {value!r}")
+            raise ConfigError(f"{key}: expected a comma-separated list of {type_name(item_type)}, got {value!r}")
         return tuple(_coerce(v, item_type, key) for v in items)
     if hint is bool:
         if isinstance(value, bool):
@@ -266,7 +266,7 @@ def override(config: Config, assignments: list[str] | dict[str, Any]) -> Config:
     valid = flat_keys(config)
     for key, value in items:
         if key not in valid:
-            listing = "\n  ".join(f"{k} ({_type_name(t)})" for k, t in valid.items())
+            listing = "\n  ".join(f"{k} ({type_name(t)})" for k, t in valid.items())
             raise ConfigError(f"unknown config key {key!r}. Valid keys:\n  {listing}")
         coerced = _coerce(value, valid[key], key)
         config = _replace_path(config, key.split("."), coerced)
@@ -278,182 +278,6 @@ def _replace_path(node: Any, path: list[str], value: Any) -> Any:
         return dataclasses.replace(node, **{path[0]: value})
     child = getattr(node, path[0])
     return dataclasses.replace(node, **{path[0]: _replace_path(child, path[1:], value)})
-
-
-def _check_type(value: Any, hint: Any, key: str) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is of the field type ``hint`` (bool is not an
-    int; an int is a float)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return
-        (inner,) = [a for a in args if a is not type(None)]
-        return _check_type(value, inner, key)
-    if origin is tuple:
-        if not isinstance(value, tuple):
-            raise ConfigError(f"{key}: expected a tuple of {_type_name(args[0])}, got {value!r}")
-        for item in value:
-            _check_type(item, args[0], key)
-        return
-    ok = {bool: lambda v: isinstance(v, bool),
-          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          str: lambda v: isinstance(v, str)}[hint](value)
-    if not ok:
-        raise ConfigError(f"{key}: expected {_type_name(hint)}, got {value!r}")
-
-
-def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
-    return (lambda v: v >= low), f">= {low:g}"
-
-
-def _finite(low: float, high: float | None = None, low_open: bool = False, high_open: bool = True):
-    """A rule for a finite number from ``low`` (excluded when ``low_open``) up to ``high``
-    (excluded when ``high_open``; no upper bound when ``None``)."""
-    def ok(v):
-        return (math.isfinite(v) and (v > low if low_open else v >= low)
-                and (high is None or (v < high if high_open else v <= high)))
-    if high is None:
-        text = f"a finite number {'>' if low_open else '>='} {low:g}"
-    else:
-        text = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    return ok, text
-
-
-def _one_of(choices) -> tuple[Callable[[Any], bool], str]:
-    choices = tuple(choices)
-    return (lambda v: v in choices), f"one of {', '.join(map(str, choices))}"
-
-
-# Fields whose type is their whole rule (any value of it can run).
-FREE_FIELDS = frozenset({"name", "description", "data.data_dir", "data.download", "data.class_balanced",
-                         "data.augment", "noise.exact", "optim.nesterov", "pruning.largest_first",
-                         "pruning.ignore"})
-
-
-def _field_rules() -> dict[str, tuple[Callable[[Any], bool], str]]:
-    """Range rules per dotted key (every key but :data:`FREE_FIELDS`). ``None`` in an optional
-    field always passes."""
-    from sdd_jax import pruning
-    from sdd_jax.data.noise import ASYMMETRIC_MODES, NOISE_KINDS
-    from sdd_jax.data.sources import SOURCES
-    from sdd_jax.data.subset import SUBSET_MODES
-    from sdd_jax.distributed import DISTRIBUTED
-    from sdd_jax.engine import SEED_EXECUTIONS
-    from sdd_jax.models import BIAS_INITS, DTYPES, MODEL_NAMES
-
-    non_empty = (lambda v: bool(v.strip())), "a non-empty string"
-    positive_int, count = _at_least(1), _at_least(0)
-    positive_rate = _finite(0.0, low_open=True)
-    return {
-        "data.name": non_empty,
-        "data.source": _one_of(SOURCES),
-        "data.train_size": positive_int,
-        "data.subset_mode": _one_of(SUBSET_MODES),
-        "data.validation_size": count,
-        "data.test_size": positive_int,
-        "data.subset_seed": count,
-        "noise.kind": _one_of(NOISE_KINDS),
-        "noise.rate": _finite(0.0, 1.0, high_open=False),
-        "noise.seed": count,
-        "noise.asymmetric_mode": _one_of(ASYMMETRIC_MODES),
-        "model.name": _one_of(MODEL_NAMES),
-        "model.widths": ((lambda v: len(v) > 0 and all(w >= 1 for w in v)), "positive integers (at least one)"),
-        "model.width_multiplier": positive_rate,
-        "model.bias_init": _one_of(BIAS_INITS),
-        "model.dtype": _one_of(DTYPES),
-        "optim.lr": positive_rate,
-        "optim.momentum": _finite(0.0, 1.0),
-        "optim.weight_decay": _finite(0.0),
-        "optim.batch_size": positive_int,
-        "optim.epochs": positive_int,
-        "optim.milestones": ((lambda v: all(m >= 1 for m in v)), "epochs >= 1"),
-        "optim.gamma": positive_rate,
-        "optim.warmup_epochs": _finite(0.0),
-        "pruning.levels": count,
-        "pruning.fraction": _finite(0.0, 1.0, low_open=True),
-        "pruning.criterion": _one_of(pruning.CRITERIA),
-        "pruning.scope": _one_of(pruning.SCOPES),
-        "pruning.saliency_batches": positive_int,
-        "pruning.schedule": _one_of(SCHEDULES),
-        "pruning.rewind_iteration": count,
-        "pruning.finetune_lr": positive_rate,
-        "pruning.finetune_epochs": count,
-        "pruning.redense_epochs": count,
-        "pruning.redense_lr": positive_rate,
-        "run.seeds": positive_int,
-        "run.first_seed": count,
-        "run.workdir": non_empty,
-        "run.seeds_per_chunk": count,
-        "run.eval_batch_size": positive_int,
-        "run.eval_every_epochs": positive_int,
-        "run.checkpoint_every_epochs": count,
-        "run.verbosity": _one_of((0, 1, 2)),
-        "run.epoch_loop": _one_of(("scan", "steps", "auto")),
-        "run.seed_execution": _one_of((*SEED_EXECUTIONS, "auto")),
-        "run.seed_devices": count,
-        "run.data_devices": positive_int,
-        "run.compilation_cache": non_empty,
-        "run.distributed": _one_of(DISTRIBUTED),
-    }
-
-
-def validate(config: Config) -> None:
-    """Reject settings that cannot run, before anything is written.
-
-    Every field is checked for its type (the annotation of its dataclass) and its range:
-    counts and seeds >= 0, sizes, periods and epochs >= 1, learning rates, ``gamma`` and
-    ``model.width_multiplier`` finite and > 0, ``optim.momentum`` in [0, 1) (Nesterov needs
-    it > 0, as ``torch.optim.SGD``), weight decay and warm-up finite and >= 0, rates and
-    fractions in their intervals, names among the known choices, ``pruning.ignore`` valid
-    regular expressions, and asymmetric noise only on a data set that defines it.
-
-    Raises :class:`ConfigError` (a :class:`ValueError`) whose one-line message names the setting.
-    Checks that need the data (the rewind iteration against the length of a training run,
-    ignore patterns against the model) are made in :mod:`sdd_jax.experiment`.
-    """
-    from sdd_jax import pruning
-    from sdd_jax.data.errors import DataError
-    from sdd_jax.data.noise import asymmetric_flips
-
-    values = {}
-
-    def walk(node, prefix):
-        for f in dataclasses.fields(node):
-            value = getattr(node, f.name)
-            if dataclasses.is_dataclass(value):
-                walk(value, f"{prefix}{f.name}.")
-            else:
-                values[f"{prefix}{f.name}"] = value
-
-    walk(config, "")
-    hints = flat_keys(config)
-    rules = _field_rules()
-    for key, value in values.items():
-        _check_type(value, hints[key], key)
-        if key in rules and value is not None:
-            ok, text = rules[key]
-            if not ok(value):
-                raise ConfigError(f"{key} must be {text}, got {value!r}")
-    o, p, n = config.optim, config.pruning, config.noise
-    if o.nesterov and o.momentum == 0:
-        raise ConfigError("optim.nesterov needs optim.momentum > 0 (as torch.optim.SGD)")
-    if n.kind == "none" and n.rate > 0:
-        raise ConfigError(f"noise.rate={n.rate} given with noise.kind none; pick a kind or set the rate to 0")
-    if n.kind == "asymmetric":
-        try:
-            asymmetric_flips(config.data.name, None, n.asymmetric_mode)
-        except DataError as err:
-            raise ConfigError(f"noise.kind asymmetric: {err}") from None
-    for pattern in p.ignore:
-        try:
-            re.compile(pattern)
-        except re.error as err:
-            raise ConfigError(f"pruning.ignore: bad regular expression {pattern!r}: {err}") from None
-    try:
-        pruning.fraction_ratio(p.fraction)
-    except ValueError as err:
-        raise ConfigError(f"pruning.fraction: {err}") from None
 
 
 def load_json(path: str) -> Config:

@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-DISTRIBUTED = ("auto", "on", "off")
+from sdd_jax.choices import DISTRIBUTED
 
 # Set by JAX's TPU runtime on every VM of a slice: one hostname per VM.
 _TPU_HOSTS_ENV = "TPU_WORKER_HOSTNAMES"

@@ -34,12 +34,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from sdd_jax import train
+from sdd_jax import models, train
+from sdd_jax.choices import AUTO, EPOCH_LOOPS, SEED_EXECUTIONS
 from sdd_jax.config import OptimConfig
 from sdd_jax.distributed import put, to_host
 from sdd_jax.train import DeviceData, TrainState
-
-SEED_EXECUTIONS = ("vmap", "sequential")
 
 
 def map_seeds_sequentially(fn, in_axes):
@@ -101,20 +100,40 @@ def seed_mesh(n_seeds: int, seed_devices: int = 0, data_devices: int = 1, device
     return Mesh(grid, ("seeds", "data"))
 
 
-def resolve_seed_execution(execution: str, model: nn.Module) -> str:
+def resolve_seed_execution(execution: str, convolutional: bool | nn.Module) -> str:
     """``auto``: ``sequential`` for convolutional models on GPUs (vmapped convolutions become
     grouped convolutions there: 9.9× one seed's time for 4 seeds of ResNet-18 on an H200, see
-    docs/benchmarks.md), ``vmap`` otherwise (MLPs, CPUs, TPUs)."""
-    if execution != "auto":
+    docs/benchmarks.md), ``vmap`` otherwise (MLPs, CPUs, TPUs). ``convolutional``: the model
+    family's flag (:func:`sdd_jax.models.is_convolutional`), or a built model whose family is
+    looked up (:func:`has_convolutions`)."""
+    if execution != AUTO:
         return execution
-    return "sequential" if jax.default_backend() == "gpu" and has_convolutions(model) else "vmap"
+    if jax.default_backend() != "gpu":
+        return "vmap"
+    return "sequential" if _convolutional(convolutional) else "vmap"
+
+
+def resolve_epoch_loop(epoch_loop: str, convolutional: bool | nn.Module) -> str:
+    """``auto``: ``steps`` for convolutional models on the CPU (see :class:`Engine`), ``scan``
+    otherwise; ``convolutional`` as in :func:`resolve_seed_execution`."""
+    if epoch_loop != AUTO:
+        return epoch_loop
+    return "steps" if jax.default_backend() == "cpu" and _convolutional(convolutional) else "scan"
 
 
 def has_convolutions(model: nn.Module) -> bool:
-    """Whether ``model`` is convolutional (the CIFAR ResNets and VGGs; MLPs are not)."""
-    from sdd_jax.models.mlp import MLP
+    """Whether ``model`` is convolutional: the ``convolutional`` flag of the registered model
+    family that builds its class (:mod:`sdd_jax.models.registry`). :class:`ValueError` for a
+    module no family builds (pass ``convolutional`` to :class:`Engine` then)."""
+    family = models.family_of_module(model)
+    if family is None:
+        raise ValueError(f"{type(model).__name__} is built by no registered model family: pass "
+                         "convolutional=True or False to the engine")
+    return family.convolutional
 
-    return not isinstance(model, MLP)
+
+def _convolutional(flag: bool | nn.Module) -> bool:
+    return flag if isinstance(flag, bool) else has_convolutions(flag)
 
 
 def _n_seeds(leaf) -> int:
@@ -136,19 +155,23 @@ class Engine:
     body about 20× slower than outside one (jax issue 12868), so ``"auto"`` picks ``"steps"``
     for convolutional models on the CPU and ``"scan"`` everywhere else (equal up to float
     rounding).
+
+    ``convolutional``: whether the model is a convolution net, for the ``auto`` choices (the
+    experiment passes its model family's flag); ``None`` looks the family up from the module's
+    class (:func:`has_convolutions`).
     """
 
     def __init__(self, model: nn.Module, optim: OptimConfig, train_size: int, *, mean, std,
                  augment: bool = False, eval_batch_size: int = 1000, max_traces: int | None = None,
                  seeds_per_chunk: int = 0, epoch_loop: str = "auto", seed_execution: str = "vmap",
-                 mesh: Mesh | None = None):
+                 mesh: Mesh | None = None, convolutional: bool | None = None):
         if int(optim.batch_size) <= 0:
             raise ValueError(f"batch_size must be positive, got {optim.batch_size}")
-        if epoch_loop == "auto":
-            epoch_loop = "steps" if jax.default_backend() == "cpu" and has_convolutions(model) else "scan"
-        if epoch_loop not in ("scan", "steps"):
+        conv = model if convolutional is None else bool(convolutional)
+        epoch_loop = resolve_epoch_loop(epoch_loop, conv)
+        if epoch_loop not in EPOCH_LOOPS:
             raise ValueError(f"epoch_loop must be 'auto', 'scan' or 'steps', got {epoch_loop!r}")
-        seed_execution = resolve_seed_execution(seed_execution, model)
+        seed_execution = resolve_seed_execution(seed_execution, conv)
         if mesh is not None and mesh.shape["data"] > 1 and int(optim.batch_size) % mesh.shape["data"]:
             raise ValueError(f"optim.batch_size={optim.batch_size} is not divisible by run.data_devices="
                              f"{mesh.shape['data']}")

@@ -17,13 +17,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdd_jax import masks, pruning, rng
+from sdd_jax import criteria, masks, pruning, rng
 from sdd_jax import distributed
-from sdd_jax.config import Config, OptimConfig, validate
+from sdd_jax.config import Config, OptimConfig
 from sdd_jax.data import Dataset, load_dataset
 from sdd_jax.engine import Engine, seed_mesh
-from sdd_jax.models import build_model, prunable_predicate
+from sdd_jax.models import build_model, is_convolutional, prunable_predicate
 from sdd_jax.train import DeviceData, LevelWeights, TrainState, Weights, seeds_rng_data
+from sdd_jax.validate import validate
 
 
 @dataclasses.dataclass
@@ -88,7 +89,8 @@ def make_engine(config: Config, model, dataset: Dataset, optim: OptimConfig, mes
     return Engine(model, optim, len(dataset.y_train), mean=dataset.mean, std=dataset.std,
                   augment=config.data.augment, eval_batch_size=config.run.eval_batch_size,
                   seeds_per_chunk=config.run.seeds_per_chunk, epoch_loop=config.run.epoch_loop,
-                  seed_execution=config.run.seed_execution, mesh=mesh)
+                  seed_execution=config.run.seed_execution, mesh=mesh,
+                  convolutional=is_convolutional(config.model))
 
 
 def _device(x, y) -> DeviceData:
@@ -161,12 +163,13 @@ def densities(exp: Experiment, mask) -> np.ndarray:
 
 # ----- masks ------------------------------------------------------------------------------------
 
-def saliency_grads(exp: Experiment, weights: LevelWeights, *extra: int):
-    """Per-seed mean training gradients for saliency scores (``None`` unless the criterion is
-    ``saliency``), over ``pruning.saliency_batches`` batches drawn from the ``mask`` stream of
-    the first seed with ``extra`` folded in (one draw shared by all seeds)."""
+def criterion_grads(exp: Experiment, weights: LevelWeights, *extra: int):
+    """Per-seed mean training gradients for the pruning criterion's scores (``None`` unless its
+    registry entry ``needs_grads``, as ``saliency``), over ``pruning.saliency_batches`` batches
+    drawn from the ``mask`` stream of the first seed with ``extra`` folded in (one draw shared by
+    all seeds)."""
     p = exp.config.pruning
-    if p.criterion != "saliency":
+    if not criteria.CRITERIA[p.criterion].needs_grads:
         return None
     key = rng.stream_key(exp.config.run.first_seed, "mask", *extra, 1)
     return exp.engine.mean_gradient(weights.params, weights.batch_stats, weights.mask, exp.train, key,
@@ -177,7 +180,7 @@ def next_mask(exp: Experiment, previous: LevelWeights, level: int):
     """Prune ``pruning.fraction`` of the remaining prunable weights of ``previous`` (the last
     level's stacked final weights) by the config's criterion, each seed on its own."""
     keys = rng.seed_keys(exp.seeds, "mask", level)
-    return exp.pruner(previous.params, previous.mask, keys, saliency_grads(exp, previous, level))
+    return exp.pruner(previous.params, previous.mask, keys, criterion_grads(exp, previous, level))
 
 
 def oneshot_mask(exp: Experiment, dense: LevelWeights, k: int):
@@ -186,7 +189,7 @@ def oneshot_mask(exp: Experiment, dense: LevelWeights, k: int):
     one = jax.tree.map(lambda leaf: leaf[0], dense.params)
     targets = pruning.oneshot_targets(one, exp.is_prunable, levels=k, fraction=p.fraction, scope=p.scope)
     keys = rng.seed_keys(exp.seeds, "mask", 0, k)
-    grads = saliency_grads(exp, dense, 0, k)
+    grads = criterion_grads(exp, dense, 0, k)
     options = pruning.PruneOptions.from_config(p)
 
     def prune_one(params, mask, key, g):

@@ -5,9 +5,10 @@ must be computed per seed, so vmap them rather than pooling seeds). Follows the 
 OpenLTH-based code (``pruning/magnitude.py``, ``gradient.py``, ``random.py``, with
 ``pruning_scope`` global or layer):
 
-* criteria: ``magnitude`` |w|; ``saliency`` |w * dL/dw| (the caller averages the gradient over
-  its batches; the reference uses one batch); ``random`` uniform scores from a JAX key;
-  ``largest_first`` negates the score so the largest are pruned first.
+* criteria (entries of the :mod:`sdd_jax.criteria` registry): ``magnitude`` |w|; ``saliency``
+  |w * dL/dw| (the caller averages the gradient over its batches; the reference uses one batch);
+  ``random`` uniform scores from a JAX key; ``largest_first`` negates the score so the largest
+  are pruned first.
 * scope: ``global`` — one ranking over the concatenation of all prunable leaves, with no per-layer
   normalisation (as the reference); ``layer`` — each leaf ranked on its own.
 * amount: ``ceil(fraction * remaining)`` more weights per level (per leaf for ``layer``).
@@ -32,10 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from sdd_jax import criteria as criteria_lib
 from sdd_jax import masks as masks_lib
+from sdd_jax.choices import SCOPES
+from sdd_jax.criteria import random_scores
 
-CRITERIA = ("magnitude", "saliency", "random")
-SCOPES = ("global", "layer")
 _MAX_DENOMINATOR = 2**15
 _NO_PRUNABLE = "no prunable leaves: the predicate (minus ignored paths) matched no parameter"
 
@@ -44,9 +46,18 @@ class PruningError(ValueError):
     """Bad pruning options or inputs."""
 
 
-def _check_criterion(criterion: str) -> None:
-    if criterion not in CRITERIA:
-        raise PruningError(f"unknown criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
+def __getattr__(name: str):
+    if name == "CRITERIA":  # the registered names, read when asked (a registered criterion counts)
+        return criteria_lib.names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _criterion(name: str) -> criteria_lib.Criterion:
+    """The registry entry of ``name``; :class:`PruningError` listing the registered ones."""
+    entry = criteria_lib.CRITERIA.get(name)
+    if entry is None:
+        raise PruningError(f"unknown criterion {name!r}; choose from {', '.join(criteria_lib.names())}")
+    return entry
 
 
 def _check_scope(scope: str) -> None:
@@ -58,7 +69,8 @@ def _check_scope(scope: str) -> None:
 class PruneOptions:
     """How weights are ranked and grouped (OpenLTH: pruning_strategy, pruning_scope, prune_max_magnitude).
 
-    ``criterion``: magnitude | saliency | random; ``scope``: global | layer; ``largest_first``
+    ``criterion``: a registered name (:mod:`sdd_jax.criteria`: magnitude | saliency | random and any
+    added); ``scope``: global | layer; ``largest_first``
     prunes the highest scores first. Which leaves may be pruned at all is the caller's
     predicate (ignore lists: :func:`sdd_jax.masks.exclude`).
     """
@@ -68,7 +80,7 @@ class PruneOptions:
     largest_first: bool = False
 
     def __post_init__(self) -> None:
-        _check_criterion(self.criterion)
+        _criterion(self.criterion)
         _check_scope(self.scope)
 
     @classmethod
@@ -128,14 +140,6 @@ def kept_after_levels(total: int, fraction: float, levels: int) -> int:
 # ----------------------------------------------------------------------------- scores
 
 
-def random_scores(params: Any, key: jax.Array) -> Any:
-    """Uniform [0, 1) scores, one independent key per leaf (split from ``key``)."""
-    leaves, tree_def = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    out = [jax.random.uniform(k, jnp.shape(leaf), jnp.float32) for k, leaf in zip(keys, leaves)]
-    return jax.tree_util.tree_unflatten(tree_def, out)
-
-
 def scores(
     params: Any,
     criterion: str = "magnitude",
@@ -144,21 +148,17 @@ def scores(
     key: jax.Array | None = None,
     largest_first: bool = False,
 ) -> Any:
-    """Per-weight scores (float32, same tree as ``params``); the lowest are pruned first."""
-    if criterion == "magnitude":
-        out = jax.tree_util.tree_map(lambda w: jnp.abs(w).astype(jnp.float32), params)
-    elif criterion == "saliency":
+    """Per-weight scores (same tree as ``params``) of the registered ``criterion``; the lowest
+    are pruned first. ``grads`` (a tree like ``params``) is passed to criteria that need it,
+    ``key`` to those that need one, ``None`` otherwise."""
+    entry = _criterion(criterion)
+    if entry.needs_grads:
         if grads is None:
-            raise PruningError("criterion 'saliency' needs grads (dL/dw averaged over batches)")
+            raise PruningError(f"criterion {criterion!r} needs grads (dL/dw averaged over batches)")
         masks_lib.check_like(grads, params, "grads")
-        out = jax.tree_util.tree_map(lambda w, g: jnp.abs(w * g).astype(jnp.float32), params, grads)
-    elif criterion == "random":
-        if key is None:
-            raise PruningError("criterion 'random' needs a key (one per seed)")
-        out = random_scores(params, key)
-    else:
-        _check_criterion(criterion)
-        raise PruningError(f"criterion {criterion!r} has no score")
+    if entry.needs_key and key is None:
+        raise PruningError(f"criterion {criterion!r} needs a key (one per seed)")
+    out = entry.score(params, key if entry.needs_key else None, grads if entry.needs_grads else None)
     if largest_first:
         out = jax.tree_util.tree_map(jnp.negative, out)
     return out

@@ -1,4 +1,4 @@
-"""``config.validate``: every field's type and range is checked before anything is written, and
+"""``sdd_jax.validate``: every field's type and range is checked before anything is written, and
 the command line turns a bad value into one line on stderr naming the setting (exit code 2)."""
 
 import dataclasses
@@ -7,7 +7,9 @@ import os
 import pytest
 
 from sdd_jax import cli, presets
-from sdd_jax.config import FREE_FIELDS, ConfigError, _field_rules, flat_keys, override, validate
+from sdd_jax.analysis import settings as analysis_settings
+from sdd_jax.config import ConfigError, flat_keys, override
+from sdd_jax.validate import FREE_FIELDS, field_rules, validate
 
 
 def files_under(path) -> set[str]:
@@ -17,7 +19,7 @@ def files_under(path) -> set[str]:
 
 def test_every_field_has_a_range_rule_or_is_free_by_its_type():
     keys = set(flat_keys(presets.get("smoke")))
-    rules = set(_field_rules())
+    rules = set(field_rules())
     assert keys - rules - FREE_FIELDS == set()  # a new field needs a rule (or a place in FREE_FIELDS)
     assert rules <= keys and FREE_FIELDS <= keys and not rules & FREE_FIELDS
 
@@ -54,6 +56,14 @@ BAD_VALUES = [
     ("noise.rate", "nan"),
     ("noise.seed", "-1"),
     ("noise.kind", "gaussian"),
+    ("noise.asymmetric_mode", "x"),
+    ("model.bias_init", "ones"),
+    ("model.dtype", "float16"),
+    ("pruning.criterion", "taylor"),
+    ("pruning.scope", "channel"),
+    ("pruning.schedule", "rewind"),
+    ("run.seed_execution", "pmap"),
+    ("run.distributed", "maybe"),
     ("data.train_size", "0"),
     ("data.validation_size", "-1"),
     ("data.subset_mode", "last"),
@@ -126,3 +136,18 @@ def test_boundary_values_that_can_run_are_accepted():
                              "run.eval_every_epochs": 1, "optim.lr": 1e-9, "noise.rate": 1.0,
                              "pruning.levels": 0, "optim.warmup_epochs": 0.5, "data.train_size": None}))
     validate(override(base, {"optim.momentum": 0.99, "optim.nesterov": True}))
+
+
+def test_analysis_settings_use_the_same_rules_and_messages():
+    assert analysis_settings.parse(["analysis.interp_points=2", "analysis.confidence=0.5"]).interp_points == 2
+    for assignment, message in (
+        ("analysis.interp_points=1", "analysis.interp_points must be >= 2, got 1"),
+        ("analysis.confidence=1", "analysis.confidence must be in (0, 1), got 1.0"),
+        ("analysis.curve_range=inf", "analysis.curve_range must be a finite number > 0, got inf"),
+        ("analysis.eigen_method=arnoldi", "analysis.eigen_method must be one of lanczos, power, got 'arnoldi'"),
+        ("analysis.redense_momentum=zero", "analysis.redense_momentum must be one of keep, reset, got 'zero'"),
+        ("analysis.bootstrap=9", "analysis.bootstrap must be >= 10, got 9"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            analysis_settings.parse([assignment])
+        assert str(info.value) == message

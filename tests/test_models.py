@@ -15,14 +15,22 @@ import numpy as np
 import pytest
 
 from sdd_jax.config import ModelConfig
+from sdd_jax.engine import has_convolutions
 from sdd_jax.models import (
+    FAMILIES,
     MLP,
     MODEL_NAMES,
     VGG,
     BatchNorm,
+    Family,
     ResNet,
     build_model,
+    family_of,
+    family_of_module,
+    is_convolutional,
+    model_names,
     prunable_predicate,
+    register_family,
 )
 from sdd_jax.models.init import bias_initializer
 from sdd_jax.rng import seed_keys, stream_key
@@ -215,12 +223,10 @@ def test_unknown_model_lists_valid_names():
 
 
 def test_bad_arguments_raise():
+    # Model options (widths, width_multiplier, bias_init, dtype names) are the rules of
+    # sdd_jax.validate (tests/test_config.py); the builders check what no config holds.
     with pytest.raises(ValueError, match="num_classes"):
         build_model(ModelConfig(name="vgg11"), 0)
-    with pytest.raises(ValueError, match="width_multiplier"):
-        build_model(ModelConfig(name="resnet18", width_multiplier=0), 10)
-    with pytest.raises(ValueError, match="widths"):
-        build_model(ModelConfig(name="mlp", widths=(10, 0)), 10)
     with pytest.raises(ValueError, match="bias_init"):
         MLP(widths=(4,), bias_init="ones").init(jax.random.key(0), jnp.zeros((1, 3)), train=False)
     with pytest.raises(ValueError, match="too small"):
@@ -235,6 +241,41 @@ def test_bad_arguments_raise():
                 jax.random.key(0), jnp.zeros((1, 32, 32)), train=False
             )
         )
+
+
+# ----------------------------------------------------------------------------- registry
+
+
+def test_registry_holds_the_built_in_families():
+    assert MODEL_NAMES[:11] == ("lenet_300_100", "mlp", "resnet18", "resnet34", "resnet50", "resnet101",
+                                "resnet152", "vgg11", "vgg13", "vgg16", "vgg19")
+    assert model_names() == MODEL_NAMES and list(FAMILIES)[:3] == ["mlp", "resnet", "vgg"]
+    for name in MODEL_NAMES[:11]:
+        family = family_of(name)
+        model = build_model(ModelConfig(name=name, width_multiplier=0.125), 10)
+        assert isinstance(model, family.modules) and family_of_module(model) is family
+        conv = not name.startswith(("lenet", "mlp"))
+        assert family.convolutional is conv and is_convolutional(ModelConfig(name=name)) is conv
+        assert has_convolutions(model) is conv  # the engine's auto choices read the family's flag
+
+
+def test_register_family_refuses_taken_names_and_unknown_modules_have_no_family():
+    mlp_family = family_of("mlp")
+    with pytest.raises(ValueError, match="already registered"):
+        register_family(mlp_family)
+    with pytest.raises(ValueError, match="needs new model names"):
+        register_family(dataclasses.replace(mlp_family, name="mlp_again"))
+    assert "mlp_again" not in FAMILIES
+
+    class Linear(nn.Module):
+        @nn.compact
+        def __call__(self, x, train):
+            return nn.Dense(2)(x)
+
+    assert family_of_module(Linear()) is None
+    with pytest.raises(ValueError, match="no registered model family"):
+        has_convolutions(Linear())
+    assert isinstance(mlp_family, Family)
 
 
 # ----------------------------------------------------------------------------- output shapes

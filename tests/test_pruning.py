@@ -9,7 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sdd_jax import masks, pruning
+from sdd_jax import criteria, masks, pruning
+from sdd_jax.config import Config, ConfigError, PruningConfig
+from sdd_jax.validate import validate
 
 
 class TinyMLP(nn.Module):
@@ -217,6 +219,52 @@ def test_random_criterion_per_key():
     assert int(masks.count(a, is_kernel)[0]) == int(masks.count(c, is_kernel)[0])
     with pytest.raises(pruning.PruningError, match="key"):
         pruning.prune(params, mask, is_kernel, options=rand)
+
+
+def test_built_in_criteria_are_registry_entries_with_the_reference_scores():
+    assert pruning.CRITERIA[:3] == ("magnitude", "saliency", "random")
+    flags = {name: (criteria.CRITERIA[name].needs_grads, criteria.CRITERIA[name].needs_key)
+             for name in ("magnitude", "saliency", "random")}
+    assert flags == {"magnitude": (False, False), "saliency": (True, False), "random": (False, True)}
+    params = init_params(8)
+    grads = jax.tree_util.tree_map(lambda p: jnp.cos(p * 3.0), params)
+    key = jax.random.key(3)
+    w, g = kernel_vector(params), kernel_vector(grads)
+    np.testing.assert_array_equal(kernel_vector(pruning.scores(params, "magnitude")), np.abs(w))
+    np.testing.assert_array_equal(kernel_vector(pruning.scores(params, "saliency", grads=grads)),
+                                  np.abs(w * g).astype(np.float32))
+    leaves = jax.tree_util.tree_leaves(params)
+    draws = [np.asarray(jax.random.uniform(k, leaf.shape)) for k, leaf in
+             zip(jax.random.split(key, len(leaves)), leaves)]
+    random_leaves = jax.tree_util.tree_leaves(pruning.scores(params, "random", key=key))
+    for got, want in zip(random_leaves, draws):
+        np.testing.assert_array_equal(np.asarray(got), want)
+    np.testing.assert_array_equal(kernel_vector(pruning.scores(params, "magnitude", largest_first=True)), -np.abs(w))
+
+
+def test_a_registered_criterion_is_scored_validated_and_gets_only_what_it_needs():
+    seen = {}
+
+    def squared(params, key, grads):
+        seen.update(key=key, grads=grads)
+        return jax.tree_util.tree_map(jnp.square, params)
+
+    entry = criteria.register(criteria.Criterion("squared_test", squared))
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            criteria.register(entry)
+        params = init_params(9)
+        mask = masks.ones_like(params)
+        options = pruning.PruneOptions(criterion="squared_test")
+        got = pruning.prune(params, mask, is_kernel, options=options, key=jax.random.key(0), grads=params)
+        assert seen == {"key": None, "grads": None}  # neither needed: neither passed
+        chex.assert_trees_all_equal(got, pruning.prune(params, mask, is_kernel))  # w**2 ranks as |w|
+        assert "squared_test" in pruning.CRITERIA
+        validate(Config(pruning=PruningConfig(criterion="squared_test")))
+    finally:
+        del criteria.CRITERIA["squared_test"]
+    with pytest.raises(ConfigError, match="pruning.criterion must be one of magnitude, saliency, random"):
+        validate(Config(pruning=PruningConfig(criterion="squared_test")))
 
 
 def test_random_mask_like_keeps_layer_counts():

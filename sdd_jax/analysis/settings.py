@@ -1,6 +1,7 @@
 """The settings of ``sdd-jax analyze``: ``--set analysis.KEY=VALUE`` (the keys of
 :class:`AnalysisConfig`), parsed with the config module's own override rules (an unknown key
-lists the valid ones, a wrong type names the expected one)."""
+lists the valid ones, a wrong type names the expected one) and checked with the rule helpers of
+:mod:`sdd_jax.validate` (the same messages as the run's settings)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from sdd_jax.config import ConfigError, override, to_dict
-
-EIGEN_METHODS = ("lanczos", "power")
-MOMENTUM_MODES = ("keep", "reset")
+from sdd_jax.choices import EIGEN_METHODS, MOMENTUM_MODES
+from sdd_jax.config import override, to_dict
+from sdd_jax.validate import at_least, check_fields, finite, one_of
 
 
 @dataclass(frozen=True)
@@ -60,30 +60,31 @@ class _Tree:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
 
+# Range rules per key (``replay_sparse`` and ``seed``: any value of their type).
+RULES = {
+    "redense_epochs": at_least(0),
+    "redense_lr": at_least(0),
+    "redense_momentum": one_of(MOMENTUM_MODES),
+    "interp_points": at_least(2),
+    "bn_batches": at_least(1),
+    "curve_points": at_least(2),
+    "curve_range": finite(0.0, low_open=True),
+    "hessian_batches": at_least(1),
+    "lanczos_steps": at_least(1),
+    "hutchinson_probes": at_least(1),
+    "eigen_method": one_of(EIGEN_METHODS),
+    "grid_chunk": at_least(0),
+    "ece_bins": at_least(1),
+    "bootstrap": at_least(10),
+    "confidence": finite(0.0, 1.0, low_open=True),
+}
+
+
 def parse(assignments: list[str]) -> AnalysisConfig:
     """An :class:`AnalysisConfig` from ``analysis.KEY=VALUE`` strings, validated
     (:class:`~sdd_jax.config.ConfigError` naming the setting)."""
     cfg = override(_Tree(), list(assignments)).analysis
-    checks = [
-        ("redense_epochs", cfg.redense_epochs >= 0, ">= 0"),
-        ("redense_lr", cfg.redense_lr >= 0, ">= 0"),
-        ("redense_momentum", cfg.redense_momentum in MOMENTUM_MODES, f"one of {MOMENTUM_MODES}"),
-        ("interp_points", cfg.interp_points >= 2, ">= 2"),
-        ("bn_batches", cfg.bn_batches >= 1, ">= 1"),
-        ("curve_points", cfg.curve_points >= 2, ">= 2"),
-        ("curve_range", cfg.curve_range > 0, "> 0"),
-        ("hessian_batches", cfg.hessian_batches >= 1, ">= 1"),
-        ("lanczos_steps", cfg.lanczos_steps >= 1, ">= 1"),
-        ("hutchinson_probes", cfg.hutchinson_probes >= 1, ">= 1"),
-        ("eigen_method", cfg.eigen_method in EIGEN_METHODS, f"one of {EIGEN_METHODS}"),
-        ("grid_chunk", cfg.grid_chunk >= 0, ">= 0"),
-        ("ece_bins", cfg.ece_bins >= 1, ">= 1"),
-        ("bootstrap", cfg.bootstrap >= 10, ">= 10"),
-        ("confidence", 0 < cfg.confidence < 1, "in (0, 1)"),
-    ]
-    for key, ok, what in checks:
-        if not ok:
-            raise ConfigError(f"analysis.{key} must be {what}, got {getattr(cfg, key)!r}")
+    check_fields(cfg, RULES, prefix="analysis.")
     return cfg
 
 

@@ -40,23 +40,14 @@ class Dataset:
     metadata: dict
 
 
-def _check_size(value, field: str, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < (0 if allow_zero else 1):
-        raise DataError(f"data.{field} must be an integer >= {0 if allow_zero else 1}, got {value!r}")
-
-
 def load_dataset(data: DataConfig, noise: NoiseConfig) -> Dataset:
-    """The data set ``data`` describes, with the label noise ``noise`` describes."""
-    _check_size(data.train_size, "train_size")
-    _check_size(data.test_size, "test_size")
-    _check_size(data.validation_size, "validation_size", allow_zero=True)
-    # Reject a bad noise setting before reading anything.
-    noise_lib.apply_noise(np.zeros(0, np.int64), 2, noise.kind, noise.rate, np.random.default_rng(0))
-    if noise.kind == "asymmetric":
-        noise_lib.asymmetric_flips(data.name, None, noise.asymmetric_mode)
+    """The data set ``data`` describes, with the label noise ``noise`` describes (a validated
+    setting: :func:`sdd_jax.validate.validate` checks the sizes, the noise kind and rate, and that
+    asymmetric noise is defined for ``data.name`` before anything is read).
 
+    Raises :class:`~sdd_jax.data.errors.DataError` for what only the data can tell (sizes above
+    what the source holds, missing files, malformed contents).
+    """
     raw = sources.read_source(data.name, data.source, data.data_dir, data.download, data.subset_seed)
     pool = raw.y_train.shape[0]
 

@@ -21,6 +21,11 @@ sampling for symmetric, pairflip and MNIST/CIFAR-100 asymmetric noise). Counts a
 
 ``is_noisy`` marks the examples *selected* for corruption; for ``random_labels`` some of them
 keep their label, so it is not ``noisy != clean``.
+
+The functions trust a validated setting (:mod:`sdd_jax.validate` checks the kind, the rate in
+[0, 1], a rate only with a kind and the asymmetric mode); they check the labels they are given.
+:func:`asymmetric_flips` is where the data sets with asymmetric noise are defined (validation
+asks it).
 """
 
 from __future__ import annotations
@@ -29,11 +34,9 @@ import math
 
 import numpy as np
 
+from sdd_jax.choices import ASYMMETRIC_MODES, NOISE_KINDS
 from sdd_jax.data import classes
 from sdd_jax.data.errors import DataError
-
-NOISE_KINDS = ("none", "random_labels", "symmetric", "asymmetric", "pairflip")
-ASYMMETRIC_MODES = ("superclass", "reference_blocks")
 
 
 def corrupted_count(rate: float, n: int) -> int:
@@ -51,8 +54,7 @@ def asymmetric_flips(dataset_name: str, num_classes: int | None, asymmetric_mode
     """Source class -> target class for ``asymmetric`` noise on ``dataset_name`` (``num_classes``,
     unless ``None``, must match the data set's)."""
     name = canonical_name(dataset_name)
-    if asymmetric_mode not in ASYMMETRIC_MODES:
-        raise DataError(f"unknown asymmetric_mode {asymmetric_mode!r}; known: {', '.join(ASYMMETRIC_MODES)}")
+    assert asymmetric_mode in ASYMMETRIC_MODES, asymmetric_mode  # noise.asymmetric_mode is validated
     if name == "mnist":
         flips, expected_k = classes.MNIST_FLIPS, 10
     elif name == "cifar10":
@@ -73,14 +75,7 @@ def asymmetric_flips(dataset_name: str, num_classes: int | None, asymmetric_mode
 
 
 def _check(labels: np.ndarray, num_classes: int, kind: str, rate: float) -> np.ndarray:
-    if kind not in NOISE_KINDS:
-        raise DataError(f"unknown noise kind {kind!r}; known: {', '.join(NOISE_KINDS)}")
-    if not isinstance(rate, (int, float, np.floating, np.integer)) or isinstance(rate, bool):
-        raise DataError(f"noise rate must be a number in [0, 1], got {rate!r}")
-    if not (0.0 <= float(rate) <= 1.0):
-        raise DataError(f"noise rate must be in [0, 1], got {rate}")
-    if kind == "none" and rate != 0:
-        raise DataError(f"noise rate {rate} given with noise kind 'none'; pick a kind or set rate 0")
+    assert kind in NOISE_KINDS and 0.0 <= float(rate) <= 1.0, (kind, rate)  # noise.kind, noise.rate are validated
     if int(num_classes) < 2:
         raise DataError(f"label noise needs at least 2 classes, got num_classes={num_classes}")
     labels = np.asarray(labels)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sdd_jax import rng as rng_lib
+from sdd_jax.choices import SOURCES
 from sdd_jax.data import cifar, embedded, idx, tfds_source, tiny_imagenet
 from sdd_jax.data.errors import DataError, DataNotFoundError
 
@@ -32,7 +33,6 @@ NORMALISATION = {
     "mnist1d": ((0.0,), (1.0,)),  # make_dataset already standardises the signals
 }
 
-SOURCES = ("auto", "tfds", "idx", "cifar_python", "tiny_imagenet_folder", "npz")
 SYNTHETIC_PATTERN = re.compile(r"synthetic(?:_(\d+)x(\d+)x(\d+))?(?:_c(\d+))?(?:_n(\d+))?(?:_t(\d+))?")
 SYNTHETIC_DEFAULTS = dict(height=32, width=32, channels=3, classes=10, train=512, test=128)
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from sdd_jax.choices import SUBSET_MODES
 from sdd_jax.data.errors import DataError
-
-SUBSET_MODES = ("first", "random")
 
 
 def split_validation(n: int, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

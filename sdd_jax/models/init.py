@@ -28,10 +28,11 @@ import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
-BIAS_INITS = ("zeros", "torch_default")
+from sdd_jax import choices
+from sdd_jax.choices import BIAS_INITS
 
 # ``model.dtype`` -> compute dtype. Parameters, optimiser state and BN statistics stay float32.
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+DTYPES = {name: getattr(jnp, name) for name in choices.DTYPES}
 
 # PyTorch BatchNorm defaults: running = (1 - 0.1) * running + 0.1 * batch, eps = 1e-5.
 BN_MOMENTUM = 0.9
@@ -63,11 +64,6 @@ def bias_initializer(kind: str, fan_in: int) -> Callable:
     if kind == "torch_default":
         return torch_default_bias(fan_in)
     raise ValueError(f"unknown bias_init {kind!r}; valid: {', '.join(BIAS_INITS)}")
-
-
-def check_bias_init(kind: str) -> None:
-    if kind not in BIAS_INITS:
-        raise ValueError(f"unknown bias_init {kind!r}; valid: {', '.join(BIAS_INITS)}")
 
 
 def compute_dtype(name: str) -> DTypeLike:

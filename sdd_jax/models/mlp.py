@@ -1,21 +1,25 @@
 """Fully connected ReLU networks: LeNet-300-100 (784-300-100-10) and any widths.
 
 Layers are named ``fc1 .. fcK`` (hidden) and ``out`` (classifier). As in OpenLTH's
-``mnist_lenet``, the hidden kernels are prunable and the output layer is not.
+``mnist_lenet``, the hidden kernels are prunable and the output layer is not. Registers the
+``mlp`` family (model names ``lenet_300_100``, ``mlp``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
-from sdd_jax.models.init import check_bias_init, dense
+from sdd_jax.models.init import dense
+from sdd_jax.models.registry import Family, register_family, scaled
 
 OUTPUT_LAYER = "out"
+LENET_300_100 = (300, 100)  # LeNet-300-100: 784-300-100-10 has 266,610 parameters
 
 
 class MLP(nn.Module):
@@ -34,7 +38,6 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         del train  # no BatchNorm or dropout
-        check_bias_init(self.bias_init)
         if x.ndim < 2:
             raise ValueError(f"MLP expects a batch of inputs (ndim >= 2), got shape {x.shape}")
         x = jnp.reshape(x, (x.shape[0], -1)).astype(self.dtype)
@@ -47,12 +50,24 @@ class MLP(nn.Module):
 def mlp(widths: Sequence[int], num_classes: int = 10, bias_init: str = "zeros",
         dtype: DTypeLike = jnp.float32) -> MLP:
     """A ReLU MLP with the given hidden widths (an empty tuple gives a linear classifier)."""
-    widths = tuple(int(w) for w in widths)
-    if any(w < 1 for w in widths):
-        raise ValueError(f"MLP widths must be positive integers, got {widths}")
-    return MLP(widths=widths, num_classes=num_classes, bias_init=bias_init, dtype=dtype)
+    return MLP(widths=tuple(int(w) for w in widths), num_classes=num_classes, bias_init=bias_init, dtype=dtype)
 
 
-def lenet_300_100(num_classes: int = 10, bias_init: str = "zeros", dtype: DTypeLike = jnp.float32) -> MLP:
-    """LeNet-300-100: 784-300-100-10 has 266,610 parameters."""
-    return mlp((300, 100), num_classes, bias_init, dtype)
+def build(model_cfg: Any, num_classes: int, dtype: DTypeLike) -> MLP:
+    """``lenet_300_100`` (widths 300, 100) or ``mlp`` (``model.widths``), widths scaled by
+    ``model.width_multiplier``."""
+    widths = LENET_300_100 if model_cfg.name == "lenet_300_100" else tuple(model_cfg.widths)
+    return mlp(tuple(scaled(w, model_cfg.width_multiplier) for w in widths), num_classes, model_cfg.bias_init,
+               dtype)
+
+
+_HIDDEN = re.compile(r"fc\d+")
+
+
+def is_prunable(keys: tuple[str, ...]) -> bool:
+    """The hidden kernels ``fc1..fcK/kernel``; never ``out`` (OpenLTH's output layer) or a bias."""
+    return len(keys) == 2 and keys[1] == "kernel" and bool(_HIDDEN.fullmatch(keys[0]))
+
+
+FAMILY = register_family(Family("mlp", ("lenet_300_100", "mlp"), build, is_prunable, convolutional=False,
+                                modules=(MLP,)))

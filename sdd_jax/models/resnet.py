@@ -9,19 +9,22 @@ average pool; dense classifier with bias. All convs are bias-free. ResNet-18 for
 Names: ``conv_stem``/``bn_stem``, blocks ``layer{stage}_{index}`` (1-based stage, 0-based index
 as torchvision's ``layer1.0``) holding ``conv1..3``/``bn1..3`` and ``shortcut_conv``/
 ``shortcut_bn``, classifier ``fc``. Every conv and dense kernel is prunable, ``fc`` included
-(OpenLTH's ResNets prune their classifier).
+(OpenLTH's ResNets prune their classifier). Registers the ``resnet`` family (model names
+``resnet18``, ``resnet34``, ``resnet50``, ``resnet101``, ``resnet152``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
-from sdd_jax.models.init import BatchNorm, check_bias_init, conv, dense
+from sdd_jax.models.init import BatchNorm, conv, dense
+from sdd_jax.models.registry import Family, register_family
 
 OUTPUT_LAYER = "fc"
 
@@ -91,7 +94,6 @@ class ResNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_bias_init(self.bias_init)
         if self.block not in EXPANSION:
             raise ValueError(f"unknown ResNet block {self.block!r}; valid: {', '.join(EXPANSION)}")
         if x.ndim != 4:
@@ -116,3 +118,26 @@ def resnet(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_
         raise ValueError(f"unknown ResNet depth {depth}; valid: {', '.join(map(str, DEPTHS))}")
     block, stages = DEPTHS[depth]
     return ResNet(block, stages, num_classes, max(1, int(round(64 * width_multiplier))), bias_init, dtype)
+
+
+def build(model_cfg: Any, num_classes: int, dtype: DTypeLike) -> ResNet:
+    """``resnet<depth>`` with channels scaled by ``model.width_multiplier``."""
+    return resnet(int(model_cfg.name[len("resnet"):]), num_classes, model_cfg.width_multiplier,
+                  model_cfg.bias_init, dtype)
+
+
+_IN_BLOCK = re.compile(r"conv\d+|shortcut_conv")
+_BLOCK = re.compile(r"layer\d+_\d+")
+
+
+def is_prunable(keys: tuple[str, ...]) -> bool:
+    """Every conv and dense kernel: ``conv_stem`` and ``fc`` at the top level, ``conv1..3`` and
+    ``shortcut_conv`` inside a block ``layer<stage>_<index>``; never a bias or BatchNorm."""
+    if len(keys) == 2:
+        return keys == ("conv_stem", "kernel") or keys == ("fc", "kernel")
+    return (len(keys) == 3 and keys[2] == "kernel" and bool(_BLOCK.fullmatch(keys[0]))
+            and bool(_IN_BLOCK.fullmatch(keys[1])))
+
+
+FAMILY = register_family(Family("resnet", tuple(f"resnet{d}" for d in DEPTHS), build, is_prunable,
+                                convolutional=True, modules=(ResNet,)))

@@ -3,19 +3,22 @@
 Each number of the plan is a 3x3 conv (padding 1, *with* bias) -> BN -> ReLU, ``"M"`` a 2x2
 max-pool; then a 2x2 average pool, flatten and a dense classifier (512 -> classes for 32x32
 inputs). Layers are ``conv1..convN``/``bn1..bnN`` in plan order and ``fc``; the conv kernels are
-prunable, the output layer ``fc`` is not (OpenLTH lists it in ``output_layer_names``).
+prunable, the output layer ``fc`` is not (OpenLTH lists it in ``output_layer_names``). Registers
+the ``vgg`` family (model names ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19``).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax.typing import DTypeLike
 
-from sdd_jax.models.init import BatchNorm, check_bias_init, conv, dense
+from sdd_jax.models.init import BatchNorm, conv, dense
+from sdd_jax.models.registry import Family, register_family
 
 OUTPUT_LAYER = "fc"
 
@@ -42,7 +45,6 @@ class VGG(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        check_bias_init(self.bias_init)
         if x.ndim != 4:
             raise ValueError(f"VGG expects NHWC inputs, got shape {x.shape}")
         height, width = x.shape[1:3]
@@ -75,3 +77,20 @@ def vgg(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_ini
         raise ValueError(f"unknown VGG depth {depth}; valid: {', '.join(map(str, PLANS))}")
     plan = tuple(s if s == "M" else max(1, int(round(s * width_multiplier))) for s in PLANS[depth])
     return VGG(plan, num_classes, bias_init, dtype)
+
+
+def build(model_cfg: Any, num_classes: int, dtype: DTypeLike) -> VGG:
+    """``vgg<depth>`` with channels scaled by ``model.width_multiplier``."""
+    return vgg(int(model_cfg.name[len("vgg"):]), num_classes, model_cfg.width_multiplier, model_cfg.bias_init, dtype)
+
+
+_CONV = re.compile(r"conv\d+")
+
+
+def is_prunable(keys: tuple[str, ...]) -> bool:
+    """The conv kernels ``conv1..convN/kernel``; never the classifier ``fc``, a bias or BatchNorm."""
+    return len(keys) == 2 and keys[1] == "kernel" and bool(_CONV.fullmatch(keys[0]))
+
+
+FAMILY = register_family(Family("vgg", tuple(f"vgg{d}" for d in PLANS), build, is_prunable, convolutional=True,
+                                modules=(VGG,)))
