@@ -79,7 +79,7 @@ def load_run(run_dir: str | Path) -> SavedRun:
     """The run in ``run_dir``, opened read-only (see the module docstring). Raises
     ``FileNotFoundError`` or ``ValueError`` naming the file when it is not a readable run.
     The one read-only entry; :func:`sdd_jax.runopen.open_run` creates or resumes a run."""
-    path = Path(run_dir).expanduser()
+    path = Path(run_dir).expanduser().absolute()  # orbax opens absolute paths only
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a run directory (no config.json)")
     stored = read_json(path / "config.json")
