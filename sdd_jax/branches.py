@@ -23,7 +23,6 @@ and ``redense_kept_weights`` hold those of the network it trained (all weights o
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,49 +31,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from sdd_jax import imp, masks, pruning, results
-from sdd_jax.config import load_json, override
 from sdd_jax.distributed import to_host
-from sdd_jax.experiment import (Experiment, densities, fresh_state, oneshot_mask, random_masks,
-                                state_from)
+from sdd_jax.experiment import Experiment, densities, oneshot_mask, random_masks
+from sdd_jax.imp import PREVIOUS, REWIND, Start
 from sdd_jax.level import LevelPlan, run_level
 from sdd_jax.progress import Progress
-from sdd_jax.rundir import NON_RESULT_FIELDS, RunDir
+from sdd_jax.rundir import RunDir
 from sdd_jax.train import TrainState, Weights
 
 BRANCHES = ("oneshot", "reinit", "random_prune", "redense")
-BRANCH_SETTINGS = ("pruning.redense_epochs", "pruning.redense_lr")
 # Folded into the init / mask streams so branch draws never coincide with the main run's.
 SALT = {"reinit": 101, "random_prune": 102}
 
 
 class BranchError(ValueError):
     """A branch asked of a run that cannot provide it."""
-
-
-def open_run(run_dir: str | Path, overrides: list[str] = ()) -> tuple[Experiment, RunDir]:
-    """The experiment and run directory of a finished (or partly finished) run, from its
-    ``config.json``.
-
-    ``overrides`` (``key=value``) may change only the branch settings
-    ``pruning.redense_epochs``/``redense_lr`` and the ``run.*`` settings that do not change
-    results (chunking, verbosity, ...): the run's identity stays.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").is_file():
-        raise BranchError(f"{run_dir} is not a run directory (no config.json)")
-    config = load_json(str(run_dir / "config.json"))
-    allowed = [*BRANCH_SETTINGS, *sorted(k for k in NON_RESULT_FIELDS if k.startswith("run.") and k != "run.workdir")]
-    for item in overrides:
-        if item.split("=", 1)[0].strip() not in allowed:
-            raise BranchError(f"a branch may only override {', '.join(allowed)} (got {item!r})")
-    branch_items = [i for i in overrides if i.split("=", 1)[0].strip() in BRANCH_SETTINGS]
-    run_items = [i for i in overrides if i not in branch_items]
-    exp, run = imp.prepare(override(config, [*run_items, f"run.workdir={run_dir.parent}"]))
-    if run.path.resolve() != run_dir.resolve():
-        raise BranchError(f"{run_dir} does not match its config.json (expected {run.path.name})")
-    if branch_items:
-        exp = dataclasses.replace(exp, config=override(exp.config, branch_items))
-    return exp, run
 
 
 def branch_dirname(exp: Experiment, name: str) -> str:
@@ -160,24 +131,38 @@ def plan(exp: Experiment, name: str) -> LevelPlan:
     return imp.schedule_plan(exp, 1, "lottery" if name == "reinit" else cfg.pruning.schedule)
 
 
+def retrain_start(schedule: str, level: int) -> Start:
+    """How a branch that retrains by the run's ``schedule`` starts (one-shot, random pruning):
+    as a pruned level would, so lottery from θk, finetune and lr_rewind from the weights the
+    branch passes, scratch from a fresh draw salted by ``level``, as the run's level ``level``
+    (one-shot k = 0: level 1's, the first pruned level's)."""
+    if schedule == "lottery":
+        return REWIND
+    if schedule == "scratch":
+        return imp.fresh(max(level, 1))
+    return PREVIOUS
+
+
 def branch_start(exp: Experiment, run: RunDir, name: str, level: int,
                  plan: LevelPlan) -> tuple[object, TrainState, Weights | None]:
     """The mask, the starting state and the reference of the learning distance (``None``: θ0) of
-    branch ``name`` at ``level`` (one-shot: k)."""
+    branch ``name`` at ``level`` (one-shot: k). Starts: one-shot and random pruning retrain by
+    the run's schedule (:func:`retrain_start`), reinit from a fresh draw salted by
+    ``SALT["reinit"]`` and the level, re-dense from the level's trained weights."""
     schedule = exp.config.pruning.schedule
     if name == "oneshot":
         dense = run.level(0)
         mask = oneshot_mask(exp, dense, level)
-        return mask, imp.start_state(exp, run, plan, max(level, 1), schedule, mask, dense), None
+        return mask, imp.start_state(exp, run, plan, retrain_start(schedule, level), mask, dense.weights), None
     trained = run.level(level)
     if name == "reinit":
         # The learning distance is measured from the network's own dense initialisation.
-        fresh = to_host(fresh_state(exp, plan.engine, SALT["reinit"], level).weights)
-        return trained.mask, state_from(exp, plan.engine, fresh, trained.mask, plan.start_iteration), fresh
+        start = imp.fresh(SALT["reinit"], level)
+        fresh = to_host(imp.start_weights(exp, run, plan, start))
+        return trained.mask, imp.start_state(exp, run, plan, start, trained.mask), fresh
     if name == "random_prune":
         mask = random_masks(exp, trained.mask, SALT["random_prune"], level)
-        previous = dataclasses.replace(trained, mask=mask)
-        return mask, imp.start_state(exp, run, plan, max(level, 1), schedule, mask, previous), None
+        return mask, imp.start_state(exp, run, plan, retrain_start(schedule, level), mask, trained.weights), None
     # redense: every weight trainable again, the pruned ones starting at exactly zero.
     dense_mask = jax.tree.map(jnp.ones_like, trained.mask)
-    return dense_mask, state_from(exp, plan.engine, trained.weights, dense_mask, 0), None
+    return dense_mask, imp.start_state(exp, run, plan, PREVIOUS, dense_mask, trained.weights), None

@@ -153,7 +153,7 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "show":
         config = resolve(args.preset, args.overrides, args.seeds, args.workdir)
-        from sdd_jax.rundir import result_hash
+        from sdd_jax.runid import result_hash
         from sdd_jax.validate import validate
 
         validate(config)
@@ -220,9 +220,10 @@ def _run(args) -> int:
         config = override(config, ["run.verbosity=2"])
     _setup_compilation_cache(config.run.compilation_cache)
     from sdd_jax import imp
+    from sdd_jax.runopen import open_run
 
     started = time.time()
-    exp, run = imp.prepare(config)
+    exp, run = open_run(config)
     already = set(run.finished_levels()) >= set(range(config.pruning.levels + 1))
     if config.run.verbosity:
         ds = exp.dataset
@@ -285,6 +286,7 @@ def _report(run_dir: Path) -> int:
 
 def _branch(args) -> int:
     from sdd_jax import branches
+    from sdd_jax.runopen import open_run
 
     try:
         levels = [int(v) for v in args.levels.split(",") if v.strip()]
@@ -292,7 +294,7 @@ def _branch(args) -> int:
         raise ConfigError(f"--levels expects comma-separated integers, got {args.levels!r}") from None
     name = args.command.replace("-", "_")
     overrides = args.overrides + (["run.verbosity=0"] if args.quiet else [])
-    exp, run = branches.open_run(Path(args.run_dir), overrides)
+    exp, run = open_run(Path(args.run_dir), overrides)
     # Before the branch's training compiles (JAX opens the cache at the first compilation that
     # finds a cache directory set).
     _setup_compilation_cache(exp.config.run.compilation_cache)

@@ -102,8 +102,9 @@ def empty_curves(with_val: bool = False) -> dict:
     return {name: [] for name in names + (["val_loss", "val_acc"] if with_val else [])}
 
 
-def train_epochs(exp: Experiment, run: RunDir, plan: LevelPlan, state: TrainState, mask, *,
-                 level: int, progress: Progress, curves: dict | None = None):
+def train_epochs(exp: Experiment, run: RunDir | None, plan: LevelPlan, state: TrainState, mask, *,
+                 level: int, progress: Progress, curves: dict | None = None, evaluate: bool = True,
+                 after_epoch: Callable[[int, TrainState], None] | None = None):
     """Train ``state`` on ``mask`` through ``plan``'s epochs; returns (state, curves).
 
     Per epoch the curves get the training loss and accuracy (all examples of the epoch, also
@@ -111,11 +112,19 @@ def train_epochs(exp: Experiment, run: RunDir, plan: LevelPlan, state: TrainStat
     accuracy (else None). The test evaluation runs in the epoch's own compiled call, and an
     epoch's numbers are fetched from the device only after the next epoch is dispatched, so
     the accelerator is not left waiting on the host between epochs.
+
+    ``run`` receives θk (when ``plan.rewind_iteration`` is reached and θk is not saved yet) and
+    the progress checkpoints (every ``run.checkpoint_every_epochs``); with ``run=None`` nothing is
+    written (a replay, the analysis's re-dense training). ``evaluate=False`` leaves out the test
+    and validation evaluations (their curve entries are None): for a caller that evaluates
+    itself. ``after_epoch(epoch, state)`` is called after each epoch (0-based ``epoch``) with the
+    trained state, before the next epoch is dispatched (the next call donates it: read what is
+    needed then, do not keep it).
     """
     engine, run_cfg = plan.engine, exp.config.run
     spe = engine.steps_per_epoch
     curves = curves or empty_curves(exp.val is not None)
-    rewind = plan.rewind_iteration if not run.theta_rewind.saved() else None
+    rewind = plan.rewind_iteration if run is not None and not run.theta_rewind.saved() else None
     pending = None  # the last dispatched epoch, not yet on the host
 
     def record(epoch, parts, test, val):
@@ -143,17 +152,19 @@ def train_epochs(exp: Experiment, run: RunDir, plan: LevelPlan, state: TrainStat
             run.theta_rewind.save(state.weights)
             start = rewind
         last = epoch + 1 == plan.epochs
-        due = last or (epoch + 1) % run_cfg.eval_every_epochs == 0
+        due = evaluate and (last or (epoch + 1) % run_cfg.eval_every_epochs == 0)
         state, sums, test = engine.train_epoch_then_evaluate(
             state, mask, exp.train, epoch, start, evaluate_on=exp.test if due else None)
         parts.append(sums)
         val = None
         if due and exp.val is not None:
             val = engine.evaluate(state.params, state.batch_stats, mask, exp.val)[:2]
+        if after_epoch is not None:
+            after_epoch(epoch, state)
         if pending is not None:
             record(*pending)
         pending = (epoch, parts, test, val)
-        every = run_cfg.checkpoint_every_epochs
+        every = run_cfg.checkpoint_every_epochs if run is not None else 0
         if every and (epoch + 1) % every == 0 and not last:
             record(*pending)
             pending = None

@@ -5,6 +5,10 @@ mode a line per finished level. When the stream is not a terminal (a log file, `
 batch job), a bar would write a line per update, so the output is line based instead: one line
 per finished level, and within a level at most one line per ``interval`` seconds (a minute).
 Nothing when quiet.
+
+The same object follows other work in units of its own (``unit``: the analysis counts "step"s):
+:meth:`Progress.task` names what is running (the bar's postfix, and the text of the throttled
+lines), :meth:`Progress.step` counts units done.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from sdd_jax import distributed
 
 
 def _is_terminal(stream) -> bool:
@@ -31,20 +37,21 @@ class Progress:
 
     ``interactive`` chooses the bar (``True``) or the lines (``False``); ``None`` asks
     ``stream.isatty()``. ``interval`` is the least number of seconds between two in-level lines
-    (line mode; ``clock`` gives seconds, :func:`time.monotonic` by default).
+    (line mode; ``clock`` gives seconds, :func:`time.monotonic` by default). ``unit`` names
+    what ``total_epochs`` counts (the bar's unit and the lines' ``<unit>s D/T``).
     """
 
     def __init__(self, total_epochs: int, verbosity: int = 1, desc: str = "", stream=None,
                  interactive: bool | None = None, interval: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic):
-        from sdd_jax.distributed import is_primary
-
-        self.verbosity = int(verbosity) if is_primary() else 0  # one process prints (multi-host)
+                 clock: Callable[[], float] = time.monotonic, unit: str = "epoch"):
+        self.verbosity = int(verbosity) if distributed.is_primary() else 0  # one process prints (multi-host)
         self.stream = stream or sys.stderr
         self.desc = desc
         self.total = int(total_epochs)
         self.interval = float(interval)
         self.clock = clock
+        self.unit = unit
+        self.text = ""  # the current task (see task())
         self.level = 0
         self.density = 1.0
         self.done = 0  # epochs done, skipped ones included
@@ -54,7 +61,7 @@ class Progress:
         self.lines = False
         if self.verbosity > 0:
             if interactive if interactive is not None else _is_terminal(self.stream):
-                self.bar = tqdm(total=total_epochs, desc=desc, unit="epoch", file=self.stream,
+                self.bar = tqdm(total=total_epochs, desc=desc, unit=unit, file=self.stream,
                                 dynamic_ncols=True, leave=True)
             else:
                 self.lines = True
@@ -72,6 +79,11 @@ class Progress:
             self.bar.update(n)
 
     def epoch_done(self, test_acc: float | None) -> None:
+        """One epoch trained (``test_acc``: its mean test accuracy, None when not evaluated).
+        Under a :meth:`task`, the same as :meth:`step`."""
+        if self.text:
+            self.step()
+            return
         self.done += 1
         if self.bar is not None:
             self.bar.update(1)
@@ -79,6 +91,22 @@ class Progress:
         elif self.lines and self.clock() - self.last_line >= self.interval:
             test = "" if test_acc is None else f"  test {100 * test_acc:6.2f}%"
             self._line(f"level {self.level:2d}  density {100 * self.density:7.3f}%{test}")
+
+    def task(self, text: str) -> None:
+        """Name the work now running (``"re-dense, level 3"``): the bar's postfix, and the text of
+        the in-level lines (line mode)."""
+        self.text = text
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=True)
+
+    def step(self, n: int = 1) -> None:
+        """``n`` units of the current task done. In line mode a line (the task, the units done,
+        elapsed time and ETA) at most every ``interval`` seconds, and one when all are done."""
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif self.lines and (self.clock() - self.last_line >= self.interval or self.done >= self.total):
+            self._line(self.text)
 
     def _postfix(self, test_acc):
         if self.bar is None:
@@ -92,7 +120,7 @@ class Progress:
         """``epochs D/T, elapsed E, ETA R``, the rate measured over the epochs trained here."""
         elapsed = self.clock() - self.started
         trained = self.done - self.skipped
-        text = f"epochs {self.done}/{self.total}, elapsed {tqdm.format_interval(elapsed)}"
+        text = f"{self.unit}s {self.done}/{self.total}, elapsed {tqdm.format_interval(elapsed)}"
         if trained > 0 and self.done < self.total:
             text += f", ETA {tqdm.format_interval(elapsed / trained * (self.total - self.done))}"
         return text

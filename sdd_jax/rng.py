@@ -10,6 +10,10 @@ stream name, so that changing how one choice is made never moves another:
 * ``subset``    which training examples are kept (data seed)
 * ``split``     which examples are held out for validation (data seed)
 * ``noise``     which labels are corrupted and to what (noise seed)
+* ``analysis/<draw>`` the draws of ``sdd-jax analyze`` (:mod:`sdd_jax.analysis.pipeline`), folded
+  into ``analysis.seed``: the fixed training batches of the Hessian (``hessian_batches``) and of
+  the BatchNorm statistics along the interpolation (``bn_batches``), the Lanczos start vectors and
+  Hutchinson probes (``hessian``), the 1-D loss-curve directions (``direction``)
 
 The stream name is hashed with CRC32 (stable across Python processes, unlike ``hash``) and
 folded into ``jax.random.key(seed)``.
@@ -23,7 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-STREAMS = ("init", "data_order", "augment", "mask", "subset", "split", "noise")
+ANALYSIS_DRAWS = ("hessian_batches", "bn_batches", "hessian", "direction")
+STREAMS = ("init", "data_order", "augment", "mask", "subset", "split", "noise",
+           *(f"analysis/{draw}" for draw in ANALYSIS_DRAWS))
 
 
 def stream_id(stream: str) -> int:

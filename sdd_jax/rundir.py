@@ -1,4 +1,4 @@
-"""The run directory: one owner of a run's identity, its checkpoints and its results file.
+"""The run directory: one owner of a run's checkpoints and its results files.
 
 Layout of one run (``<workdir>/<config.name>-<result_hash>``)::
 
@@ -15,173 +15,38 @@ Layout of one run (``<workdir>/<config.name>-<result_hash>``)::
     progress/level_XXX/   the latest in-level epoch checkpoint
     branches/<name>/      a branch's trees-less run directory of the same layout
 
-"Is this the same experiment?" is decided here alone: the result fields (every setting but
-:data:`NON_RESULT_FIELDS`) name the directory and must match what it holds, and the data must
-have the fingerprint it was computed on. Resuming is reading back what is here: finished levels,
-θ0/θk and in-level progress.
+"Is this the same experiment?" is decided by :func:`open_run_dir` alone, on the identity of
+:mod:`sdd_jax.runid`: the result fields (every setting but :data:`~sdd_jax.runid.NON_RESULT_FIELDS`)
+name the directory and must match what it holds, and the data must have the fingerprint it was
+computed on; the directory is locked first (:mod:`sdd_jax.runlock`). Resuming is reading back
+what is here: finished levels, θ0/θk and in-level progress. Runs are opened through
+:func:`sdd_jax.runopen.open_run` (create or resume) or :func:`sdd_jax.saved.load_run` (read only).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
-import socket
-import time
 import uuid
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from sdd_jax import results
 from sdd_jax.atomic import atomic_write_json
-from sdd_jax.checkpoints import CheckpointNotFoundError, RunStore, UnreadableCheckpointError, valid_name
+from sdd_jax.checkpoints import CheckpointNotFoundError, RunStore, UnreadableCheckpointError
 from sdd_jax.config import Config, ConfigError, from_dict, to_dict
 from sdd_jax.distributed import barrier, is_primary, to_host
+from sdd_jax.runid import (NON_RESULT_FIELDS, RESULT_FORMAT_VERSION, data_fingerprint, read_json,  # noqa: F401
+                           result_fields, result_hash, run_path)
+from sdd_jax.runlock import LOCK_FILE, OWNER_FILE, RunDirBusyError, lock_run_dir, remove_leftovers  # noqa: F401
 from sdd_jax.train import LevelWeights, TrainState, Weights
-
-# Bumped whenever the on-disk result format or the meaning of a stored number changes.
-RESULT_FORMAT_VERSION = 1
-
-NON_RESULT_FIELDS = frozenset(
-    {
-        "name",
-        "description",
-        "run.workdir",
-        "run.seeds_per_chunk",
-        "run.eval_batch_size",
-        "run.checkpoint_every_epochs",
-        "run.verbosity",
-        "run.epoch_loop",
-        "run.seed_execution",
-        "run.seed_devices",
-        "run.data_devices",
-        "run.compilation_cache",
-        "run.distributed",
-        "data.data_dir",
-        "data.download",
-        "data.source",
-        # More levels extend a run: the levels already computed do not change.
-        "pruning.levels",
-    }
-)
 
 
 class RunDirConflictError(ValueError):
     """A run directory holds a run whose result-defining settings or data differ."""
-
-
-class RunDirBusyError(ValueError):
-    """Another process is working in the run directory."""
-
-
-LOCK_FILE = ".lock"  # held (filelock) by the one process working in a run directory
-OWNER_FILE = ".lock.owner"  # who holds it: {"pid", "host", "since"}, for the refusal message
-_HELD: dict[Path, Any] = {}  # this process's locks, by run directory
-
-
-def lock_run_dir(path: Path) -> None:
-    """Make this process the one working in the run directory ``path`` (an existing folder)
-    until it exits or calls :func:`unlock_run_dir`; taking it again from the same process is a
-    no-op. Branch commands take their run's lock, so a branch and its run never write at once.
-    In a multi-host job process 0 holds it for all. Raises :class:`RunDirBusyError` naming the
-    holder's process id and host."""
-    import filelock
-
-    path = Path(path).absolute()
-    if path in _HELD or not is_primary():
-        return
-    lock = filelock.FileLock(path / LOCK_FILE, thread_local=False)
-    try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        try:
-            owner = json.loads((path / OWNER_FILE).read_text(encoding="utf-8"))
-            who = f"process {owner['pid']} on host {owner['host']} (since {owner['since']})"
-        except (OSError, ValueError, KeyError, TypeError):
-            who = "another process"
-        raise RunDirBusyError(f"{path} is in use by {who}: wait for it to finish or stop it, "
-                              "then rerun") from None
-    _HELD[path] = lock
-    atomic_write_json(path / OWNER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
-                                          "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
-
-
-def unlock_run_dir(path: Path) -> None:
-    """Release this process's lock on ``path`` (nothing if it holds none)."""
-    lock = _HELD.pop(Path(path).absolute(), None)
-    if lock is not None:
-        lock.release()
-
-
-def read_json(path: Path, remedy: str = "") -> Any:
-    """The JSON value in ``path``; :class:`ValueError` naming the file when it is not valid
-    UTF-8 JSON (``remedy`` appended)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not valid JSON ({err}){': ' + remedy if remedy else ''}") from None
-
-
-def remove_leftovers(path: Path) -> None:
-    """Remove the hidden ``.NAME.XXXX.tmp`` files that a process killed inside an atomic write
-    left in the run directory ``path`` and its branches (only the lock holder calls this)."""
-    for folder in [path, *sorted((path / "branches").glob("*"))]:
-        for leftover in folder.glob(".*.tmp"):
-            if leftover.is_file():
-                leftover.unlink(missing_ok=True)
-
-
-# ----- identity ---------------------------------------------------------------------------------
-
-def result_fields(config: Config) -> dict[str, Any]:
-    """The settings that change results, flattened to dotted keys, plus the result-format
-    version."""
-    flat = {}
-
-    def walk(prefix, d):
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if isinstance(v, dict):
-                walk(key + ".", v)
-            elif key not in NON_RESULT_FIELDS:
-                flat[key] = v
-
-    walk("", to_dict(config))
-    flat["result_format_version"] = RESULT_FORMAT_VERSION
-    return flat
-
-
-def result_hash(config: Config) -> str:
-    """A 12-hex-digit hash of :func:`result_fields` (stable across processes and machines)."""
-    payload = json.dumps(result_fields(config), sort_keys=True).encode()
-    return hashlib.sha256(payload).hexdigest()[:12]
-
-
-def run_path(workdir: str | os.PathLike, config: Config) -> Path:
-    """``<workdir>/<config.name>-<result_hash(config)>`` (absolute)."""
-    if not valid_name(config.name):
-        raise ValueError(
-            f"config.name {config.name!r} cannot name a run directory: use letters, digits and "
-            "_ . , + = - (not starting with '.')"
-        )
-    return Path(workdir).expanduser().absolute() / f"{config.name}-{result_hash(config)}"
-
-
-def data_fingerprint(dataset) -> str:
-    """SHA-256 of the arrays a run trains and tests on (images, noisy and clean labels)."""
-    digest = hashlib.sha256()
-    for array in (dataset.x_train, dataset.y_train, dataset.y_train_clean, dataset.x_test, dataset.y_test):
-        a = np.ascontiguousarray(array)
-        digest.update(str((a.shape, a.dtype.str)).encode())
-        digest.update(a.tobytes())
-    return digest.hexdigest()
 
 
 _TREE_REMEDY = {
@@ -216,8 +81,9 @@ def _stored_result_fields(path: Path) -> dict:
     return stored
 
 
-def prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
-    """Create the run directory and write ``config.json`` and ``result_fields.json`` (atomically).
+def _prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
+    """Create the run directory and write ``config.json`` and ``result_fields.json`` (atomically)
+    (the identity step of :func:`open_run_dir`).
 
     An existing directory is reused (resume) only if its stored result fields equal this
     config's; otherwise :class:`RunDirConflictError` names the differing fields.
@@ -267,7 +133,8 @@ def _check_execution(path: Path, execution: dict, before: dict | None) -> None:
 
 
 def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights, seeds: list[int]) -> RunDir:
-    """The run directory of ``config`` on ``dataset``, created or resumed.
+    """The run directory of ``config`` on ``dataset``, created or resumed (the directory step of
+    :func:`sdd_jax.runopen.open_run`, which builds the experiment these arguments come from).
 
     Refuses (:class:`RunDirConflictError`, nothing written) a directory computed with other
     result settings or on other data; warns when ``execution`` settings changed. ``shapes``
@@ -288,7 +155,7 @@ def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights,
     before = None  # read (and an unreadable file refused) before anything is written
     if (path / "execution.json").is_file():
         before = read_json(path / "execution.json", _REWRITTEN)
-    path = prepare_run_dir(config.run.workdir, config)
+    path = _prepare_run_dir(config.run.workdir, config)
     atomic_write_json(stored, metadata)
     _check_execution(path, execution, before)
     return RunDir(path, shapes, seeds)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sdd_jax.checkpoints import RunStore
 from sdd_jax.config import Config, ConfigError, from_dict
+from sdd_jax.runid import read_json
 from sdd_jax.train import LevelWeights, Weights
 
 
@@ -76,10 +77,9 @@ class SavedRun:
 
 def load_run(run_dir: str | Path) -> SavedRun:
     """The run in ``run_dir``, opened read-only (see the module docstring). Raises
-    ``FileNotFoundError`` or ``ValueError`` naming the file when it is not a readable run."""
-    from sdd_jax.rundir import read_json
-
-    path = Path(run_dir).expanduser()
+    ``FileNotFoundError`` or ``ValueError`` naming the file when it is not a readable run.
+    The one read-only entry; :func:`sdd_jax.runopen.open_run` creates or resumes a run."""
+    path = Path(run_dir).expanduser().absolute()  # orbax opens absolute paths only
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a run directory (no config.json)")
     stored = read_json(path / "config.json")

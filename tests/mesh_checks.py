@@ -15,7 +15,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sdd_jax import imp, results, rng  # noqa: E402
+from sdd_jax import imp, results, rng, runopen  # noqa: E402
 from sdd_jax.config import (Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig,  # noqa: E402
                             PruningConfig, RunConfig, override)
 from sdd_jax.engine import Engine, seed_mesh  # noqa: E402
@@ -52,7 +52,7 @@ def main() -> dict:
 
     # 8 seeds over 8 devices against one device.
     one = rows(tiny(root / "one", 8, **{"run.seed_devices": 1}))
-    exp, run = imp.prepare(tiny(root / "eight", 8))
+    exp, run = runopen.open_run(tiny(root / "eight", 8))
     out["eight_mesh"] = dict(exp.engine.mesh.shape)
     eight = results.read_results_csv(imp.run_imp(exp.config, prepared=(exp, run)) / "results.csv")
     out["eight_vs_one"] = max_diff(one, eight)

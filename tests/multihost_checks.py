@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jax
 
-from sdd_jax import imp
+from sdd_jax import imp, runopen
 from sdd_jax.config import (Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig,
                             PruningConfig, RunConfig)
 from sdd_jax.rundir import RunDir
@@ -83,7 +83,7 @@ def main() -> None:
                 raise SystemExit(3)
 
         RunDir.finish_level = finish_then_die
-    exp, run = imp.prepare(config)
+    exp, run = runopen.open_run(config)
     imp.run_imp(config, prepared=(exp, run))
     if jax.process_index() == 0:
         from sdd_jax import report

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from sdd_jax import imp, masks, results
+from sdd_jax import imp, masks, results, runopen
 from sdd_jax.config import Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig, PruningConfig, RunConfig
 
 
@@ -26,7 +26,7 @@ def cifar_like(tmp_path, model: str) -> Config:
 def run(request, tmp_path_factory):
     config = cifar_like(tmp_path_factory.mktemp(request.param), request.param)
     run_dir = imp.run_imp(config)
-    exp, run = imp.prepare(config)
+    exp, run = runopen.open_run(config)
     levels = {k: run.level(k) for k in (0, 1)}
     return request.param, (exp, run), run_dir, levels
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from sdd_jax import presets
-from sdd_jax import criteria, imp, masks, pruning
+from sdd_jax import criteria, imp, masks, pruning, runopen
 from sdd_jax.config import override
 from sdd_jax.engine import resolve_epoch_loop
 from sdd_jax.experiment import criterion_grads
@@ -91,7 +91,7 @@ def test_snip_scores_are_abs_w_times_g(extensions):
 
 def test_smoke_with_snip_prunes_the_exact_count_by_abs_w_times_g(extensions, tmp_path):
     config = small_smoke(tmp_path, **{"pruning.criterion": "snip"})
-    exp, run = imp.prepare(config)
+    exp, run = runopen.open_run(config)
     imp.run_imp(config, prepared=(exp, run), write_report=False)
     level0, level1 = run.level(0), run.level(1)
     total, kept = prunable_counts(exp, level1.mask)
@@ -119,7 +119,7 @@ def test_smoke_with_a_tiny_wide_resnet(extensions, tmp_path):
     assert family_of("wrn10_1") is extensions["wide_resnet"].WIDE_RESNET
     assert is_convolutional(config.model) and resolve_epoch_loop("auto", is_convolutional(config.model)) == (
         "steps" if jax.default_backend() == "cpu" else "scan")  # the engine's auto rule reads the family's flag
-    exp, run = imp.prepare(config)
+    exp, run = runopen.open_run(config)
     imp.run_imp(config, prepared=(exp, run), write_report=False)
     level1 = run.level(1)
     paths = masks.paths(level1.mask)

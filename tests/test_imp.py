@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sdd_jax import branches, experiment, imp, masks, pruning, results, rng
+from sdd_jax import branches, experiment, imp, masks, pruning, results, rng, runopen
 from sdd_jax import metrics as metrics_lib
 from sdd_jax.checkpoints import RunStore
 from sdd_jax.data import load_dataset
@@ -40,7 +40,7 @@ def stacked_levels(run):
 def lottery_run(tmp_path_factory):
     config = tiny_config(tmp_path_factory.mktemp("lottery"), **{"pruning.rewind_iteration": 3})
     run_dir = imp.run_imp(config)
-    exp, run = imp.prepare(config)
+    exp, run = runopen.open_run(config)
     return config, run_dir, (exp, run), stacked_levels(run)
 
 
@@ -75,7 +75,7 @@ def test_lottery_restores_the_rewind_weights_on_the_new_mask(lottery_run):
     plan = imp.schedule_plan(exp, 2, "lottery")
     assert plan.start_iteration == 3 and plan.first_epoch == 3 // exp.engine.steps_per_epoch
     mask = levels[2].mask
-    state = imp.start_state(exp, run, plan, 2, "lottery", mask, levels[1])
+    state = imp.start_state(exp, run, plan, imp.schedule_start("lottery", 2), mask, levels[1].weights)
     expected = jax.tree.map(lambda p, m: p * m, theta_k.params, mask)
     chex.assert_trees_all_equal(jax.device_get(state.params), jax.device_get(expected))
     np.testing.assert_array_equal(np.asarray(state.step), [3, 3])
@@ -89,7 +89,7 @@ def test_other_schedules_start_from_the_right_weights(lottery_run, schedule):
                                                             "pruning.finetune_epochs": 1}))
     plan = imp.schedule_plan(exp, 2, schedule)
     mask = levels[2].mask
-    state = imp.start_state(exp, run, plan, 2, schedule, mask, levels[1])
+    state = imp.start_state(exp, run, plan, imp.schedule_start(schedule, 2), mask, levels[1].weights)
     np.testing.assert_array_equal(np.asarray(state.step), [0, 0])
     got = np.asarray(state.params["fc1"]["kernel"])
     if schedule == "scratch":
@@ -169,7 +169,7 @@ def test_resume_inside_a_level_from_the_last_saved_epoch(tmp_path):
     config = tiny_config(tmp_path, **{"optim.epochs": 3, "pruning.levels": 1,
                                       "run.checkpoint_every_epochs": 1})
     straight = imp.run_imp(dataclasses.replace(config, run=dataclasses.replace(config.run, workdir=str(tmp_path / "s"))))
-    exp, run = imp.prepare(config)
+    exp, run = runopen.open_run(config)
     calls = {"n": 0}
     original = exp.engine.train_epoch_then_evaluate
 
@@ -259,11 +259,11 @@ def test_redense_reopens_pruned_weights_at_zero_then_trains_them(lottery_run):
 
 def test_branch_overrides_reach_the_engine_and_result_fields_are_refused(lottery_run):
     config, run_dir, _, _ = lottery_run
-    exp, _ = branches.open_run(run_dir, ["run.seeds_per_chunk=1", "pruning.redense_epochs=3"])
+    exp, _ = runopen.open_run(run_dir, ["run.seeds_per_chunk=1", "pruning.redense_epochs=3"])
     assert exp.engine.seeds_per_chunk == 1 and exp.config.pruning.redense_epochs == 3
     for bad in ("run.seeds=1", "optim.lr=0.5", "run.eval_every_epochs=2"):
-        with pytest.raises(branches.BranchError, match="may only override"):
-            branches.open_run(run_dir, [bad])
+        with pytest.raises(runopen.RunOpenError, match="may only override"):
+            runopen.open_run(run_dir, [bad])
 
 
 def test_capture_epoch_curve_covers_the_whole_epoch(tmp_path):
@@ -273,7 +273,7 @@ def test_capture_epoch_curve_covers_the_whole_epoch(tmp_path):
     b = tiny_config(tmp_path / "b", **{"pruning.levels": 0, "pruning.rewind_iteration": 0})
     curves = []
     for config in (a, b):
-        exp, run = imp.prepare(config)
+        exp, run = runopen.open_run(config)
         imp.run_imp(config, prepared=(exp, run))
         curves.append(run.store.level_metrics(0)["curves"])
     np.testing.assert_allclose(curves[0]["train_loss"], curves[1]["train_loss"], rtol=1e-6)
@@ -284,7 +284,7 @@ def test_a_diverging_last_update_is_an_error_not_a_result(tmp_path):
     config = tiny_config(tmp_path, **{"optim.lr": 1e4, "pruning.levels": 0, "optim.epochs": 3})
     with pytest.raises(FloatingPointError, match="non-finite"):
         imp.run_imp(config)
-    assert not (imp.prepare(config)[1].path / "results.csv").exists()
+    assert not (runopen.open_run(config)[1].path / "results.csv").exists()
 
 
 def test_oneshot_refuses_a_target_without_weights(lottery_run):
@@ -301,11 +301,11 @@ def test_a_training_set_smaller_than_a_batch_trains(tmp_path):
 
 def test_switching_to_other_data_in_the_same_run_dir_is_refused(tmp_path):
     config = tiny_config(tmp_path, **{"pruning.levels": 0, "optim.epochs": 1})
-    imp.prepare(config)
+    runopen.open_run(config)
     dataset = load_dataset(config.data, config.noise)
     shuffled = dataclasses.replace(dataset, x_train=dataset.x_train[::-1].copy())
     with pytest.raises(ValueError, match="different data"):
-        imp.prepare(config, shuffled)
+        runopen.open_run(config, dataset=shuffled)
 
 
 def test_validation_split_is_reported(tmp_path):
@@ -319,7 +319,7 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
                        ("pruning.rewind_iteration", "100000"), ("pruning.criterion", "taylor"),
                        ("pruning.scope", "block"), ("pruning.ignore", "conv9")):
         with pytest.raises(ValueError, match=key.split(".")[1]):
-            imp.prepare(tiny_config(tmp_path, **{key: value}))
+            runopen.open_run(tiny_config(tmp_path, **{key: value}))
     assert not any(tmp_path.iterdir())
 
 
@@ -336,7 +336,7 @@ def test_continuing_with_other_execution_settings_warns(tmp_path):
     config = tiny_config(tmp_path, **{"pruning.levels": 0, "optim.epochs": 1})
     imp.run_imp(config)
     with pytest.warns(UserWarning, match="seeds_per_chunk"):
-        imp.prepare(override(config, {"run.seeds_per_chunk": 1}))
+        runopen.open_run(override(config, {"run.seeds_per_chunk": 1}))
 
 
 def test_theta_rewind_equals_an_independent_run_stopped_at_the_rewind_iteration(lottery_run):
@@ -442,7 +442,7 @@ def test_saliency_pruning_keeps_exact_counts_and_differs_from_magnitude(tmp_path
     config = tiny_config(tmp_path, **{"pruning.criterion": "saliency", "pruning.levels": 1,
                                       "optim.epochs": 1, "pruning.saliency_batches": 2})
     imp.run_imp(config)
-    exp, run = imp.prepare(config)
+    exp, run = runopen.open_run(config)
     dense, level1 = run.level(0), run.level(1)
     total = masks.count(jax.tree.map(lambda leaf: leaf[0], dense.mask), exp.is_prunable)[1]
     kept, _ = masks.count(level1.mask, exp.is_prunable, seed_axis=True)
@@ -476,7 +476,7 @@ def test_a_missing_middle_level_is_recomputed_and_matches_the_uninterrupted_run(
         assert imp.run_imp(config, write_report=False) == copy
     for name in ("results.csv", "curves.csv", "layers.csv"):
         assert (copy / name).read_bytes() == (run_dir / name).read_bytes(), name
-    _, run = imp.prepare(config)
+    _, run = runopen.open_run(config)
     assert run.finished_levels() == [0, 1, 2, 3]
     chex.assert_trees_all_equal(jax.device_get(run.level(2)), jax.device_get(levels[2]))
     assert not [p.name for p in (copy / "levels").iterdir() if p.name.startswith(".")]
@@ -560,3 +560,15 @@ def test_two_redense_variants_keep_their_labels_and_sit_at_their_starting_densit
     assert counts["imp"] == 4 * 2 and counts["redense-e1-lr0.05"] == counts["redense-e1-lr0.01"] == 2 * 2
     curves = pd.read_csv(run_dir / "curves_all.csv")
     assert curves[curves.branch == "redense-e1-lr0.01"].shape[0] == 2 * 2 * 1  # levels x seeds x epochs
+
+
+def test_start_choices_are_named_and_checked():
+    assert [imp.schedule_start(s, 0) for s in ("lottery", "scratch")] == [imp.THETA0, imp.THETA0]
+    assert [imp.schedule_start(s, 2) for s in ("lottery", "finetune", "lr_rewind", "scratch")] == [
+        imp.REWIND, imp.PREVIOUS, imp.PREVIOUS, imp.fresh(2)]
+    # A branch retraining by the schedule starts as a pruned level; one-shot k = 0 as level 1.
+    assert branches.retrain_start("scratch", 0) == imp.fresh(1) == imp.schedule_start("scratch", 1)
+    assert branches.retrain_start("lottery", 0) == imp.REWIND
+    for bad in (lambda: imp.Start("fresh"), lambda: imp.Start("theta0", (1,)), lambda: imp.Start("best")):
+        with pytest.raises(ValueError):
+            bad()

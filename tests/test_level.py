@@ -7,8 +7,11 @@ import jax
 import numpy as np
 import pytest
 
-from sdd_jax import experiment, imp, results
+from sdd_jax import experiment, imp, level, results
 from sdd_jax.checkpoints import RunStore
+from sdd_jax.config import override
+from sdd_jax.progress import Progress
+from sdd_jax.runopen import open_run
 
 from test_imp import tiny_config
 
@@ -34,7 +37,7 @@ def test_the_fused_epoch_and_evaluation_equal_the_two_calls(tmp_path):
 
 def test_a_level_makes_no_evaluation_call_of_its_own_for_the_test_set(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, **{"pruning.levels": 0, "optim.epochs": 3})
-    exp, run = imp.prepare(config)
+    exp, run = open_run(config)
     calls = []
     original = exp.engine.evaluate
 
@@ -72,7 +75,7 @@ def test_progress_checkpoints_are_written_in_the_background_and_complete(tmp_pat
 def test_validation_curves_and_the_epoch_chosen_by_validation(tmp_path):
     config = tiny_config(tmp_path, **{"pruning.levels": 0, "optim.epochs": 4,
                                       "data.validation_size": 64, "run.eval_every_epochs": 2})
-    exp, run = imp.prepare(config)
+    exp, run = open_run(config)
     imp.run_imp(config, prepared=(exp, run))
     curves = run.level_metrics(0)["curves"]
     assert [v is None for v in curves["val_acc"]] == [True, False, True, False]
@@ -90,3 +93,32 @@ def test_validation_curves_and_the_epoch_chosen_by_validation(tmp_path):
     params = run.level(0).params
     loss, acc, _ = exp.engine.evaluate(params, run.level(0).batch_stats, run.level(0).mask, exp.val)
     np.testing.assert_allclose(np.asarray(jax.device_get(acc)), curves["val_acc"][-1], rtol=1e-6)
+
+
+def test_the_epoch_loop_without_a_run_directory_replays_a_level_and_writes_nothing(tmp_path):
+    """The analysis's re-dense replay goes through this loop: same weights as the stored level,
+    the callback sees each trained epoch's state, nothing is checkpointed or recorded."""
+    config = tiny_config(tmp_path, **{"pruning.levels": 1, "optim.epochs": 3, "run.checkpoint_every_epochs": 1})
+    exp, run = open_run(config)
+    imp.run_imp(config, prepared=(exp, run))
+    before = {p: p.stat().st_mtime_ns for p in run.path.rglob("*") if p.is_file()}
+    plan = imp.schedule_plan(exp, 1, "lottery")
+    stored = run.level(1)
+    state = imp.start_state(exp, run, plan, imp.schedule_start("lottery", 1), stored.mask)
+    seen = []
+    state, curves = level.train_epochs(
+        exp, None, plan, state, stored.mask, level=1, progress=Progress(0, verbosity=0), evaluate=False,
+        after_epoch=lambda epoch, trained: seen.append((epoch, np.asarray(trained.step).tolist())))
+    chex.assert_trees_all_equal(jax.device_get(state.params), jax.device_get(stored.params))
+    spe = exp.engine.steps_per_epoch
+    assert seen == [(e, [(e + 1) * spe] * 2) for e in range(plan.first_epoch, plan.epochs)]
+    assert curves["epoch"] == [1, 2, 3] and all(v is None for v in curves["test_acc"])
+    assert {p: p.stat().st_mtime_ns for p in run.path.rglob("*") if p.is_file()} == before
+
+
+def test_run_imp_refuses_a_prepared_run_of_another_config(tmp_path):
+    config = tiny_config(tmp_path, **{"pruning.levels": 0, "optim.epochs": 1})
+    prepared = open_run(config)
+    with pytest.raises(ValueError, match="not the experiment of"):
+        imp.run_imp(override(config, {"noise.rate": 0.4}), prepared=prepared)
+    assert not prepared[1].finished_levels()

@@ -73,3 +73,29 @@ def test_verbose_on_a_terminal_adds_a_line_per_level_and_one_seed_shows_no_sprea
         progress.level_done(0, rows(0, accs=(0.8,)))
     assert "level  0  density 100.000%  test  80.00%  train" in stream.getvalue()
     assert "±" not in stream.getvalue()
+
+
+def test_steps_of_a_named_task_log_at_most_a_line_a_minute_and_one_at_the_end():
+    """The analysis counts steps under a task name (its re-dense epochs through epoch_done)."""
+    clock, stream = [0.0], io.StringIO()
+    with Progress(total_epochs=30, verbosity=1, desc="run:analyze", stream=stream, clock=lambda: clock[0],
+                  unit="step") as progress:
+        for i in range(30):
+            progress.task(f"sharpness, level {i}")
+            clock[0] += 7.0  # 210 s in all
+            progress.epoch_done(0.5) if i % 2 else progress.step()
+    lines = stream.getvalue().splitlines()
+    assert 210 // 60 <= len(lines) <= 210 // 60 + 1
+    assert lines[-1].startswith("run:analyze: sharpness, level 29  [steps 30/30")
+    assert all("steps " in line and "level" in line for line in lines)
+
+
+def test_a_task_names_itself_on_the_bar():
+    clock, stream = [0.0], Terminal()
+    with Progress(total_epochs=3, verbosity=1, stream=stream, clock=lambda: clock[0], unit="step") as progress:
+        progress.task("re-dense, level 2")
+        for _ in range(3):
+            progress.epoch_done(0.9)
+        assert progress.done == 3
+    text = stream.getvalue()
+    assert "re-dense, level 2" in text and "3/3" in text and "test_acc" not in text

@@ -2,13 +2,27 @@
 
 import dataclasses
 import json
+import types
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from sdd_jax import rundir
 from sdd_jax.atomic import atomic_write_json, atomic_write_text
 from sdd_jax.config import Config, override, to_dict
-from sdd_jax.rundir import result_fields, result_hash
+from sdd_jax.runid import result_fields, result_hash
+from sdd_jax.train import LevelWeights, Weights
+
+DATA = types.SimpleNamespace(metadata={"train_size": 4}, x_train=np.zeros((4, 2), np.float32),
+                             y_train=np.arange(4), y_train_clean=np.arange(4), x_test=np.ones((2, 2), np.float32),
+                             y_test=np.arange(2))
+SHAPES = LevelWeights({"w": jnp.zeros((2, 3))}, {}, {"w": jnp.zeros((2, 3))})
+
+
+def open_dir(workdir, config) -> "rundir.RunDir":
+    """The run directory of ``config`` under ``workdir`` on a four-example data set."""
+    return rundir.open_run_dir(override(config, {"run.workdir": str(workdir)}), DATA, {}, SHAPES, [0, 1])
 
 
 def test_result_hash_ignores_paths_and_verbosity_but_not_noise():
@@ -21,32 +35,37 @@ def test_result_hash_ignores_paths_and_verbosity_but_not_noise():
     assert rundir.run_path("w", noisy) != rundir.run_path("w", base)
 
 
-def test_prepare_run_dir_writes_readable_config(tmp_path):
-    config = override(Config(name="lenet"), {"noise.kind": "symmetric", "noise.rate": 0.2})
-    path = rundir.prepare_run_dir(tmp_path, config)
+def test_open_run_dir_writes_readable_config(tmp_path):
+    config = override(Config(name="lenet"), {"noise.kind": "symmetric", "noise.rate": 0.2,
+                                             "run.workdir": str(tmp_path)})
+    path = open_dir(tmp_path, config).path
     assert path == tmp_path / f"lenet-{result_hash(config)}" and path.is_dir()
     text = (path / "config.json").read_text()
     assert text.startswith('{\n  "name": "lenet"')
     assert json.loads(text) == to_dict(config)
     assert json.loads((path / "result_fields.json").read_text()) == json.loads(json.dumps(result_fields(config)))
     quieter = override(config, {"run.verbosity": 0})
-    assert rundir.prepare_run_dir(tmp_path, quieter) == path  # resume with other non-result settings
+    assert open_dir(tmp_path, quieter).path == path  # resume with other non-result settings
     assert json.loads((path / "config.json").read_text())["run"]["verbosity"] == 0
     # no temporary file left behind; the lock and its owner note are the only hidden files
     assert sorted(p.name for p in path.iterdir() if p.name.startswith(".")) == [rundir.LOCK_FILE, rundir.OWNER_FILE]
 
 
-def test_prepare_run_dir_conflict(tmp_path):
+def test_open_run_dir_conflict(tmp_path):
     config = Config(name="lenet")
-    path = rundir.prepare_run_dir(tmp_path, config)
+    path = open_dir(tmp_path, config).path
     stored = to_dict(override(config, {"noise.rate": 0.4}))
     atomic_write_json(path / "config.json", stored)
     (path / "result_fields.json").unlink()
     with pytest.raises(rundir.RunDirConflictError, match=r"noise.rate: stored 0.4, now 0.0"):
-        rundir.prepare_run_dir(tmp_path, config)
+        open_dir(tmp_path, config)
     atomic_write_json(path / "config.json", {"bogus": 1})
     with pytest.raises(rundir.RunDirConflictError, match="does not hold a config this version can read"):
-        rundir.prepare_run_dir(tmp_path, config)
+        open_dir(tmp_path, config)
+    (path / "config.json").unlink()
+    other = types.SimpleNamespace(**{**vars(DATA), "y_train": DATA.y_train[::-1].copy()})
+    with pytest.raises(rundir.RunDirConflictError, match="computed on different data"):
+        rundir.open_run_dir(override(config, {"run.workdir": str(tmp_path)}), other, {}, SHAPES, [0, 1])
 
 
 def test_bad_run_name():
@@ -74,14 +93,8 @@ def test_the_quickstart_identity_is_pinned():
 
 
 def test_a_branch_keeps_its_own_levels_and_shares_theta0(tmp_path):
-    import jax.numpy as jnp
-
-    from sdd_jax.train import LevelWeights, Weights
-
-    config = Config(name="tiny")
-    path = rundir.prepare_run_dir(tmp_path, config)
-    shapes = LevelWeights({"w": jnp.zeros((2, 3))}, {}, {"w": jnp.zeros((2, 3))})
-    run = rundir.RunDir(path, shapes, [0, 1])
+    run = open_dir(tmp_path, Config(name="tiny"))
+    path = run.path
     run.theta0.save(Weights({"w": jnp.ones((2, 3))}, {}))
     branch = run.branch("redense-e1", "redense")
     assert branch.theta0.saved() and float(branch.theta0.load().params["w"].sum()) == 6.0

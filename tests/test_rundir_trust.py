@@ -327,3 +327,5 @@ def test_a_copied_run_opens_read_only_without_its_data(finished, tmp_path, monke
     with pytest.raises(FileNotFoundError):
         saved.level(5)
     assert files(run) == before  # nothing written, not even a lock
+    monkeypatch.chdir(run.parent)  # a relative path (the docstring's "runs/<name>") reads the same
+    chex.assert_trees_all_equal(load_run(run.name).level(2).params, level.params)

@@ -31,15 +31,6 @@ def is_filter_leaf(path: tuple[str, ...]) -> bool:
     return bool(path) and path[-1] == "kernel"
 
 
-def filter_norms(tree: PyTree) -> PyTree:
-    """Per-filter L2 norms: for a kernel leaf, the norm over every axis but the last (shape
-    ``(out,)``); ``None`` for the other leaves."""
-    return jax.tree.unflatten(jax.tree.structure(tree), [
-        jnp.sqrt(jnp.sum(jnp.square(x.astype(jnp.float32)), axis=tuple(range(x.ndim - 1))))
-        if is_filter_leaf(p) else None
-        for p, x in zip(paths(tree), jax.tree.leaves(tree))])
-
-
 def filter_normalize(direction: PyTree, params: PyTree, mask: PyTree | None = None) -> PyTree:
     """``direction`` with each filter rescaled to the norm of ``params``' matching filter, zero on
     non-kernel leaves and (with ``mask``) on masked coordinates. A filter whose direction or

@@ -15,194 +15,46 @@ with everything cached only redraws the figures and the report):
    ``report.md`` (:mod:`.report`).
 
 The chosen levels default to four picked on the mean curves of ``results.csv`` by the phase rule
-(:func:`choose_levels`). Every step is vmapped over seeds (the run's seed execution) and, for
-interpolation and curves, mapped over the grid of points in chunks of ``analysis.grid_chunk``.
+(:func:`sdd_jax.analysis.levels.choose_levels`). Every step is vmapped over seeds (the run's seed
+execution) and, for interpolation and curves, mapped over the grid of points in chunks of
+``analysis.grid_chunk``.
 
 Random draws (the fixed training batches for the Hessian and for BatchNorm statistics, the
 Lanczos start vectors and Hutchinson probes, the 1-D directions) come from their own key streams,
-``analysis/<name>`` folded into ``analysis.seed`` (:func:`analysis_key`), never from the run's.
+``analysis/<name>`` of :mod:`sdd_jax.rng` folded into ``analysis.seed``, never from the run's.
+Per-level results are kept by :mod:`.cache`; progress is :class:`sdd_jax.progress.Progress`
+counting steps (re-dense epochs, levels, curves).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
 import time
-import zlib
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sdd_jax import imp, rng
 from sdd_jax.analysis import calibration as calib
-from sdd_jax.analysis import evaluation, hessian, interpolate, landscape
+from sdd_jax.analysis import evaluation, figures, hessian, interpolate, landscape, report, tables
+from sdd_jax.analysis.cache import StepCache, on_device
+from sdd_jax.analysis.levels import AnalysisError, chosen_levels
+from sdd_jax.analysis.levels import choose_levels  # noqa: F401 (the pipeline's public name before levels.py)
 from sdd_jax.analysis.redense import last_learning_rate, redense_level
 from sdd_jax.analysis.settings import AnalysisConfig, as_dict, parse, settings_hash
 from sdd_jax.atomic import atomic_write_json
 from sdd_jax.checkpoints import RunStore
 from sdd_jax.engine import has_convolutions, over_seeds
-from sdd_jax.phases import phases
-from sdd_jax.results import ResultsError, aggregate, main_branch, read_results_csv
+from sdd_jax.progress import Progress
+from sdd_jax.results import ResultsError, read_results_csv
+from sdd_jax.runopen import open_run
 from sdd_jax.train import Weights
 
 ANALYSIS_DIR = "analysis"
-ROLES = ("dense", "critical", "sweet", "collapsed")
-
-
-def on_device(tree):
-    """``tree``'s arrays as uncommitted device arrays, however they were read (orbax restores some
-    levels as numpy arrays, others as committed device arrays, and jitted functions would compile
-    once for each kind)."""
-    return jax.tree.map(jnp.asarray, jax.device_get(tree))
-
-
-class AnalysisError(ValueError):
-    """An analysis asked of a run that cannot provide it."""
-
-
-def analysis_key(seed: int, name: str, *extra: int) -> jax.Array:
-    """The key of the analysis draw ``name`` (a stream of its own: CRC32 of ``analysis/<name>``
-    folded into ``key(seed)``), with ``extra`` integers (training seed, level) folded in."""
-    key = jax.random.fold_in(jax.random.key(int(seed)), zlib.crc32(f"analysis/{name}".encode()) & 0x7FFFFFFF)
-    for value in extra:
-        key = jax.random.fold_in(key, int(value))
-    return key
-
-
-# ----- which levels ------------------------------------------------------------------------------
-
-def choose_levels(rows: list[dict]) -> dict[str, int]:
-    """The paper's four levels from the main curve of ``rows``: ``dense`` (level 0), ``critical``
-    (the worst mean test accuracy between the dense level and the best one: the bottom of the
-    dip), ``sweet`` (the best mean test accuracy over the sparse levels) and ``collapsed`` (the
-    first level the phase rule of :func:`sdd_jax.phases.phases` labels collapsed). Roles that do
-    not exist in the run (no dip, no collapse yet) are left out; a level is listed once."""
-    _, main_rows, _ = main_branch(rows)
-    agg = aggregate(main_rows)
-    labels = phases(agg)
-    levels = [e["level"] for e in agg]
-    test = np.array([e["test_acc_mean"] for e in agg])
-    out = {"dense": levels[0]}
-    if len(levels) > 1:
-        best = 1 + int(np.argmax(test[1:]))
-        if best > 1:
-            worst = 1 + int(np.argmin(test[1:best]))
-            if test[worst] < test[0]:
-                out["critical"] = levels[worst]
-        out["sweet"] = levels[best]
-        collapsed = [lv for lv, ph in zip(levels, labels) if ph == "collapsed"]
-        if collapsed:
-            out["collapsed"] = collapsed[0]
-    seen, unique = set(), {}
-    for role, level in out.items():
-        if level not in seen:
-            unique[role] = level
-            seen.add(level)
-    return unique
-
-
-# ----- cache -------------------------------------------------------------------------------------
-
-class StepCache:
-    """Per-level JSON results of one step under ``analysis/cache/<step>-<hash>/`` (the hash covers
-    the step's settings), written atomically."""
-
-    def __init__(self, root: Path, step: str, digest: str, settings: dict):
-        self.path = root / "cache" / f"{step}-{digest}"
-        self.settings = settings
-        self._read: dict[int, dict | None] = {}  # each entry parsed once
-
-    def file(self, level: int) -> Path:
-        return self.path / f"level_{level:03d}.json"
-
-    def _load(self, level: int) -> dict | None:
-        """The cached entry of ``level``, or None when absent or unreadable (computed again)."""
-        if level not in self._read:
-            try:
-                self._read[level] = json.loads(self.file(level).read_text())
-            except (OSError, ValueError):
-                self._read[level] = None
-        return self._read[level]
-
-    def has(self, level: int) -> bool:
-        return self._load(level) is not None
-
-    def get(self, level: int) -> dict:
-        entry = self._load(level)
-        if entry is None:
-            raise FileNotFoundError(f"{self.file(level)} is not cached")
-        return entry
-
-    def put(self, level: int, data: dict) -> dict:
-        self.path.mkdir(parents=True, exist_ok=True)
-        if not (self.path / "settings.json").is_file():
-            atomic_write_json(self.path / "settings.json", self.settings)
-        atomic_write_json(self.file(level), _native(data))
-        self._read.pop(level, None)  # read back: the entry as JSON holds it
-        return self.get(level)
-
-
-def _native(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _native(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_native(v) for v in obj]
-    if isinstance(obj, (np.ndarray, np.generic, jax.Array)):
-        return np.asarray(obj).tolist()
-    return obj
-
-
-# ----- progress ----------------------------------------------------------------------------------
-
-class _Bar:
-    """Progress over every unit of work (epochs, levels, curves), naming the current task: a tqdm
-    bar on a terminal; elsewhere (a log file, a batch job) a line at most every ``interval``
-    seconds, as :mod:`sdd_jax.progress` does for runs."""
-
-    def __init__(self, total: int, verbosity: int, desc: str, stream=None, interval: float = 60.0):
-        self.stream = stream or sys.stderr
-        self.total, self.desc, self.interval = total, desc, interval
-        self.done, self.text = 0, ""
-        self.started = self.last = time.monotonic()
-        self.bar = None
-        self.lines = verbosity > 0 and total > 0 and not _is_terminal(self.stream)
-        if verbosity > 0 and total > 0 and not self.lines:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, unit="step", file=self.stream, dynamic_ncols=True,
-                            leave=True)
-
-    def task(self, text: str) -> None:
-        self.text = text
-        if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=True)
-
-    def step(self, n: int = 1) -> None:
-        self.done += n
-        if self.bar is not None:
-            self.bar.update(n)
-        elif self.lines and (time.monotonic() - self.last >= self.interval or self.done >= self.total):
-            self.last = time.monotonic()
-            elapsed = self.last - self.started
-            eta = elapsed / self.done * (self.total - self.done)
-            print(f"{self.desc}: {self.done}/{self.total} steps ({self.text}), {elapsed:.0f} s elapsed, "
-                  f"ETA {eta:.0f} s", file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def _is_terminal(stream) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
 
 
 # ----- the analysis ------------------------------------------------------------------------------
@@ -243,8 +95,6 @@ class Analysis:
         return StepCache(self.root, step, digest, settings)
 
     def _plan(self, level: int):
-        from sdd_jax import imp
-
         return imp.schedule_plan(self.exp, level, self.exp.config.pruning.schedule)
 
     def _mapped(self, fn, in_axes):
@@ -256,7 +106,7 @@ class Analysis:
         n = self.exp.train.size
         per = min(self.spec.batch_size, n // batches) or 1
         count = per * min(batches, n)
-        idx = jax.random.permutation(analysis_key(self.cfg.seed, name), n)[:count].reshape(-1, per)
+        idx = jax.random.permutation(rng.stream_key(self.cfg.seed, f"analysis/{name}"), n)[:count].reshape(-1, per)
         return jnp.take(self.exp.train.x, idx, axis=0), jnp.take(self.exp.train.y, idx, axis=0)
 
     # -- units of work (for the progress bar)
@@ -272,7 +122,7 @@ class Analysis:
         }
 
     # -- 1. calibration and memorisation
-    def calibration(self, level: int, weights, bar: _Bar) -> dict:
+    def calibration(self, level: int, weights, bar: Progress) -> dict:
         cache = self.caches["calibration"]
         if cache.has(level):
             return cache.get(level)
@@ -296,7 +146,7 @@ class Analysis:
         return cache.put(level, out)
 
     # -- 2. sharpness
-    def sharpness(self, level: int, weights, bar: _Bar) -> dict:
+    def sharpness(self, level: int, weights, bar: Progress) -> dict:
         cache = self.caches["sharpness"]
         if cache.has(level):
             return cache.get(level)
@@ -307,7 +157,7 @@ class Analysis:
                          method=cfg.eigen_method)
             self._sharp_fn = self._mapped(fn, (0, 0, 0, None, None, 0))
             self._hessian_batches = self._fixed_batches("hessian_batches", cfg.hessian_batches)
-        keys = jnp.stack([analysis_key(cfg.seed, "hessian", s, level) for s in self.seeds])
+        keys = jnp.stack([rng.stream_key(cfg.seed, "analysis/hessian", s, level) for s in self.seeds])
         lam, samples = self._sharp_fn(weights.params, weights.batch_stats, weights.mask,
                                       *self._hessian_batches, keys)
         samples = np.asarray(samples, np.float64)
@@ -324,7 +174,7 @@ class Analysis:
             atomic_write_json(path / "settings.json", self.caches["redense"].settings)
         return RunStore(path)
 
-    def redense(self, level: int, bar: _Bar) -> tuple[dict, Weights]:
+    def redense(self, level: int, bar: Progress) -> tuple[dict, Weights]:
         cache = self.caches["redense"]
         store = self._redense_store()
         shapes = self.exp.state_shapes
@@ -335,13 +185,13 @@ class Analysis:
         bar.task(f"re-dense, level {level}")
         curves, _, redensed, info = redense_level(
             self.exp, self.run, level, epochs=self.redense_epochs[level], lr=self.redense_lr,
-            momentum=self.cfg.redense_momentum, replay=self.cfg.replay_sparse, tick=bar.step)
+            momentum=self.cfg.redense_momentum, replay=self.cfg.replay_sparse, progress=bar)
         if level not in store.finished_levels():
             store.save_level(level, {"params": redensed.params, "batch_stats": redensed.batch_stats}, {"info": info})
         return cache.put(level, {"curves": curves, "info": info}), on_device(redensed)
 
     # -- 4. interpolation
-    def interpolation(self, level: int, sparse, redensed: Weights, bar: _Bar) -> dict:
+    def interpolation(self, level: int, sparse, redensed: Weights, bar: Progress) -> dict:
         cache = self.caches["interpolation"]
         if cache.has(level):
             return cache.get(level)
@@ -364,7 +214,7 @@ class Analysis:
                                  "batch_norm_batches": cfg.bn_batches if jax.tree.leaves(sparse.batch_stats) else 0})
 
     # -- 5. 1-D curves
-    def landscape(self, level: int, sparse, redensed: Weights, bar: _Bar) -> dict:
+    def landscape(self, level: int, sparse, redensed: Weights, bar: Progress) -> dict:
         cache = self.caches["landscape"]
         if cache.has(level):
             return cache.get(level)
@@ -374,7 +224,7 @@ class Analysis:
             self._curve_fn = self._mapped(fn, (0, 0, 0, None, None, None, None, None))
             self._direction_fn = jax.jit(jax.vmap(landscape.random_direction))
         alphas = jnp.linspace(-cfg.curve_range, cfg.curve_range, cfg.curve_points)
-        keys = jnp.stack([analysis_key(cfg.seed, "direction", s) for s in self.seeds])
+        keys = jnp.stack([rng.stream_key(cfg.seed, "analysis/direction", s) for s in self.seeds])
         dense = jax.tree.map(jnp.ones_like, sparse.mask)
         result = {"alpha": np.asarray(alphas)}
         for name, weights, mask in (("sparse", sparse.weights, sparse.mask), ("redense", redensed, dense)):
@@ -390,7 +240,7 @@ class Analysis:
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """(``analysis.*`` assignments, the others: run settings for :func:`sdd_jax.branches.open_run`)."""
+    """(``analysis.*`` assignments, the others: run settings for :func:`sdd_jax.runopen.open_run`)."""
     ours = [o for o in overrides if o.split("=", 1)[0].strip().startswith("analysis.")]
     return ours, [o for o in overrides if o not in ours]
 
@@ -400,14 +250,11 @@ def analyze(run_dir: str | os.PathLike, levels: list[int] | None = None, overrid
     """Analyse the finished run in ``run_dir`` (see the module docstring); returns the paths
     written (``report``, ``tables``, ``figures``) and the ``seconds`` taken.
 
-    ``levels`` replaces the four chosen by :func:`choose_levels`; ``overrides`` are
+    ``levels`` replaces the four chosen by :func:`~sdd_jax.analysis.levels.choose_levels`; ``overrides`` are
     ``analysis.KEY=VALUE`` settings (:class:`~sdd_jax.analysis.settings.AnalysisConfig`) and the
     ``run.*`` settings a branch accepts. Raises :class:`AnalysisError` (or a ``ValueError``,
     ``FileNotFoundError``) naming the file or setting before anything is written.
     """
-    from sdd_jax import branches
-    from sdd_jax.analysis import figures, report, tables
-
     started = time.time()
     run_dir = Path(run_dir)
     ours, theirs = split_overrides(list(overrides))
@@ -418,30 +265,21 @@ def analyze(run_dir: str | os.PathLike, levels: list[int] | None = None, overrid
     rows = [r for r in read_results_csv(results_csv) if r.get("branch", "imp") == "imp"]
     if not rows:
         raise ResultsError(f"{results_csv} has no rows of the main run")
-    exp, run = branches.open_run(run_dir, theirs + (["run.verbosity=0"] if quiet else []))
+    exp, run = open_run(run_dir, theirs + (["run.verbosity=0"] if quiet else []))
     finished = run.finished_levels()
     in_csv = sorted({int(r["level"]) for r in rows})
     if in_csv != finished:
         raise AnalysisError(f"{results_csv} lists levels {in_csv} but {run_dir / 'levels'} holds {finished}: "
                             f"rerun `sdd-jax run` (or `sdd-jax report`) to bring them in line")
-    if levels:
-        missing = [lv for lv in levels if lv not in finished]
-        if missing:
-            raise AnalysisError(f"--levels {missing} are not finished levels of {run.path.name} "
-                                f"(finished: {finished})")
-        chosen = {f"level {lv}": lv for lv in dict.fromkeys(levels)}
-        auto = choose_levels(rows)
-        names = {lv: role for role, lv in auto.items()}
-        chosen = {names.get(lv, f"level {lv}"): lv for lv in chosen.values()}
-    else:
-        chosen = choose_levels(rows)
+    chosen = chosen_levels(rows, finished, levels, run.path.name)
     an = Analysis(exp, run, cfg, chosen, 0 if quiet else exp.config.run.verbosity)
     an.root.mkdir(exist_ok=True)
     atomic_write_json(an.root / "settings.json", {"analysis": as_dict(cfg), "levels": chosen,
                                                    "redense_lr": an.redense_lr,
                                                    "redense_epochs": an.redense_epochs})
     work = an.work(finished)
-    bar = _Bar(sum(work.values()), an.verbosity, f"{exp.config.name}:analyze")
+    total = sum(work.values())
+    bar = Progress(total, an.verbosity if total else 0, f"{exp.config.name}:analyze", unit="step")
     try:
         per_level = {}
         for level in finished:

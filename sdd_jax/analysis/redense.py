@@ -2,6 +2,8 @@
 its end, then every pruned weight released (initialised at exactly 0) and the whole network
 trained densely for as many epochs again at the last learning rate of the sparse schedule.
 
+Both stages run through the level runner's epoch loop (:func:`sdd_jax.level.train_epochs`,
+writing nothing into the run directory), each epoch evaluated by its ``after_epoch`` callback.
 The sparse stage is the level's own training, replayed from its start state
 (:func:`sdd_jax.imp.start_state`, the run's schedule) so that every epoch can be evaluated, and
 checked against the stored level (the largest weight difference is recorded; the same program on
@@ -31,10 +33,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdd_jax import imp, masks
-from sdd_jax.experiment import Experiment, state_from
+from sdd_jax import imp, masks, metrics
+from sdd_jax.experiment import Experiment
+from sdd_jax.level import LevelPlan, train_epochs
+from sdd_jax.progress import Progress
 from sdd_jax.rundir import RunDir
-from sdd_jax.train import TrainState, Weights, check_finite
+from sdd_jax.train import TrainState, Weights
 
 CURVE_KEYS = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy_subset", "test_loss", "test_acc")
 
@@ -51,13 +55,9 @@ def _evaluate(exp: Experiment, engine, state: TrainState, mask) -> dict:
     ds = exp.dataset
     train_loss, train_acc, pred = engine.evaluate(state.params, state.batch_stats, mask, exp.train)
     test_loss, test_acc, _ = engine.evaluate(state.params, state.batch_stats, mask, exp.test)
-    pred = np.asarray(pred)
-    relabelled = ds.y_train != ds.y_train_clean
-    clean = (pred == ds.y_train_clean).mean(axis=1)
-    noisy_subset = (pred[:, relabelled] == ds.y_train[relabelled]).mean(axis=1) if relabelled.any() \
-        else np.full(pred.shape[0], np.nan)
+    split = metrics.accuracy_split(np.asarray(pred), ds.y_train, ds.y_train_clean, ds.y_train != ds.y_train_clean)
     return {"train_loss": np.asarray(train_loss), "train_acc": np.asarray(train_acc),
-            "train_acc_clean": clean, "train_acc_noisy_subset": noisy_subset,
+            "train_acc_clean": split["train_acc_clean"], "train_acc_noisy_subset": split["train_acc_noisy_subset"],
             "test_loss": np.asarray(test_loss), "test_acc": np.asarray(test_acc)}
 
 
@@ -69,25 +69,27 @@ def _append(curves: dict, epoch: int, stage: str, values: dict) -> None:
         curves[k].append(None if v is None else np.asarray(v, np.float64).tolist())
 
 
-def _train(exp, engine, state, mask, epochs, first_epoch, stage, curves, level, tick):
-    for e in range(epochs):
-        epoch = first_epoch + e
-        state, loss, _ = engine.train_epoch(state, mask, exp.train, epoch, epoch * engine.steps_per_epoch)
-        check_finite(loss, what=f"in the {stage} stage of re-dense training at level {level}, epoch {e + 1}",
-                     seeds=exp.seeds)
-        _append(curves, len(curves["epoch"]) + 1, stage, _evaluate(exp, engine, state, mask))
-        tick()
+def _train(exp: Experiment, plan: LevelPlan, state: TrainState, mask, stage: str, curves: dict, level: int,
+           progress: Progress) -> TrainState:
+    """``plan``'s epochs through the level runner's loop (nothing written), every epoch
+    evaluated into ``curves`` as ``stage``."""
+    def after_epoch(epoch, trained):
+        _append(curves, len(curves["epoch"]) + 1, stage, _evaluate(exp, plan.engine, trained, mask))
+
+    state, _ = train_epochs(exp, None, plan, state, mask, level=level, progress=progress, evaluate=False,
+                            after_epoch=after_epoch)
     return state
 
 
 def redense_level(exp: Experiment, run: RunDir, level: int, *, epochs: int, lr: float,
-                  momentum: str = "keep", replay: bool = True, tick=lambda: None):
+                  momentum: str = "keep", replay: bool = True, progress: Progress | None = None):
     """Sparse then dense training at ``level`` (stacked over seeds). Returns ``(curves, sparse,
     redense, info)``: per-epoch curves (``epoch`` 1.., ``stage`` sparse|redense, and
     :data:`CURVE_KEYS`, each a list of per-seed values or None), the sparse and the re-densed
     :class:`~sdd_jax.train.Weights`, and ``info`` (epochs, lr, momentum, ``replay_max_abs_diff``).
-    ``tick`` is called after every epoch."""
+    ``progress`` (default: silent) counts every epoch."""
     cfg = exp.config
+    progress = progress or Progress(0, verbosity=0)
     schedule = cfg.pruning.schedule
     stored = jax.tree.map(jnp.asarray, jax.device_get(run.level(level)))  # one array kind: no recompiles
     mask = stored.mask
@@ -96,15 +98,10 @@ def redense_level(exp: Experiment, run: RunDir, level: int, *, epochs: int, lr: 
     info = {"level": level, "sparse_epochs": plan.num_epochs, "epochs": epochs, "lr": lr,
             "momentum": momentum if replay else "reset", "replay": replay}
     if replay:
-        previous = run.level(level - 1) if level > 0 and schedule in ("finetune", "lr_rewind") else None
-        state = imp.start_state(exp, run, plan, level, schedule, mask, previous)
-        engine = plan.engine
-        for e in range(plan.first_epoch, plan.epochs):
-            start = max(plan.start_iteration, e * engine.steps_per_epoch)
-            state, loss, _ = engine.train_epoch(state, mask, exp.train, e, start)
-            check_finite(loss, what=f"replaying level {level}, epoch {e + 1}", seeds=exp.seeds)
-            _append(curves, len(curves["epoch"]) + 1, "sparse", _evaluate(exp, engine, state, mask))
-            tick()
+        start = imp.schedule_start(schedule, level)
+        previous = run.level(level - 1).weights if start == imp.PREVIOUS else None
+        state = imp.start_state(exp, run, plan, start, mask, previous)
+        state = _train(exp, plan, state, mask, "sparse", curves, level, progress)
         diff = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0)),
                             jax.device_get(state.params), jax.device_get(stored.params))
         info["replay_max_abs_diff"] = max(jax.tree.leaves(diff))
@@ -114,14 +111,16 @@ def redense_level(exp: Experiment, run: RunDir, level: int, *, epochs: int, lr: 
         for i in range(len(level_curves["epoch"])):
             _append(curves, i + 1, "sparse", {k: level_curves.get(k, [None])[i] for k in CURVE_KEYS
                                               if k in level_curves})
-            tick()
+            progress.step()
         sparse = stored.weights
         state = None
         info["replay_max_abs_diff"] = None
     dense = masks.ones_like(mask)
-    engine = exp.engine_for(cfg.optim.constant_lr(lr, epochs))  # the redense branch's engine
-    start = state_from(exp, engine, sparse, dense, 0)
+    # The redense branch's engine; epochs numbered on after the sparse stage's (fresh data orders).
+    engine = exp.engine_for(cfg.optim.constant_lr(lr, epochs))
+    dense_plan = LevelPlan(engine, plan.epochs, 0, plan.epochs + epochs)  # the state starts at step 0
+    start = imp.start_state(exp, run, dense_plan, imp.PREVIOUS, dense, sparse)
     if replay and momentum == "keep":
         start = dataclasses.replace(start, opt_state=state.opt_state)
-    redensed = _train(exp, engine, start, dense, epochs, plan.epochs, "redense", curves, level, tick)
+    redensed = _train(exp, dense_plan, start, dense, "redense", curves, level, progress)
     return curves, sparse, Weights(*jax.device_get((redensed.params, redensed.batch_stats))), info

@@ -1,0 +1,59 @@
+"""Which levels ``sdd-jax analyze`` studies: the paper's four roles picked on the mean curve of a
+run's ``results.csv`` (:func:`choose_levels`), or the levels asked for (:func:`chosen_levels`)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sdd_jax.phases import phases
+from sdd_jax.results import aggregate, main_branch
+
+ROLES = ("dense", "critical", "sweet", "collapsed")
+
+
+class AnalysisError(ValueError):
+    """An analysis asked of a run that cannot provide it."""
+
+
+def choose_levels(rows: list[dict]) -> dict[str, int]:
+    """The paper's four levels from the main curve of ``rows``: ``dense`` (level 0), ``critical``
+    (the worst mean test accuracy between the dense level and the best one: the bottom of the
+    dip), ``sweet`` (the best mean test accuracy over the sparse levels) and ``collapsed`` (the
+    first level the phase rule of :func:`sdd_jax.phases.phases` labels collapsed). Roles that do
+    not exist in the run (no dip, no collapse yet) are left out; a level is listed once."""
+    _, main_rows, _ = main_branch(rows)
+    agg = aggregate(main_rows)
+    labels = phases(agg)
+    levels = [e["level"] for e in agg]
+    test = np.array([e["test_acc_mean"] for e in agg])
+    out = {"dense": levels[0]}
+    if len(levels) > 1:
+        best = 1 + int(np.argmax(test[1:]))
+        if best > 1:
+            worst = 1 + int(np.argmin(test[1:best]))
+            if test[worst] < test[0]:
+                out["critical"] = levels[worst]
+        out["sweet"] = levels[best]
+        collapsed = [lv for lv, ph in zip(levels, labels) if ph == "collapsed"]
+        if collapsed:
+            out["collapsed"] = collapsed[0]
+    seen, unique = set(), {}
+    for role, level in out.items():
+        if level not in seen:
+            unique[role] = level
+            seen.add(level)
+    return unique
+
+
+def chosen_levels(rows: list[dict], finished: list[int], levels: list[int] | None, run_name: str) -> dict[str, int]:
+    """The studied levels by role: ``levels`` (each named by its role in :func:`choose_levels`
+    when it has one, else ``level N``), or :func:`choose_levels`' when None. Raises
+    :class:`AnalysisError` for a level that is not among the ``finished`` levels of ``run_name``."""
+    if not levels:
+        return choose_levels(rows)
+    missing = [lv for lv in levels if lv not in finished]
+    if missing:
+        raise AnalysisError(f"--levels {missing} are not finished levels of {run_name} "
+                            f"(finished: {finished})")
+    names = {lv: role for role, lv in choose_levels(rows).items()}
+    return {names.get(lv, f"level {lv}"): lv for lv in dict.fromkeys(levels)}
