@@ -19,13 +19,14 @@ orbax write them in the background (waited for by the next save of the level, by
 
 Several hosts (:mod:`sdd_jax.distributed`): every process calls the same saves and restores
 (orbax coordinates them and finalises on the primary host); only process 0 removes files.
+
+The errors and their one-line translation live in :mod:`sdd_jax.checkpoint_errors`, the reading of
+a step (restore targets and their checks) in :mod:`sdd_jax.checkpoint_reads`; both are importable
+from here.
 """
 
 from __future__ import annotations
 
-import errno
-import json
-import logging
 import os
 import re
 import shutil
@@ -37,10 +38,30 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sdd_jax.checkpoint_errors import (
+    CheckpointError,
+    CheckpointExistsError,
+    CheckpointNotFoundError,
+    TreeMismatchError,
+    UnreadableCheckpointError,
+    first_line,
+    unreadable_step,
+    write_failure,
+)
+from sdd_jax.checkpoint_reads import (
+    COMMIT_FILE,
+    METRICS_ITEM,
+    TREE_ITEM,
+    abstract_tree,
+    is_finished,
+    restore_step,
+    saved_target,
+)
 from sdd_jax.distributed import barrier, is_primary
 from sdd_jax.masks import path_str
 
 __all__ = [
+    "COMMIT_FILE",
     "CheckpointError",
     "CheckpointExistsError",
     "CheckpointNotFoundError",
@@ -48,11 +69,11 @@ __all__ = [
     "TreeMismatchError",
     "UnreadableCheckpointError",
     "abstract_tree",
+    "valid_name",
 ]
 
-COMMIT_FILE = "commit_success.txt"  # written by orbax into a step just before its final rename
-_TREE_ITEM = "state"
-_METRICS_ITEM = "metrics"
+_TREE_ITEM = TREE_ITEM
+_METRICS_ITEM = METRICS_ITEM
 _NAME_RE = re.compile(r"[A-Za-z0-9_.,+=-]+")
 
 
@@ -61,128 +82,6 @@ def valid_name(name: object) -> bool:
     starting with ``.``."""
     return isinstance(name, str) and bool(_NAME_RE.fullmatch(name)) and not name.startswith(".")
 _TRASH_PREFIX = ".deleting-"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be written or read as asked."""
-
-
-class CheckpointExistsError(CheckpointError):
-    """The step to be written already exists (checkpoints here are written once)."""
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """No finished checkpoint of the requested kind."""
-
-
-class TreeMismatchError(CheckpointError):
-    """The restore target's structure, shapes or dtypes differ from what was saved."""
-
-
-class UnreadableCheckpointError(CheckpointError):
-    """A finished checkpoint's files are truncated, garbled or missing. ``path``: its step
-    folder (what to delete so that it is computed again)."""
-
-    def __init__(self, message: str, path: Path):
-        super().__init__(message)
-        self.path = path
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines() or [type(err).__name__])[0][:200]
-
-
-def _write_failure(err: Exception, step_dir: Path, what: str) -> Exception:
-    """The one-line error for a failed orbax write (a full disk as ``OSError(ENOSPC)``)."""
-    if isinstance(err, OSError) and err.strerror is not None:
-        return err
-    if "No space left on device" in str(err) or "ENOSPC" in str(err):
-        return OSError(errno.ENOSPC, "No space left on device", str(step_dir))
-    return CheckpointError(f"{what}: cannot write {step_dir}: {_first_line(err)}")
-
-
-# --------------------------------------------------------------------------- logging
-
-
-class _DropOrbaxInfo(logging.Filter):
-    """Orbax logs ~50 INFO lines per save through absl; keep its warnings and errors only."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if f"{os.sep}orbax{os.sep}" not in record.pathname:
-            return True
-        # A read-only store (sdd_jax.saved) is asked for: orbax's notes about it say nothing new.
-        read_only = "read_only=True" in str(record.msg) or "read only" in str(record.msg)
-        # Failures come back as exceptions, which RunStore turns into one line naming the path.
-        return record.levelno == logging.WARNING and not read_only
-
-
-def _install_log_filter() -> None:
-    logger = logging.getLogger("absl")
-    if not any(isinstance(f, _DropOrbaxInfo) for f in logger.filters):
-        logger.addFilter(_DropOrbaxInfo())
-
-
-_install_log_filter()
-
-
-# --------------------------------------------------------------------------- trees
-
-
-def _is_key(x: Any) -> bool:
-    dtype = getattr(x, "dtype", None)
-    return dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-
-
-def abstract_tree(tree: Any) -> Any:
-    """Replace every array leaf by a ``jax.ShapeDtypeStruct`` (jax arrays keep their sharding).
-
-    Python scalars stay as they are (orbax restores them by value type); typed PRNG keys keep
-    their key dtype and are restored as typed keys.
-    """
-
-    def leaf(x):
-        if isinstance(x, jax.ShapeDtypeStruct):
-            return x
-        if isinstance(x, jax.Array):
-            return jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
-        if isinstance(x, (np.ndarray, np.generic)):
-            return jax.ShapeDtypeStruct(np.shape(x), x.dtype)
-        if isinstance(x, (bool, int, float)):
-            return x
-        raise CheckpointError(f"cannot checkpoint or restore a leaf of type {type(x).__name__}")
-
-    return jax.tree.map(leaf, tree)
-
-
-def _check_target(saved_meta: Any, target: Any, where: str) -> None:
-    """Raise :class:`TreeMismatchError` unless ``target`` has the saved paths, shapes and dtypes."""
-    saved = {path_str(p) or "<root>": leaf for p, leaf in jax.tree_util.tree_flatten_with_path(saved_meta)[0]}
-    wanted = {path_str(p) or "<root>": leaf for p, leaf in jax.tree_util.tree_flatten_with_path(target)[0]}
-    problems = [f"  missing in target: {k}" for k in sorted(set(saved) - set(wanted))]
-    problems += [f"  not in checkpoint: {k}" for k in sorted(set(wanted) - set(saved))]
-    for key in sorted(set(saved) & set(wanted)):
-        meta, want = saved[key], wanted[key]
-        if isinstance(want, (bool, int, float)):
-            if tuple(getattr(meta, "shape", ())) != ():
-                problems.append(f"  {key}: target is a scalar, saved shape {meta.shape}")
-            continue
-        if _is_key(want):  # typed keys are stored as their key data
-            want = jax.eval_shape(jax.random.key_data, want)
-        if isinstance(meta, ocp.metadata.ScalarMetadata) and want.shape == ():
-            # a Python scalar was saved (stored as 64-bit); any scalar of the same kind fits
-            if np.dtype(meta.dtype).kind == np.dtype(want.dtype).kind or {
-                np.dtype(meta.dtype).kind,
-                np.dtype(want.dtype).kind,
-            } <= {"i", "u"}:
-                continue
-        if tuple(meta.shape) != tuple(want.shape) or np.dtype(meta.dtype) != np.dtype(want.dtype):
-            problems.append(
-                f"  {key}: saved {np.dtype(meta.dtype).name}{list(meta.shape)}, "
-                f"target {np.dtype(want.dtype).name}{list(want.shape)}"
-            )
-    if problems:
-        raise TreeMismatchError(f"restore target does not match {where}:\n" + "\n".join(problems[:20]))
 
 
 def _json_native(obj: Any, where: str = "metrics") -> Any:
@@ -217,23 +116,8 @@ def _reject_unsupported(tree: Any, what: str) -> None:
             )
 
 
-def _unreadable_step(directory: Path) -> Path:
-    """The first step under ``directory`` whose JSON files do not parse (else ``directory``)."""
-    steps = sorted((p for p in directory.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)) \
-        if directory.is_dir() else []
-    for step in steps:
-        for name in ("_CHECKPOINT_METADATA", f"{_METRICS_ITEM}/{_METRICS_ITEM}"):
-            path = step / name
-            if path.is_file():
-                try:
-                    json.loads(path.read_text(encoding="utf-8"))
-                except (UnicodeDecodeError, ValueError):
-                    return step
-    return directory
-
-
-def _is_finished(step_dir: Path) -> bool:
-    return step_dir.is_dir() and (step_dir / COMMIT_FILE).is_file()
+# JSON files of a step that orbax reads when it opens a directory
+_JSON_FILES = ("_CHECKPOINT_METADATA", f"{_METRICS_ITEM}/{_METRICS_ITEM}")
 
 
 # --------------------------------------------------------------------------- store
@@ -284,8 +168,8 @@ class RunStore:
                     directory, options=options, item_handlers={name: handlers[name] for name in item_names}
                 )
             except Exception as err:  # noqa: BLE001
-                bad = _unreadable_step(directory)
-                raise UnreadableCheckpointError(f"{bad} is unreadable ({_first_line(err)})", bad) from None
+                bad = unreadable_step(directory, _JSON_FILES)
+                raise UnreadableCheckpointError(f"{bad} is unreadable ({first_line(err)})", bad) from None
             self._managers[directory] = manager
         return manager
 
@@ -307,14 +191,14 @@ class RunStore:
                 manager.wait_until_finished()
             except Exception as err:  # noqa: BLE001 - the background write failed
                 pending = self._in_flight.pop(directory, (directory, str(directory)))
-                raise _write_failure(err, pending[0], pending[1]) from None
+                raise write_failure(err, pending[0], pending[1]) from None
         pending = self._in_flight.pop(directory, None)
         if pending is None:
             return
         # Orbax finalises a step on the primary host, which checks it; every host passes this
         # barrier only once it is final (and before the primary may remove it, clear_progress).
         barrier(f"checkpoint saved: {pending[0]}")
-        if is_primary() and not _is_finished(pending[0]):
+        if is_primary() and not is_finished(pending[0]):
             raise CheckpointError(f"{pending[1]}: orbax did not finalise {pending[0]}")
 
     def __enter__(self) -> RunStore:
@@ -327,7 +211,7 @@ class RunStore:
     def _steps(directory: Path) -> list[int]:
         if not directory.is_dir():
             return []
-        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and _is_finished(p))
+        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and is_finished(p))
 
     def _save(self, manager, directory: Path, step: int, items: dict, what: str, block: bool = True) -> None:
         """Save ``items`` as ``step``; returns when it is final on disk, or with ``block=False``
@@ -337,7 +221,7 @@ class RunStore:
         if self.read_only:
             raise CheckpointError(f"{what}: the store of {self.run_dir} was opened read-only")
         if step_dir.exists():
-            state = "already saved" if _is_finished(step_dir) else f"an unfinished directory {step_dir} is in the way"
+            state = "already saved" if is_finished(step_dir) else f"an unfinished directory {step_dir} is in the way"
             raise CheckpointExistsError(f"{what}: {state}")
         args = {}
         if _TREE_ITEM in items:
@@ -348,22 +232,10 @@ class RunStore:
         try:
             manager.save(step, args=ocp.args.Composite(**args), force=True)
         except Exception as err:  # noqa: BLE001 - orbax/tensorstore raise many kinds
-            raise _write_failure(err, step_dir, what) from None
+            raise write_failure(err, step_dir, what) from None
         self._in_flight[directory] = (step_dir, what)
         if block:
             self._wait(directory)
-
-    def _saved_target(self, manager, step: int, what: str) -> Any:
-        """The saved tree's shapes and dtypes (``jax.ShapeDtypeStruct`` on this host's first
-        device), read from the checkpoint's metadata: a restore target needing no model."""
-        device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        try:
-            saved = manager.item_metadata(step)[_TREE_ITEM]
-            saved = saved.tree if hasattr(saved, "tree") else saved
-            return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device), saved)
-        except Exception as err:  # noqa: BLE001
-            raise UnreadableCheckpointError(f"{what}: {manager.directory / str(step)} is unreadable "
-                                            f"({_first_line(err)})", Path(manager.directory) / str(step)) from None
 
     def read_tree(self, name: str) -> Any:
         """A named tree as saved (numpy arrays), without a restore target."""
@@ -371,44 +243,17 @@ class RunStore:
         if not self.has_tree(name):
             raise CheckpointNotFoundError(f"tree {name!r} was never saved in {self.run_dir}")
         manager = self._manager(directory, (_TREE_ITEM,))
-        target = self._saved_target(manager, 0, f"tree {name!r}")
-        return jax.device_get(self._restore(manager, directory, 0, target, False, f"tree {name!r}")[0])
+        target = saved_target(manager, 0, f"tree {name!r}")
+        return jax.device_get(restore_step(manager, directory, 0, target, False, f"tree {name!r}")[0])
 
     def read_level(self, level: int) -> tuple[Any, dict]:
         """A finished level's tree as saved (numpy arrays) and its metrics, without a target."""
         level = _check_index(level, "level")
         if level not in self.finished_levels():
             raise CheckpointNotFoundError(f"level {level} is not finished in {self.run_dir}")
-        target = self._saved_target(self._levels(), level, f"level {level}")
-        tree, metrics = self._restore(self._levels(), self._levels_dir, level, target, True, f"level {level}")
+        target = saved_target(self._levels(), level, f"level {level}")
+        tree, metrics = restore_step(self._levels(), self._levels_dir, level, target, True, f"level {level}")
         return jax.device_get(tree), metrics
-
-    def _restore(self, manager, directory: Path, step: int, target: Any, metrics: bool, what: str):
-        if not _is_finished(directory / str(step)):
-            raise CheckpointNotFoundError(f"{what}: no finished checkpoint in {directory / str(step)}")
-        step_dir = directory / str(step)
-        args = {}
-        try:
-            if target is not None:
-                abstract = abstract_tree(target)
-                saved = manager.item_metadata(step)[_TREE_ITEM]
-                if saved is None:
-                    raise CheckpointError(f"no {_TREE_ITEM!r} item")
-                _check_target(saved.tree if hasattr(saved, "tree") else saved, abstract, what)
-                args[_TREE_ITEM] = ocp.args.StandardRestore(abstract)
-            if metrics:
-                args[_METRICS_ITEM] = ocp.args.JsonRestore()
-            restored = manager.restore(step, args=ocp.args.Composite(**args))
-            if metrics and not isinstance(restored[_METRICS_ITEM], dict):
-                raise CheckpointError(f"no {_METRICS_ITEM!r} item")
-        except TreeMismatchError:
-            raise
-        except Exception as err:  # noqa: BLE001 - orbax/tensorstore/json raise many kinds
-            raise UnreadableCheckpointError(f"{what}: {step_dir} is unreadable ({_first_line(err)})",
-                                            step_dir) from None
-        return (restored[_TREE_ITEM] if target is not None else None), (
-            restored[_METRICS_ITEM] if metrics else None
-        )
 
     # -- named trees
 
@@ -429,7 +274,7 @@ class RunStore:
         directory = self._tree_dir(name)
         if not self.has_tree(name):
             raise CheckpointNotFoundError(f"tree {name!r} was never saved in {self.run_dir}")
-        tree, _ = self._restore(self._manager(directory, (_TREE_ITEM,)), directory, 0, target, False, f"tree {name!r}")
+        tree, _ = restore_step(self._manager(directory, (_TREE_ITEM,)), directory, 0, target, False, f"tree {name!r}")
         return tree
 
     # -- levels
@@ -455,11 +300,11 @@ class RunStore:
 
     def restore_level(self, level: int, target: Any) -> tuple[Any, dict]:
         level = _check_index(level, "level")
-        return self._restore(self._levels(), self._levels_dir, level, target, True, f"level {level}")
+        return restore_step(self._levels(), self._levels_dir, level, target, True, f"level {level}")
 
     def level_metrics(self, level: int) -> dict:
         level = _check_index(level, "level")
-        _, metrics = self._restore(self._levels(), self._levels_dir, level, None, True, f"level {level}")
+        _, metrics = restore_step(self._levels(), self._levels_dir, level, None, True, f"level {level}")
         return metrics
 
     # -- progress within a level
@@ -499,7 +344,7 @@ class RunStore:
             raise CheckpointNotFoundError(f"level {level}: no progress checkpoint in {self.run_dir}")
         directory = self._progress_dir(level)
         manager = self._manager(directory, (_TREE_ITEM, _METRICS_ITEM), keep_latest=True)
-        tree, metrics = self._restore(manager, directory, epoch, target, True, f"level {level} epoch {epoch}")
+        tree, metrics = restore_step(manager, directory, epoch, target, True, f"level {level} epoch {epoch}")
         return epoch, tree, metrics
 
     def clear_progress(self, level: int) -> None:

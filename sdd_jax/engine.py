@@ -271,12 +271,14 @@ class Engine:
         return self.init_fn(*self.place((init_keys, train.seeds_rng_data(seeds))), self._shared(sample_input))
 
     def init_shapes(self, init_keys: jax.Array, seeds, sample_input) -> TrainState:
-        """The shapes and dtypes (and, on a mesh, shardings) of :meth:`init`'s result, without
-        computing it."""
+        """The shapes, dtypes and shardings of :meth:`init`'s result, without computing it: the
+        restore targets of checkpoints, which land where this engine computes (split over the
+        mesh's seed devices, or on this host's first device), whatever devices saved them."""
         shapes = jax.eval_shape(self.init_fn, init_keys, train.seeds_rng_data(seeds), sample_input)
         if self.mesh is None:
-            return shapes
-        sharding = NamedSharding(self.mesh, P("seeds"))  # restore targets land on the mesh too
+            sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        else:
+            sharding = NamedSharding(self.mesh, P("seeds"))  # restore targets land on the mesh too
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
     def train_epoch_sums(self, state: TrainState, mask, data: DeviceData, epoch: int,

@@ -4,16 +4,12 @@ A run directory (and each of its branches under ``branches/NAME/``) holds:
 
 * ``results.csv``  one row per seed and pruning level (see :data:`RESULT_COLUMNS`; accuracies are
   fractions in [0, 1], ``density`` is the fraction of prunable weights left);
-* ``curves.csv``   one row per seed, level and epoch: the per-epoch curves (:data:`CURVE_COLUMNS`
-  and any other curve recorded, such as ``val_loss``/``val_acc``), empty between evaluations;
-* ``layers.csv``   one row per seed, level and prunable layer: its density and learning
-  distances (:data:`LAYER_COLUMNS`).
+* ``curves.csv``, ``layers.csv`` and the combined ``results_all.csv``/``curves_all.csv``: written by
+  :mod:`sdd_jax.exports` (its names, such as :func:`write_combined`, are importable from here too).
 
-Every row carries its ``branch`` (``imp`` for the main run). :func:`write_combined` stacks the
-main run's and every branch's rows into ``results_all.csv`` and ``curves_all.csv`` (long format:
-one header, one row per observation, ``branch`` first; ``pandas.read_csv`` reads them as they
-are). This module writes and reads those files, collects a run's rows, splits them into the main
-curve and the branches, and averages them over seeds.
+Every row carries its ``branch`` (``imp`` for the main run). This module writes and reads those
+files, collects a run's rows, splits them into the main curve and the branches, and averages them
+over seeds.
 
 Host only: numpy and the standard library.
 """
@@ -56,13 +52,6 @@ CURVES_FILE = "curves.csv"
 LAYERS_FILE = "layers.csv"
 COMBINED_RESULTS_FILE = "results_all.csv"
 COMBINED_CURVES_FILE = "curves_all.csv"
-
-# The leading columns of curves.csv and layers.csv; other curves and layer quantities follow,
-# sorted by name.
-CURVE_COLUMNS: tuple[str, ...] = ("branch", "seed", "level", "epoch", "train_loss", "train_acc",
-                                  "test_loss", "test_acc")
-LAYER_COLUMNS: tuple[str, ...] = ("branch", "seed", "level", "layer", "density", "learning_distance",
-                                  "learning_distance_unpruned")
 
 # Group keys: never averaged.
 _KEY_COLUMNS = ("seed", "level", "branch")
@@ -113,7 +102,7 @@ def _parse_cell(text: str) -> Any:
         return text
 
 
-def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def result_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     extra: set[str] = set()
     for i, row in enumerate(rows):
         missing = [c for c in RESULT_COLUMNS if c not in row]
@@ -137,14 +126,6 @@ def write_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, column
     return os.fspath(path)
 
 
-def _leading_columns(rows: Sequence[Mapping[str, Any]], leading: Sequence[str]) -> list[str]:
-    """``leading``, then every other key of ``rows`` in sorted order."""
-    keys: dict[str, None] = {}
-    for row in rows:
-        keys.update(dict.fromkeys(row))
-    return list(leading) + sorted(k for k in keys if k not in leading)
-
-
 def write_results_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> str:
     """Write result rows atomically (temp file in the same folder, then ``os.replace``).
 
@@ -154,7 +135,7 @@ def write_results_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike
     Returns the path written.
     """
     rows = list(rows)
-    return write_csv(rows, path, _columns(rows))
+    return write_csv(rows, path, result_columns(rows))
 
 
 def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict[str, Any]]:
@@ -192,71 +173,6 @@ def read_results_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a results file back (:func:`read_csv`; every column of :data:`RESULT_COLUMNS` is
     required)."""
     return read_csv(path, RESULT_COLUMNS)
-
-
-# --------------------------------------------------------------------------------------------
-# Curves and layers
-# --------------------------------------------------------------------------------------------
-
-
-def curve_rows(branch: str, level: int, seeds: Sequence[int], curves: Mapping[str, Sequence]) -> list[dict]:
-    """One row per seed and epoch of a level's ``curves`` (as stored in ``levels/<k>/metrics``:
-    ``epoch``, a list of epoch numbers from 1, and per curve one entry per epoch, each a list with
-    one value per seed in ``seeds`` order, or ``None`` when not evaluated in that epoch). Every
-    curve present is a column (``train_loss``, ``train_acc``, ``test_loss``, ``test_acc``,
-    ``val_loss``, ...); rows are ordered by seed, then epoch."""
-    epochs = list(curves.get("epoch", []))
-    names = [k for k, v in curves.items() if k != "epoch" and isinstance(v, (list, tuple)) and len(v) == len(epochs)]
-    rows = []
-    for i, seed in enumerate(seeds):
-        for e, epoch in enumerate(epochs):
-            row = {"branch": branch, "seed": seed, "level": level, "epoch": epoch}
-            for name in names:
-                value = curves[name][e]
-                row[name] = value[i] if isinstance(value, (list, tuple)) else value
-            rows.append(row)
-    return rows
-
-
-def _layer_quantity(key: str) -> str:
-    """``layer_learning_distance_rewind`` -> ``learning_distance_rewind``."""
-    return key[len("layer_"):] if key.startswith("layer_") else key
-
-
-def layer_rows(branch: str, level: int, metric_rows: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """One row per seed and layer from a level's stored result rows: each per-layer dict of a row
-    becomes columns (``layer_density`` -> ``density``; a distance stored as ``{"full",
-    "unpruned"}`` -> ``learning_distance`` and ``learning_distance_unpruned``, and likewise
-    ``learning_distance_rewind[_unpruned]`` from the rewind weights θk). Layers are named by their
-    parameter path (``fc1/kernel``)."""
-    rows = []
-    for row in metric_rows:
-        per_layer: dict[str, dict] = {}
-        for key, value in row.items():
-            if not isinstance(value, Mapping):
-                continue
-            name = _layer_quantity(key)
-            for layer, v in value.items():
-                cells = per_layer.setdefault(layer, {})
-                if isinstance(v, Mapping):
-                    cells[name] = v.get("full")
-                    cells[f"{name}_unpruned"] = v.get("unpruned")
-                else:
-                    cells[name] = v
-        for layer in sorted(per_layer):
-            rows.append({"branch": branch, "seed": row["seed"], "level": level, "layer": layer,
-                         **per_layer[layer]})
-    return rows
-
-
-def write_curves_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
-    """Write :func:`curve_rows` output: :data:`CURVE_COLUMNS`, then other curves sorted."""
-    return write_csv(rows, path, _leading_columns(rows, CURVE_COLUMNS))
-
-
-def write_layers_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> str:
-    """Write :func:`layer_rows` output: :data:`LAYER_COLUMNS`, then other quantities sorted."""
-    return write_csv(rows, path, _leading_columns(rows, LAYER_COLUMNS))
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,7 +308,7 @@ def main_branch(rows: Sequence[Mapping[str, Any]]) -> tuple[Any, list, dict[Any,
 # --------------------------------------------------------------------------------------------
 
 
-def _branch_files(run_dir: str | os.PathLike, name: str) -> list[str]:
+def branch_files(run_dir: str | os.PathLike, name: str) -> list[str]:
     return sorted(glob.glob(os.path.join(os.fspath(run_dir), "branches", "*", name)))
 
 
@@ -404,7 +320,7 @@ def branch_rows(run_dir: str | os.PathLike, taken: Iterable[Any] = (MAIN_BRANCH,
     with a warning naming it (rerunning that branch's command rewrites its files)."""
     taken = set(taken)
     rows: list[dict[str, Any]] = []
-    for path in _branch_files(run_dir, RESULTS_FILE):
+    for path in branch_files(run_dir, RESULTS_FILE):
         try:
             file_rows = read_results_csv(path)
             _group(file_rows)  # a repeated (branch, level, seed) raises
@@ -434,31 +350,19 @@ def run_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return rows + branch_rows(run_dir, {r.get("branch", MAIN_BRANCH) for r in rows})
 
 
-def write_combined(run_dir: str | os.PathLike, rows: Sequence[Mapping[str, Any]] | None = None) -> list[str]:
-    """Stack the main run's and its branches' ``results.csv`` (``rows``: :func:`run_rows` of
-    ``run_dir``, read when not given) into ``results_all.csv``, and their ``curves.csv`` into
-    ``curves_all.csv``, in ``run_dir``: ``branch`` first, then the columns of the single files (a
-    column a file lacks is empty). Curves are taken for the branches of ``rows`` only; a curves
-    file not yet written (a run made before curves were exported) is skipped, one that cannot be
-    read is left out with a warning. Returns the two paths written."""
-    run_dir = os.fspath(run_dir)
-    rows = run_rows(run_dir) if rows is None else list(rows)
-    rows = [{**r, "branch": r.get("branch", MAIN_BRANCH)} for r in rows]
-    columns = ["branch", *(c for c in _columns(rows) if c != "branch")]
-    written = [write_csv(rows, os.path.join(run_dir, COMBINED_RESULTS_FILE), columns)]
-    wanted = {r.get("branch", MAIN_BRANCH) for r in rows}
-    curves: list[dict[str, Any]] = []
-    for path in [os.path.join(run_dir, CURVES_FILE), *_branch_files(run_dir, CURVES_FILE)]:
-        if not os.path.isfile(path):
-            continue
-        try:
-            file_rows = read_csv(path, CURVE_COLUMNS[:4])
-        except (ResultsError, OSError) as err:
-            warnings.warn(f"{path} left out: {err}", stacklevel=2)
-            continue
-        labels = {r["branch"] for r in file_rows}
-        if labels <= wanted:
-            curves += file_rows
-            wanted -= labels
-    written.append(write_curves_csv(curves, os.path.join(run_dir, COMBINED_CURVES_FILE)))
-    return written
+# --------------------------------------------------------------------------------------------
+# Names of sdd_jax.exports, importable from here
+# --------------------------------------------------------------------------------------------
+
+_EXPORTS = ("CURVE_COLUMNS", "LAYER_COLUMNS", "curve_rows", "layer_rows", "write_combined", "write_curves_csv",
+            "write_layers_csv")
+
+
+def __getattr__(name: str) -> Any:
+    """``results.write_combined`` and the other names of :mod:`sdd_jax.exports` (imported on first
+    use: that module builds on this one)."""
+    if name in _EXPORTS:
+        from sdd_jax import exports
+
+        return getattr(exports, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

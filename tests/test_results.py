@@ -248,3 +248,14 @@ def test_layer_rows_spread_per_layer_dicts_into_columns(tmp_path):
     back = read_csv(tmp_path / "layers.csv")
     assert list(back[0])[:len(LAYER_COLUMNS)] == list(LAYER_COLUMNS)
     assert back[1]["learning_distance_rewind"] is None and back[1]["learning_distance"] == 2.0
+
+
+def test_export_names_are_importable_from_results_and_exports():
+    """The curves/layers/combined writers live in ``sdd_jax.exports``; the old ``results.NAME``
+    spelling (used by the run directory and the branches) still finds the same objects."""
+    from sdd_jax import exports, results
+
+    for name in exports.__all__:
+        assert getattr(results, name) is getattr(exports, name)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        results.no_such_name  # noqa: B018
