@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from sdd_jax import imp, masks, results, train
-from sdd_jax.config import Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig, PruningConfig, RunConfig
+from sdd_jax.config import (
+    Config,
+    DataConfig,
+    ModelConfig,
+    NoiseConfig,
+    OptimConfig,
+    PruningConfig,
+    RunConfig,
+)
 
 
 def cifar_like(tmp_path, model: str) -> Config:
