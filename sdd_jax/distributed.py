@@ -13,6 +13,15 @@ one. What differs between processes:
   :func:`jax.experimental.multihost_utils.process_allgather` (:func:`to_host`).
 
 The run directory must be on a file system every host sees (e.g. a Filestore or GCS FUSE mount).
+
+Liveness: every process sends heartbeats to the coordination service on process 0. A process whose
+heartbeats stop for ``heartbeat_timeout_seconds`` (dead, preempted, or only starved of CPU) is
+declared failed, and the service then ends every process of the job (each aborts with a
+``CoordinationServiceError``, exit status -6 / 134); the run directory keeps its finished levels and
+last checkpoint, so the same command on every host resumes it. jax's defaults (100 s heartbeat,
+300 s to connect, 300 s to wait for the others at exit) are short for a loaded machine, a host
+stalled by a maintenance event, or hosts that start minutes apart; :data:`TIMEOUTS` gives longer
+ones, each overridable from the environment (:func:`timeouts`).
 """
 
 from __future__ import annotations
@@ -28,6 +37,15 @@ from sdd_jax.choices import DISTRIBUTED
 # Set by JAX's TPU runtime on every VM of a slice: one hostname per VM.
 _TPU_HOSTS_ENV = "TPU_WORKER_HOSTNAMES"
 
+# The coordination service's timeouts in seconds: (jax.distributed.initialize keyword, environment
+# variable that overrides it, default). A longer heartbeat timeout survives longer stalls but lets
+# the other hosts wait that long on a host that is really gone before the job ends.
+TIMEOUTS = (
+    ("initialization_timeout", "SDD_JAX_INIT_TIMEOUT", 900),  # hosts may start minutes apart
+    ("heartbeat_timeout_seconds", "SDD_JAX_HEARTBEAT_TIMEOUT", 600),  # silence before a host is dead
+    ("shutdown_timeout_seconds", "SDD_JAX_SHUTDOWN_TIMEOUT", 900),  # e.g. process 0 writes the report
+)
+
 
 def wanted(setting: str) -> bool:
     """Whether ``run.distributed`` = ``setting`` asks for :func:`jax.distributed.initialize`:
@@ -41,18 +59,43 @@ def wanted(setting: str) -> bool:
     return len(hosts) > 1 or bool(os.environ.get("JAX_COORDINATOR_ADDRESS"))
 
 
+def timeouts() -> dict[str, int]:
+    """The coordination service's timeouts for :func:`jax.distributed.initialize`, in seconds:
+    ``initialization_timeout`` (``SDD_JAX_INIT_TIMEOUT``, default 900: how long a process waits
+    for the others to connect), ``heartbeat_timeout_seconds`` (``SDD_JAX_HEARTBEAT_TIMEOUT``,
+    default 600: how long a process may go without a heartbeat before the whole job is ended) and
+    ``shutdown_timeout_seconds`` (``SDD_JAX_SHUTDOWN_TIMEOUT``, default 900: how long a finished
+    process waits at exit for the others). Every process of a job should see the same values.
+    Raises :class:`ValueError` naming the variable when one is not a positive integer."""
+    out = {}
+    for key, env, default in TIMEOUTS:
+        text = os.environ.get(env, "").strip()
+        if not text:
+            out[key] = default
+            continue
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise ValueError(f"{env}={os.environ[env]!r} is not a positive number of seconds")
+        out[key] = value
+    return out
+
+
 def initialize(setting: str) -> bool:
     """Join the multi-process job when :func:`wanted` (before anything else touches JAX's
     backends); returns whether it did. ``jax.distributed.initialize`` finds the coordinator,
     process count and index itself on Cloud TPU, SLURM and Open MPI; elsewhere set
     ``JAX_COORDINATOR_ADDRESS`` (host:port of process 0), ``JAX_NUM_PROCESSES`` and
-    ``JAX_PROCESS_ID`` in each process's environment.
-    Raises :class:`ValueError` naming ``run.distributed`` when it cannot."""
+    ``JAX_PROCESS_ID`` in each process's environment. The coordination service's timeouts are
+    :func:`timeouts`.
+    Raises :class:`ValueError` naming ``run.distributed`` (or the timeout variable) when it cannot."""
     if not wanted(setting):
         return False
     if jax.distributed.is_initialized():
         return True
-    named = {}
+    named = timeouts()
     for env, key in (("JAX_NUM_PROCESSES", "num_processes"), ("JAX_PROCESS_ID", "process_id")):
         if os.environ.get(env, "").strip():
             try:

@@ -71,17 +71,30 @@ def test_rerun_is_served_from_the_cache(analysed, capsys):
     assert {p: p.stat().st_mtime_ns for p in (root / "cache").rglob("level_*.json")} == stamps
 
 
+def _snapshot(folder):
+    """Every path under ``folder`` with its modification time and size: any write shows."""
+    return {p.relative_to(folder): (p.stat().st_mtime_ns, p.stat().st_size) for p in [folder, *folder.rglob("*")]}
+
+
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, analysed, capsys):
     run_dir, _ = analysed
-    assert cli.main(["analyze", str(tmp_path), "-q"]) == 2
-    assert "results.csv" in capsys.readouterr().err
-    assert cli.main(["analyze", str(run_dir), "--levels", "9", "-q"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "[9]" in err and "finished" in err
-    assert cli.main(["analyze", str(run_dir), "--set", "analysis.eigen_method=qr", "-q"]) == 2
-    assert "analysis.eigen_method" in capsys.readouterr().err
-    assert cli.main(["analyze", str(run_dir), "--set", "optim.lr=0.5", "-q"]) == 2
-    assert not list(tmp_path.iterdir())
+    assert (run_dir / "analysis" / "cache").is_dir()  # a finished analysis: something to overwrite
+    refused = [
+        (["analyze", str(tmp_path), "-q"], lambda err: "results.csv" in err),
+        (["analyze", str(run_dir), "--levels", "9", "-q"],
+         lambda err: err.count("\n") == 1 and "[9]" in err and "finished" in err),
+        (["analyze", str(run_dir), "--set", "analysis.eigen_method=qr", "-q"],
+         lambda err: "analysis.eigen_method" in err),
+        (["analyze", str(run_dir), "--set", "optim.lr=0.5", "-q"], lambda err: "optim.lr" in err),
+    ]
+    capsys.readouterr()
+    for args, says in refused:
+        before = _snapshot(run_dir / "analysis")
+        assert cli.main(args) == 2, args
+        err = capsys.readouterr().err
+        assert says(err) and err.count("\n") == 1, (args, err)
+        assert _snapshot(run_dir / "analysis") == before, args  # analysis/ untouched: no file, no mtime
+        assert not list(tmp_path.iterdir()), args
 
 
 def test_figures_draw_the_data(analysed):

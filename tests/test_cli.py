@@ -3,6 +3,7 @@ config hashing, and ``report`` rebuilding the figure from results.csv."""
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pytest
@@ -34,12 +35,34 @@ def test_run_writes_results_figure_and_config(smoke_run):
     assert config["pruning"]["levels"] == 2
 
 
-def test_rerun_is_not_recomputed_and_more_levels_extend_the_run(smoke_run):
+def test_rerun_is_not_recomputed_and_more_levels_extend_the_run(smoke_run, monkeypatch):
+    """Counted, not compared: a deterministic recompute would give the same rows. Every training
+    epoch goes through Engine.train_epoch_then_evaluate and every level through imp.run_level."""
+    from sdd_jax import imp
+    from sdd_jax.engine import Engine
+
+    levels, epochs = [], []
+    real_level, real_epoch = imp.run_level, Engine.train_epoch_then_evaluate
+    monkeypatch.setattr(imp, "run_level", lambda exp, run, plan, level, *a, **k: levels.append(level) or
+                        real_level(exp, run, plan, level, *a, **k))
+    monkeypatch.setattr(Engine, "train_epoch_then_evaluate",
+                        lambda self, state, mask, data, epoch, *a, **k: epochs.append(epoch) or
+                        real_epoch(self, state, mask, data, epoch, *a, **k))
+    finished = sorted((smoke_run / "levels").rglob("*"))  # the finished levels' folders and files
+    assert len([p for p in finished if p.parent == smoke_run / "levels"]) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in finished}
     before = results.read_results_csv(smoke_run / "results.csv")
-    code = cli.main(["run", "smoke", "--workdir", str(smoke_run.parent), "--set", "pruning.levels=3", "-q"])
-    assert code == 0
+    run = ["run", "smoke", "--workdir", str(smoke_run.parent), "-q"]
+    assert cli.main([*run, "--set", "pruning.levels=2"]) == 0
+    assert (levels, epochs) == ([], [])  # the same run again: nothing trained
+    assert cli.main([*run, "--set", "pruning.levels=3"]) == 0
+    smoke = experiments.get("smoke")
+    steps_per_epoch = math.ceil(smoke.data.train_size / smoke.optim.batch_size)
+    assert levels == [3]  # only the new level, each of its epochs once (lottery: from epoch k // steps)
+    assert epochs == list(range(smoke.pruning.rewind_iteration // steps_per_epoch, smoke.optim.epochs))
+    assert {p: p.stat().st_mtime_ns for p in finished} == stamps  # the finished levels untouched
     after = results.read_results_csv(smoke_run / "results.csv")
-    assert after[: len(before)] == before  # finished levels are read back, not recomputed
+    assert after[: len(before)] == before
     assert {r["level"] for r in after} == {0, 1, 2, 3}
 
 

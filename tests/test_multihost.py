@@ -3,6 +3,7 @@ directory. Only process 0 writes the run's files, the seeds span both processes,
 equal a one-process run, and a run killed on both hosts resumes to the same results."""
 
 import dataclasses
+import inspect
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import chex
+import jax
 import pytest
 
 from sdd_jax import distributed, imp, results
@@ -25,12 +27,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# A loaded machine starves both processes (and their heartbeat threads) for minutes: the job gets
+# generous coordination-service timeouts (sdd_jax.distributed.timeouts), and each process runs its
+# XLA CPU kernels on its own thread rather than competing with the other through Eigen's pool.
+STARVED = {"SDD_JAX_INIT_TIMEOUT": "1200", "SDD_JAX_HEARTBEAT_TIMEOUT": "1200", "SDD_JAX_SHUTDOWN_TIMEOUT": "1200"}
+JOB_SECONDS = 1800  # per phase, then both processes are killed
+
+
 def _job(workdir: Path, phase: str) -> list[subprocess.CompletedProcess]:
     """Both processes of the job, started together; their completed processes by index."""
     port = _free_port()
     procs, logs = [], []
     for index in range(2):
-        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        env = {**os.environ, **STARVED,
+               "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false",
                "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
                "JAX_PROCESS_ID": str(index), "JAX_PLATFORMS": "cpu",
                "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
@@ -42,7 +52,12 @@ def _job(workdir: Path, phase: str) -> list[subprocess.CompletedProcess]:
                                       env=env, stdout=out, stderr=err, text=True))
     done = []
     for proc, (out, err) in zip(procs, logs):
-        proc.wait(timeout=600)
+        try:
+            proc.wait(timeout=JOB_SECONDS)
+        except subprocess.TimeoutExpired:  # no process left behind; the logs say where it stood
+            for other in procs:
+                other.kill()
+                other.wait()
         out.seek(0)
         err.seek(0)
         done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read()))
@@ -89,6 +104,28 @@ def test_two_hosts_stopped_and_resumed_write_once_and_match_one_process(tmp_path
         for key, value in a.items():
             if isinstance(value, float):
                 chex.assert_trees_all_close(value, b[key], atol=1e-5, rtol=1e-5)
+
+
+def test_coordination_timeouts_come_from_the_environment(monkeypatch):
+    jax_defaults = {k: v.default for k, v in inspect.signature(jax.distributed.initialize).parameters.items()}
+    calls = []
+    monkeypatch.setattr("jax.distributed.is_initialized", lambda: False)
+    monkeypatch.setattr("jax.distributed.initialize", lambda **kwargs: calls.append(kwargs))
+    for _, env, _ in distributed.TIMEOUTS:
+        monkeypatch.delenv(env, raising=False)
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("JAX_PROCESS_ID", "1")
+    monkeypatch.setenv("SDD_JAX_HEARTBEAT_TIMEOUT", "1234")
+    assert distributed.initialize("on")
+    defaults = {key: default for key, _, default in distributed.TIMEOUTS}
+    assert calls == [{**defaults, "heartbeat_timeout_seconds": 1234, "num_processes": 2, "process_id": 1}]
+    for key, value in defaults.items():  # keywords jax takes, each more generous than jax's default
+        assert value > jax_defaults[key], key
+    for bad in ("soon", "0", "-5", "1.5"):
+        monkeypatch.setenv("SDD_JAX_SHUTDOWN_TIMEOUT", bad)
+        with pytest.raises(ValueError, match=f"SDD_JAX_SHUTDOWN_TIMEOUT='{bad}' is not a positive"):
+            distributed.initialize("on")
+    assert len(calls) == 1
 
 
 def test_a_non_primary_process_writes_no_file(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """``sdd_jax.report``: the table and figure of a run directory, rebuilt from its results files."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -9,34 +10,112 @@ import numpy as np
 import pytest
 from report_rows import paper_like_rows
 
-from sdd_jax.figure import figure_data
+from sdd_jax import report as sdd_report
 from sdd_jax.report import report
-from sdd_jax.results import aggregate, write_results_csv
+from sdd_jax.results import write_results_csv
 from sdd_jax.table import summary_table
 
+# Hand-made results: per level, three seeds whose mean and sample SD (ddof=1) are known by
+# construction (values m - d, m, m + d have SD d). (mean, sd) per level for each column:
+KNOWN = {
+    "density": [(1.0, 0.0), (0.5, 0.0), (0.25, 0.0)],
+    "test_acc": [(0.82, 0.02), (0.88, 0.03), (0.75, 0.05)],
+    "train_acc": [(1.0, 0.0), (0.92, 0.02), (0.66, 0.06)],
+    "train_acc_noisy_subset": [(0.9, 0.1), (0.5, 0.0), (0.1, 0.1)],
+    "learning_distance": [(2.0, 1.0), (4.0, 2.0), (3.0, 0.0)],
+}
+ONESHOT_TEST = (0.6, 0.7)  # one branch level at density 0.25, two seeds: mean 0.65, SD 0.1 / sqrt(2)
 
-def test_report_rebuilds_the_figure_from_results_csv(tmp_path):
-    rows = paper_like_rows(seeds=3) + paper_like_rows(seeds=2, branch="oneshot", rng_seed=4)
-    write_results_csv(rows, tmp_path / "results.csv")
+
+def _write_known_results(run_dir):
+    """``results.csv`` (and a one-shot branch) written as text, not through sdd_jax.results."""
+    header = ("seed,level,density,sparsity,train_acc,train_acc_clean,train_acc_noisy_subset,train_loss,"
+              "test_acc,test_acc_best,test_loss,learning_distance,learning_distance_unpruned,branch")
+    lines = [header]
+    for level in range(3):
+        for seed, step in enumerate((-1, 0, 1)):
+            v = {k: repr(round(known[level][0] + step * known[level][1], 10)) for k, known in KNOWN.items()}
+            lines.append(f"{seed},{level},{v['density']},{1 - float(v['density'])!r},{v['train_acc']},1.0,"
+                         f"{v['train_acc_noisy_subset']},0.1,{v['test_acc']},{v['test_acc']},0.5,"
+                         f"{v['learning_distance']},,imp")
+    (run_dir / "results.csv").write_text("\n".join(lines) + "\n")
+    (run_dir / "branches" / "oneshot").mkdir(parents=True)
+    rows = [f"{seed},3,0.25,0.75,0.5,0.5,0.0,0.1,{acc!r},{acc!r},0.5,1.0,,oneshot"
+            for seed, acc in enumerate(ONESHOT_TEST)]
+    (run_dir / "branches" / "oneshot" / "results.csv").write_text("\n".join([header, *rows]) + "\n")
+
+
+def _pairs(line: str) -> list[tuple[float, float]]:
+    """The ``mean ± sd`` cells of a table line, in order, as numbers."""
+    return [(float(m), float(d)) for m, d in re.findall(r"([-+\d.e]+) ± +([-+\d.e]+)", line)]
+
+
+def _close(got, expected, atol=1e-9):
+    chex.assert_trees_all_close(np.asarray(got, np.float64), np.asarray(expected, np.float64), atol=atol)
+
+
+def test_report_rebuilds_the_figure_from_results_csv(tmp_path, monkeypatch):
+    """The table, the aggregate, the figure data and the drawn curves hold the means, sample SDs
+    and min/max of hand-made rows, known without the functions report() calls."""
+    _write_known_results(tmp_path)
+    drawn = []
+    real_make_figure = sdd_report.make_figure
+    monkeypatch.setattr(sdd_report, "make_figure", lambda *a, **k: drawn.append(real_make_figure(*a, **k))
+                        or drawn[-1])
     out = report(tmp_path)
     assert out["figures"] == [str(tmp_path / "figure.png"), str(tmp_path / "figure.svg")]
     assert all(os.path.getsize(p) > 0 for p in out["figures"])
-    assert (tmp_path / "summary.txt").read_text() == out["table"] == summary_table(rows)
+    assert (tmp_path / "summary.txt").read_text() == out["table"]
 
-    imp_rows = [r for r in rows if r["branch"] == "imp"]
-    assert [e["branch"] for e in out["aggregate"]] == ["imp"] * len(out["aggregate"])
-    chex.assert_trees_all_close(
-        [{k: v for k, v in e.items() if k != "branch"} for e in out["aggregate"]],
-        [{k: v for k, v in e.items() if k != "branch"} for e in aggregate(imp_rows)],
-        rtol=0, atol=0,
-    )
-    expected = figure_data(rows)
-    for key in ("x", "test_mean", "test_lo", "test_hi", "train_mean", "train_lo", "train_hi",
-                "learning_distance"):
-        np.testing.assert_array_equal(out["figure_data"]["main"][key], expected["main"][key])
-    assert out["figure_data"]["main"]["phases"] == out["phases"] == expected["main"]["phases"]
-    np.testing.assert_array_equal(out["figure_data"]["others"]["oneshot"]["test_mean"],
-                                  expected["others"]["oneshot"]["test_mean"])
+    # The table: level, n, sparsity %, weights %, then mean ± sd of test, train, memorised (in %)
+    # and of the learning distance; an SD of 0 is printed as such.
+    main_table, branch_table = out["table"].split("branch: oneshot")
+    assert main_table.startswith("branch: imp")
+    body = [line for line in main_table.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    assert len(body) == 3
+    for level, line in enumerate(body):
+        cells = line.split()
+        assert (int(cells[0]), int(cells[1])) == (level, 3)
+        density = KNOWN["density"][level][0]
+        chex.assert_trees_all_close((float(cells[2]), float(cells[3])), (100 * (1 - density), 100 * density))
+        expected = [(100 * m, 100 * d) for m, d in (KNOWN[c][level] for c in
+                                                    ("test_acc", "train_acc", "train_acc_noisy_subset"))]
+        expected.append(KNOWN["learning_distance"][level])
+        chex.assert_trees_all_close(_pairs(line), expected, atol=5e-3)  # printed with 2 decimals
+    (oneshot_line,) = [line for line in branch_table.splitlines() if line.strip().startswith("3 ")]
+    chex.assert_trees_all_close(_pairs(oneshot_line)[0], (65.0, 10 / np.sqrt(2)), atol=5e-3)
+
+    # The aggregate of the main curve, to float precision.
+    assert [e["branch"] for e in out["aggregate"]] == ["imp"] * 3
+    assert [(e["level"], e["n_seeds"]) for e in out["aggregate"]] == [(0, 3), (1, 3), (2, 3)]
+    for column, known in KNOWN.items():
+        got = [(e[f"{column}_mean"], e[f"{column}_std"]) for e in out["aggregate"]]
+        chex.assert_trees_all_close(got, known, atol=1e-9)
+        got = [(e[f"{column}_min"], e[f"{column}_max"]) for e in out["aggregate"]]
+        chex.assert_trees_all_close(got, [(m - d, m + d) for m, d in known], atol=1e-9)
+
+    # What is plotted (in %, x = remaining weights) and what is drawn.
+    main = out["figure_data"]["main"]
+    x = [100 * m for m, _ in KNOWN["density"]]
+    test, train = KNOWN["test_acc"], KNOWN["train_acc"]
+    expected = {"x": x, "test_mean": [100 * m for m, _ in test], "test_lo": [100 * (m - d) for m, d in test],
+                "test_hi": [100 * (m + d) for m, d in test], "train_mean": [100 * m for m, _ in train],
+                "train_lo": [100 * (m - d) for m, d in train], "train_hi": [100 * (m + d) for m, d in train],
+                "learning_distance": [m for m, _ in KNOWN["learning_distance"]]}
+    for key, values in expected.items():
+        _close(main[key], values)
+    assert out["figure_data"]["main"]["phases"] == out["phases"]
+    assert main["dense_test"] == pytest.approx(82.0)
+    _close(out["figure_data"]["others"]["oneshot"]["test_mean"], [65.0])
+    (fig,) = drawn
+    lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
+    for gid, known in (("test", test), ("train", train)):
+        _close(lines[gid].get_xdata(), x)
+        _close(lines[gid].get_ydata(), [100 * m for m, _ in known])
+    # Each learning distance is drawn over its own maximum (4.0 at level 1).
+    _close(lines["learning_distance"].get_ydata(), [0.5, 1.0, 0.75])
+    assert "learning_distance_unpruned" not in lines  # no values: not drawn
+    _close(lines["test_oneshot"].get_ydata(), [65.0])
 
 
 def test_report_without_results_file(tmp_path):
