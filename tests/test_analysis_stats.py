@@ -10,8 +10,8 @@ from report_rows import paper_like_rows
 from scipy import stats as sps
 
 from sdd_jax.analysis import calibration, stats
-from sdd_jax.analysis.report import correlation_markdown, phase_markdown
 from sdd_jax.analysis.pipeline import choose_levels
+from sdd_jax.analysis.report import correlation_markdown, phase_markdown
 from sdd_jax.phases import phases
 from sdd_jax.results import aggregate
 
@@ -87,7 +87,7 @@ def degenerate_two_seeds():
 
 def test_a_degenerate_resample_is_dropped_and_counted_not_spread_over_the_interval():
     levels, test, cand = degenerate_two_seeds()
-    stat = lambda t, c: stats.rank_correlation(t, c)  # noqa: E731
+    stat = lambda t, c: stats.rank_correlation(t, c)
     out = stats.bootstrap_interval((test, cand), stat, n_resamples=400, seed=3)
     # The resamples of two seeds are {0, 1} (the full mean), {0, 0} (seed 0 alone) and {1, 1} (undefined).
     both, alone = stat(test.mean(0), cand.mean(0)), stat(test[0], cand[0])
@@ -103,7 +103,7 @@ def test_a_degenerate_resample_is_dropped_and_counted_not_spread_over_the_interv
 def test_intervals_without_degenerate_resamples_are_scipys_percentile_intervals():
     rng = np.random.default_rng(4)
     per_seed = 0.8 + 0.05 * rng.normal(size=(5, 3))
-    stat = lambda t: t[0] - t[2]  # noqa: E731
+    stat = lambda t: t[0] - t[2]
     out = stats.bootstrap_interval((per_seed,), stat, n_resamples=300, confidence=0.9, seed=11)
 
     def on(index):
