@@ -79,7 +79,7 @@ def recompute_batch_stats(spec: Spec, params: PyTree, batch_stats: PyTree, mask:
     batch, by design: training normalises with the *biased* batch variance, while the running
     variance stores the *unbiased* one (PyTorch's convention, :class:`sdd_jax.models.init.BatchNorm`),
     a factor ``n/(n-1)`` per layer (``n`` = batch × height × width), largest in the last stage
-    (for a thin ResNet-18 on one batch of 8 CIFAR images, 0.02 on logits of scale 2). The
+    (on the logits of a thin ResNet-18 with batches of a few images, about 1% of their scale). The
     statistics stay in the convention of the trained networks' own running statistics. With
     several batches each batch is normalised by its own statistics (train mode, every layer), and
     the per-batch statistics are averaged, not pooled: ``tests/test_batchnorm.py`` checks both."""
