@@ -105,3 +105,76 @@ def test_masked_hvp_is_zero_on_pruned_coordinates_even_for_an_unmasked_loss():
     out = hvp(jax.tree.map(jnp.ones_like, like))
     assert float(out["u"][1]) == 0.0
     assert float(jnp.abs(out["u"][0])) > 0
+
+
+def scaled_quadratic(eigenvalues, scale, seed=0):
+    """``scale · Q diag(eigenvalues) Qᵀ`` (float32) as a matvec over a flat vector."""
+    n = len(eigenvalues)
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(n, n)))
+    a = jnp.asarray(scale * (q @ np.diag(eigenvalues) @ q.T), jnp.float32)
+    return lambda v: a @ v
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-3, 1e-6, 1e-8])
+def test_lanczos_does_not_stop_early_on_an_operator_of_small_scale(scale):
+    # A memorised network's Hessian has eigenvalues of order 1e-6 and below: the breakdown test must
+    # be relative to the operator, not to 1. Full dimension: the Ritz values are the spectrum.
+    matvec = scaled_quadratic(EIGENVALUES, scale)
+    v0 = jax.random.normal(jax.random.key(1), (8,))
+    alpha, beta = hessian.lanczos(matvec, v0, 8)
+    assert bool(jnp.all(beta > 0)), np.asarray(beta)
+    np.testing.assert_allclose(np.asarray(hessian.ritz_values(alpha, beta)) / scale, np.sort(EIGENVALUES),
+                               atol=1e-4)
+    top = hessian.top_eigenvalue(matvec, v0, 8)
+    assert float(top) / scale == pytest.approx(EIGENVALUES.max(), rel=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-7])
+def test_negative_definite_operator_with_an_invariant_start_reports_its_own_top_eigenvalue(scale):
+    # -scale·I: the start vector spans an invariant subspace at once; the zero rows after the breakdown
+    # are not Ritz values (λmax was reported as 0, the true value is -scale).
+    matvec = lambda v: -scale * v
+    v0 = jax.random.normal(jax.random.key(4), (12,))
+    alpha, beta = hessian.lanczos(matvec, v0, 6)
+    chex.assert_trees_all_equal(beta, jnp.zeros(5))
+    assert float(hessian.top_eigenvalue(matvec, v0, 6)) == pytest.approx(-scale, rel=1e-6)
+    ritz = np.asarray(hessian.ritz_values(alpha, beta))
+    assert ritz[0] == pytest.approx(-scale, rel=1e-6) and np.isnan(ritz[1:]).all()
+
+
+def test_ritz_values_keep_only_the_leading_block_of_a_broken_down_tridiagonal():
+    alpha = jnp.array([-1.0, -2.0, 0.0, 0.0], jnp.float32)
+    beta = jnp.array([0.5, 0.0, 0.0], jnp.float32)
+    ritz = np.asarray(hessian.ritz_values(alpha, beta))
+    np.testing.assert_allclose(ritz[:2], np.linalg.eigvalsh(np.array([[-1.0, 0.5], [0.5, -2.0]])), rtol=1e-6)
+    assert np.isnan(ritz[2:]).all()
+
+
+def test_lanczos_on_an_operator_of_ordinary_scale_is_plain_lanczos():
+    # No breakdown: the largest Ritz value is the top eigenvalue of the whole tridiagonal, bit for bit.
+    matvec = scaled_quadratic(np.linspace(-2.0, 7.0, 40), 1.0, seed=2)
+    v0 = jax.random.normal(jax.random.key(3), (40,))
+    alpha, beta = hessian.lanczos(matvec, v0, 12)
+    assert bool(jnp.all(beta > 0))
+    plain = hessian.tridiagonal_eigenvalues(alpha, beta)
+    chex.assert_trees_all_equal(hessian.ritz_values(alpha, beta), plain)
+    chex.assert_trees_all_equal(hessian.top_eigenvalue(matvec, v0, 12), plain[-1])
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-7])
+def test_lanczos_on_a_masked_tiny_mlp_hessian_of_any_scale_matches_jax_hessian(scale):
+    # The loss of a memorised network is near zero and so is its Hessian: scaling the loss scales it.
+    spec, params, mask, x, y = tiny_mlp_problem()
+    restricted = scale * exact_restricted_hessian(spec, params, mask, x, y)
+
+    def loss(p):
+        return scale * jnp.mean(jnp.stack([loss_fn(spec, p, {}, mask, x[b], y[b], jnp.ones(16), False)[0]
+                                           for b in range(x.shape[0])]))
+
+    hvp = hessian.masked_hvp(loss, params, mask)
+    v0 = hessian.gaussian_like(jax.random.key(7), params, mask)
+    alpha, beta = jax.jit(lambda v: hessian.lanczos(hvp, v, 30))(v0)
+    assert bool(jnp.all(beta > 0))
+    exact = np.linalg.eigvalsh(restricted)
+    assert float(hessian.top_eigenvalue(hvp, v0, 30)) == pytest.approx(exact[-1], rel=1e-3)
+    assert float(hessian.ritz_values(alpha, beta)[0]) == pytest.approx(exact[0], rel=1e-2, abs=1e-3 * scale)

@@ -2,12 +2,16 @@
 bootstrap intervals over seeds that cover the known value, rank correlations on synthetic curves,
 and the choice of the four levels."""
 
+import warnings
+
 import numpy as np
 import pytest
 from report_rows import paper_like_rows
+from scipy import stats as sps
 
 from sdd_jax.analysis import calibration, stats
 from sdd_jax.analysis.pipeline import choose_levels
+from sdd_jax.analysis.report import correlation_markdown, phase_markdown
 from sdd_jax.phases import phases
 from sdd_jax.results import aggregate
 
@@ -58,6 +62,60 @@ def test_bootstrap_intervals_cover_the_known_mean():
     assert covered >= 34  # nominal 95% of 40; the percentile bootstrap undercovers a little
     # about 2 x 1.96 x 0.05 / sqrt(30) wide
     assert np.mean(widths) == pytest.approx(2 * 1.96 * 0.05 / np.sqrt(30), rel=0.2)
+
+
+def test_one_seed_gives_an_undefined_interval_not_a_certain_one():
+    per_seed = np.array([[0.80, 0.70, 0.75, 0.90]])
+    out = stats.bootstrap_interval((per_seed,), lambda t: t[0] - t[1])
+    assert out.value == pytest.approx(0.10)
+    assert np.isnan(out.low) and np.isnan(out.high) and out.dropped == 0
+    rows = stats.phase_statistics(per_seed, np.arange(4), 0, 1, 3, n_resamples=50)
+    assert all(r["value"] == pytest.approx(per_seed[0][{"dense": 0, "worst": 1, "best": 3}[r["quantity"]]])
+               for r in rows if r["level"] is not None)
+    assert all(np.isnan(r["ci_low"]) and np.isnan(r["ci_high"]) for r in rows)
+    assert "[n/a, n/a]" in phase_markdown(rows)
+
+
+def degenerate_two_seeds():
+    """Two seeds; the candidate of seed 1 is constant over the levels (memorisation saturated at 1):
+    a resample made only of seed 1 has an undefined rank correlation."""
+    levels = np.arange(6)
+    test = np.array([[0.80, 0.78, 0.75, 0.79, 0.83, 0.60], [0.70, 0.88, 0.76, 0.74, 0.82, 0.62]])
+    cand = np.array([[0.90, 0.95, 0.99, 1.0, 0.97, 0.70], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0]])
+    return levels, test, cand
+
+
+def test_a_degenerate_resample_is_dropped_and_counted_not_spread_over_the_interval():
+    levels, test, cand = degenerate_two_seeds()
+    stat = lambda t, c: stats.rank_correlation(t, c)
+    out = stats.bootstrap_interval((test, cand), stat, n_resamples=400, seed=3)
+    # The resamples of two seeds are {0, 1} (the full mean), {0, 0} (seed 0 alone) and {1, 1} (undefined).
+    both, alone = stat(test.mean(0), cand.mean(0)), stat(test[0], cand[0])
+    assert np.isnan(stat(test[1], cand[1])) and out.value == both
+    assert 0.15 * 400 < out.dropped < 0.35 * 400  # P({1, 1}) = 1/4
+    assert both != alone and min(both, alone) <= out.low < out.high <= max(both, alone)
+    rows = stats.correlation_table(test, {"memorised": cand}, levels, n_resamples=400, seed=3)
+    spearman = next(r for r in rows if r["method"] == "spearman")
+    assert (spearman["ci_low"], spearman["ci_high"], spearman["ci_dropped"]) == (out.low, out.high, out.dropped)
+    assert f"{out.dropped} of 400 resamples undefined" in correlation_markdown(rows, 400)
+
+
+def test_intervals_without_degenerate_resamples_are_scipys_percentile_intervals():
+    rng = np.random.default_rng(4)
+    per_seed = 0.8 + 0.05 * rng.normal(size=(5, 3))
+    stat = lambda t: t[0] - t[2]
+    out = stats.bootstrap_interval((per_seed,), stat, n_resamples=300, confidence=0.9, seed=11)
+
+    def on(index):
+        return stat(np.nanmean(per_seed[np.asarray(index, int)], axis=0))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sps.bootstrap((np.arange(5),), on, n_resamples=300, vectorized=False, confidence_level=0.9,
+                            method="percentile", rng=np.random.default_rng(11)).confidence_interval
+    assert (out.low, out.high, out.dropped) == (ref.low, ref.high, 0)
+    assert stats.bootstrap_over_seeds((per_seed,), stat, n_resamples=300, confidence=0.9, seed=11) == out[:3]
+    assert "undefined" not in phase_markdown(stats.phase_statistics(per_seed, np.arange(3), 0, 1, 2, n_resamples=50))
 
 
 def test_rank_correlations_on_synthetic_curves():

@@ -73,7 +73,16 @@ def recompute_batch_stats(spec: Spec, params: PyTree, batch_stats: PyTree, mask:
     ``images`` (batches, batch, ...): the plain average over the batches of the statistics each
     BatchNorm layer computes in training mode (mean, and the variance as the running statistic
     stores it), as ``torch.optim.swa_utils.update_bn`` (``momentum=None``: a cumulative average).
-    ``batch_stats`` gives only the structure; models without BatchNorm return it unchanged."""
+    ``batch_stats`` gives only the structure; models without BatchNorm return it unchanged.
+
+    Eval-mode logits with these statistics do not reproduce train-mode logits even on a single
+    batch, by design: training normalises with the *biased* batch variance, while the running
+    variance stores the *unbiased* one (PyTorch's convention, :class:`sdd_jax.models.init.BatchNorm`),
+    a factor ``n/(n-1)`` per layer (``n`` = batch × height × width), largest in the last stage
+    (on the logits of a thin ResNet-18 with batches of a few images, about 1% of their scale). The
+    statistics stay in the convention of the trained networks' own running statistics. With
+    several batches each batch is normalised by its own statistics (train mode, every layer), and
+    the per-batch statistics are averaged, not pooled: ``tests/test_batchnorm.py`` checks both."""
     if not jax.tree.leaves(batch_stats):
         return batch_stats
     zeros = jax.tree.map(jnp.zeros_like, batch_stats)

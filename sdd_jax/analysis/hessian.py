@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from sdd_jax.data.device import normalize
 from sdd_jax.masks import apply_mask
 from sdd_jax.train import Spec, loss_fn
 
@@ -58,8 +59,6 @@ def dataset_hvp(spec: Spec, params: PyTree, batch_stats: PyTree, mask: PyTree, i
     ...) normalised inside as in training, ``labels`` (batches, batch) int32. The batches are
     looped over with ``lax.scan`` (memory of one batch) and their HVPs averaged; evaluation-mode
     BatchNorm, no augmentation."""
-    from sdd_jax.data.device import normalize
-
     ones = jnp.ones(labels.shape[1:], jnp.float32)
 
     def hvp(v):
@@ -91,12 +90,27 @@ def power_iteration(matvec: MatVec, v0: PyTree, iters: int) -> tuple[jax.Array, 
     return quotients[-1], v
 
 
+# Lanczos breakdown: ``beta <= BREAKDOWN_TOLERANCE · ‖T‖`` (the running estimate of the
+# tridiagonal's norm, in the operator's own units) is an invariant subspace. After full
+# reorthogonalisation an exact breakdown leaves a residual of a few ulps of ``‖A‖``; continuing past
+# a missed one is harmless (the next vector is still orthogonal to the basis), stopping at a false
+# one truncates the spectrum, so the tolerance is small: 4 ulps of float32 (≈ 4.8e-7).
+BREAKDOWN_TOLERANCE = 4 * float(jnp.finfo(jnp.float32).eps)
+
+
 def lanczos(matvec: MatVec, v0: PyTree, steps: int) -> tuple[jax.Array, jax.Array]:
     """``steps`` Lanczos iterations with full reorthogonalisation from ``v0``: the diagonal
     ``alpha`` (steps,) and off-diagonal ``beta`` (steps - 1,) of the tridiagonal matrix ``T``
     whose eigenvalues (Ritz values) approximate the extreme eigenvalues of the symmetric
-    operator. ``steps`` is capped at the dimension; after an exact invariant subspace (``beta``
-    = 0) the remaining rows are zero. Memory: ``steps`` parameter-sized vectors."""
+    operator. ``steps`` is capped at the dimension. Memory: ``steps`` parameter-sized vectors.
+
+    Breakdown (an invariant subspace) is ``beta_j <= BREAKDOWN_TOLERANCE · s_j`` with ``s_j`` the
+    largest ``|alpha_i|`` (i ≤ j) and ``beta_i`` (i < j): relative to the operator's scale, so an
+    operator ``c·A`` gives the same iterations for every ``c > 0`` (a Hessian with eigenvalues of
+    1e-8 is not stopped after a few steps). After a breakdown ``beta_j = 0`` and the remaining rows
+    are zero: they are not Ritz values (:func:`ritz_values` keeps the leading block). The vectors
+    are float32 whatever the parameters' dtype. Without a breakdown this is plain Lanczos (Golub &
+    Van Loan, Matrix Computations, §10.1; PyHessian's ``density``/``eigenvalues``)."""
     flat0, unravel = ravel_pytree(v0)
     n = flat0.size
     steps = max(1, min(int(steps), n))
@@ -104,20 +118,22 @@ def lanczos(matvec: MatVec, v0: PyTree, steps: int) -> tuple[jax.Array, jax.Arra
     q0 = flat0.astype(jnp.float32) / jnp.maximum(jnp.linalg.norm(flat0), 1e-30)
     basis = jnp.zeros((steps, n), jnp.float32).at[0].set(q0)
 
-    def body(basis, j):
+    def body(carry, j):
+        basis, scale = carry
         q = basis[j]
         w = mv(q)
         alpha = jnp.vdot(q, w)
         for _ in range(2):  # twice is enough (Giraud et al., 2005)
             w = w - basis.T @ (basis @ w)
         beta = jnp.linalg.norm(w)
-        ok = beta > 1e-6 * jnp.maximum(jnp.abs(alpha), 1.0)
+        scale = jnp.maximum(scale, jnp.abs(alpha))
+        ok = beta > BREAKDOWN_TOLERANCE * scale
         beta = jnp.where(ok, beta, 0.0)
         nxt = jnp.where(ok, w / jnp.where(ok, beta, 1.0), 0.0)
         basis = jax.lax.cond(j + 1 < steps, lambda b: b.at[j + 1].set(nxt), lambda b: b, basis)
-        return basis, (alpha, beta)
+        return (basis, jnp.maximum(scale, beta)), (alpha, beta)
 
-    _, (alpha, beta) = jax.lax.scan(body, basis, jnp.arange(steps))
+    _, (alpha, beta) = jax.lax.scan(body, (basis, jnp.zeros((), jnp.float32)), jnp.arange(steps))
     return alpha, beta[:-1]
 
 
@@ -128,12 +144,38 @@ def tridiagonal_eigenvalues(alpha: jax.Array, beta: jax.Array) -> jax.Array:
     return jnp.linalg.eigvalsh(t)
 
 
+def leading_block_size(beta: jax.Array) -> jax.Array:
+    """The size of the leading block of a Lanczos tridiagonal: one more than the index of the first
+    zero of ``beta`` (steps - 1,), or ``steps`` without a breakdown (an int32 scalar)."""
+    zero = beta == 0
+    return jnp.where(jnp.any(zero), jnp.argmax(zero) + 1, beta.shape[0] + 1).astype(jnp.int32)
+
+
+def ritz_values(alpha: jax.Array, beta: jax.Array) -> jax.Array:
+    """The Ritz values of :func:`lanczos`'s ``alpha``/``beta``: the eigenvalues (ascending) of the
+    leading block of ``T`` (up to the first breakdown, :func:`leading_block_size` ``k``), then NaN
+    (shape (steps,)). Without a breakdown, exactly :func:`tridiagonal_eigenvalues`. Computed with
+    static shapes: the rows after the block get a diagonal above its Gershgorin bound, so the
+    block's eigenvalues come first, in the block's own scale."""
+    steps = alpha.shape[0]
+    inside = jnp.arange(steps) < leading_block_size(beta)
+    b = jnp.abs(beta)
+    radius = jnp.concatenate([b, jnp.zeros(1, b.dtype)]) + jnp.concatenate([jnp.zeros(1, b.dtype), b])
+    hi = jnp.max(jnp.where(inside, alpha + radius, -jnp.inf))
+    lo = jnp.min(jnp.where(inside, alpha - radius, jnp.inf))
+    pad = hi + (hi - lo) + jnp.abs(hi)  # > every eigenvalue of the block (all equal if it is zero)
+    values = tridiagonal_eigenvalues(jnp.where(inside, alpha, pad), beta)
+    return jnp.where(inside, values, jnp.nan)
+
+
 def top_eigenvalue(matvec: MatVec, v0: PyTree, steps: int, method: str = "lanczos") -> jax.Array:
     """The largest eigenvalue of a symmetric operator: the largest Ritz value of ``steps`` Lanczos
-    iterations (``method="lanczos"``), or the Rayleigh quotient after ``steps`` power iterations
-    (``"power"``: the eigenvalue of largest magnitude)."""
+    iterations (``method="lanczos"``; the leading block's after a breakdown, :func:`ritz_values`),
+    or the Rayleigh quotient after ``steps`` power iterations (``"power"``: the eigenvalue of
+    largest magnitude)."""
     if method == "lanczos":
-        return tridiagonal_eigenvalues(*lanczos(matvec, v0, steps))[-1]
+        alpha, beta = lanczos(matvec, v0, steps)
+        return ritz_values(alpha, beta)[leading_block_size(beta) - 1]
     if method == "power":
         return power_iteration(matvec, v0, steps)[0]
     raise ValueError(f"analysis.eigen_method must be 'lanczos' or 'power', got {method!r}")

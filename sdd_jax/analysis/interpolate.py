@@ -17,6 +17,8 @@ from typing import Any
 
 import jax
 
+from sdd_jax.analysis.evaluation import evaluate_labels, recompute_batch_stats
+
 PyTree = Any
 
 
@@ -33,8 +35,6 @@ def curve(spec, a, b, mask: PyTree, alphas: jax.Array, x_train: jax.Array, y_tra
     (noisy, clean), and ``(test_loss, test_acc)`` each (P,). ``bn_images`` (batches, batch, ...)
     are the fixed training batches for BatchNorm statistics (unused without BatchNorm).
     ``chunk`` points are evaluated at once (``lax.map`` with ``batch_size``: memory vs speed)."""
-    from sdd_jax.analysis.evaluation import evaluate_labels, recompute_batch_stats
-
     def at(alpha):
         params = lerp(a.params, b.params, alpha)
         stats = recompute_batch_stats(spec, params, a.batch_stats, mask, bn_images)

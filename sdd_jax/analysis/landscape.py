@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from sdd_jax.analysis.evaluation import evaluate_labels
 from sdd_jax.analysis.hessian import gaussian_like
 from sdd_jax.masks import apply_mask, paths
 
@@ -66,8 +67,6 @@ def curve(spec, weights, mask: PyTree, direction: PyTree, alphas: jax.Array, x_t
     solution's BatchNorm statistics) at each of ``alphas`` (P,): ``(train_loss, train_acc)`` each
     (P, len(y_train)) against every label array of ``y_train``, and ``(test_loss, test_acc)``
     each (P,). ``chunk`` points are evaluated at once."""
-    from sdd_jax.analysis.evaluation import evaluate_labels
-
     def at(alpha):
         params = along(weights.params, direction, alpha)
         tr = evaluate_labels(spec, params, weights.batch_stats, mask, x_train, y_train)

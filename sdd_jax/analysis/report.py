@@ -20,8 +20,18 @@ def _num(v: float) -> str:
     return "n/a" if v is None or not np.isfinite(v) else f"{v:+.2f}"
 
 
-def correlation_markdown(rows: list[dict]) -> str:
-    """One markdown table per scope: candidate, then ``value [low, high]`` per method."""
+def _dropped(r: dict, n_resamples: int | None) -> str:
+    """`` (k of N resamples undefined)`` after an interval that dropped ``k`` resamples, else ``""``."""
+    k = r.get("ci_dropped") or 0
+    if not k:
+        return ""
+    return f" ({k} of {n_resamples} resamples undefined)" if n_resamples else f" ({k} resamples undefined)"
+
+
+def correlation_markdown(rows: list[dict], n_resamples: int | None = None) -> str:
+    """One markdown table per scope: candidate, then ``value [low, high]`` per method (``n/a``
+    where undefined, e.g. a one-seed interval), with the number of bootstrap resamples dropped
+    for an undefined statistic when there are any (out of ``n_resamples`` if given)."""
     out = []
     for scope in dict.fromkeys(r["scope"] for r in rows):
         sub = [r for r in rows if r["scope"] == scope]
@@ -33,17 +43,20 @@ def correlation_markdown(rows: list[dict]) -> str:
             cells = []
             for m in CORRELATIONS:
                 r = next(r for r in sub if r["candidate"] == cand and r["method"] == m)
-                cells.append(f"{_num(r['value'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]")
+                cells.append(f"{_num(r['value'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
+                             + _dropped(r, n_resamples))
             out.append(f"| {cand} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
 
 
-def phase_markdown(rows: list[dict]) -> str:
+def phase_markdown(rows: list[dict], n_resamples: int | None = None) -> str:
+    """The phase statistics as a markdown table (``n/a`` where an interval is undefined)."""
     out = ["| quantity | level | test accuracy (%) | 95% CI |", "|---|---|---|---|"]
     for r in rows:
         level = "" if r["level"] is None else str(r["level"])
-        out.append(f"| {r['quantity']} | {level} | {_pct(r['value'])} | [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] |")
+        out.append(f"| {r['quantity']} | {level} | {_pct(r['value'])} | "
+                   f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]{_dropped(r, n_resamples)} |")
     return "\n".join(out)
 
 
@@ -69,11 +82,14 @@ def write(root: Path, data: dict, tables: list[str], figures: list[str], cfg, se
                      f"{m['brier']:.3f} |")
     bn = (f"BatchNorm statistics are recomputed at every α on {cfg.bn_batches} fixed training batches."
           if data["has_batch_norm"] else "The model has no BatchNorm: every α is evaluated exactly.")
+    phase_table = (phase_markdown(data["phase_stats"], cfg.bootstrap) if data["phase_stats"]
+                   else "The run has no dip and recovery to measure.")
     text = f"""# Analysis of {data['run']}
 
 {len(data['seeds'])} seed(s), {len(levels)} levels, schedule `{data['schedule']}`; analysed in
 {seconds:.0f} s (`sdd-jax analyze`; cached steps are not recomputed). Means over seeds; intervals
-are percentile bootstraps over seeds ({cfg.bootstrap} resamples), coarse with few seeds.
+are percentile bootstraps over seeds ({cfg.bootstrap} resamples), coarse with few seeds (n/a with
+one seed; resamples with an undefined statistic are dropped and counted).
 
 ## Chosen levels
 
@@ -88,13 +104,13 @@ those of the Hessian of the training loss restricted to the unpruned weights
 ({cfg.hessian_batches} fixed training batches, {cfg.lanczos_steps} {cfg.eigen_method} steps,
 {cfg.hutchinson_probes} Hutchinson probes).
 
-{correlation_markdown(data['correlations'])}
+{correlation_markdown(data['correlations'], cfg.bootstrap)}
 ## Phases
 
 Test accuracy at the dense, worst (bottom of the dip) and best levels; `dip` = dense − worst,
 `recovery` = best − worst, `gain` = best − dense (`phase_stats.csv`).
 
-{phase_markdown(data['phase_stats']) if data['phase_stats'] else 'The run has no dip and recovery to measure.'}
+{phase_table}
 
 ## Per level
 
