@@ -12,6 +12,7 @@ import errno
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "TreeMismatchError",
     "UnreadableCheckpointError",
+    "drop_read_echoes",
     "first_line",
     "unreadable_step",
     "write_failure",
@@ -54,7 +56,12 @@ class UnreadableCheckpointError(CheckpointError):
 def first_line(err: BaseException) -> str:
     """The first line of ``err``'s message (its type name when empty), at most 200 characters."""
     text = str(err).strip()
+    if _TS_DETAILS in text and err.__cause__ is not None:  # orbax's wrapper: the reason is its cause
+        text = f"{text.split(_TS_DETAILS)[0].strip()} {first_line(err.__cause__)}"
     return (text.splitlines() or [type(err).__name__])[0][:200]
+
+
+_TS_DETAILS = "See full TensorStore details"  # orbax's read error quotes the whole TensorStore spec after it
 
 
 def write_failure(err: Exception, step_dir: Path, what: str) -> Exception:
@@ -83,6 +90,43 @@ def unreadable_step(directory: Path, json_files: tuple[str, ...]) -> Path:
                 except (UnicodeDecodeError, ValueError):
                     return step
     return directory
+
+
+# --------------------------------------------------------------------------- failed reads
+
+
+def _is_echo(unraisable) -> bool:
+    """Whether an unraisable exception is an echo of a failed orbax read: orbax runs a restore's
+    reads in an event loop that it closes as soon as one read fails, so the reads still in flight
+    finish on tensorstore's threads into the closed loop ("Event loop is closed", or at
+    interpreter exit an ``ImportError`` "sys.meta_path is None"), and their abandoned coroutines
+    raise again when collected."""
+    exc, obj = unraisable.exc_value, unraisable.object
+    code = getattr(obj, "cr_code", None)
+    return (
+        (isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed")
+        or (isinstance(exc, ImportError) and "Python is likely shutting down" in str(exc))
+        or (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename)
+    )
+
+
+class _DropReadEchoes:
+    """``sys.unraisablehook`` from a store's first read on: drops :func:`_is_echo` reports (a
+    failed read is raised as one :class:`UnreadableCheckpointError`; the echoes can arrive while
+    it propagates, or later), hands everything else on."""
+
+    def __init__(self, previous):
+        self.previous = previous
+
+    def __call__(self, unraisable) -> None:
+        if not _is_echo(unraisable):
+            self.previous(unraisable)
+
+
+def drop_read_echoes() -> None:
+    """Install :class:`_DropReadEchoes` as ``sys.unraisablehook`` (once), before orbax reads."""
+    if not isinstance(sys.unraisablehook, _DropReadEchoes):
+        sys.unraisablehook = _DropReadEchoes(sys.unraisablehook)
 
 
 # --------------------------------------------------------------------------- logging

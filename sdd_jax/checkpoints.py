@@ -27,6 +27,9 @@ from here.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import os
 import re
 import shutil
@@ -44,6 +47,7 @@ from sdd_jax.checkpoint_errors import (
     CheckpointNotFoundError,
     TreeMismatchError,
     UnreadableCheckpointError,
+    drop_read_echoes,
     first_line,
     unreadable_step,
     write_failure,
@@ -58,6 +62,7 @@ from sdd_jax.checkpoint_reads import (
     saved_target,
 )
 from sdd_jax.distributed import barrier, is_primary
+from sdd_jax.jsonable import to_native
 from sdd_jax.masks import path_str
 
 __all__ = [
@@ -72,6 +77,7 @@ __all__ = [
     "valid_name",
 ]
 
+_json_native = functools.partial(to_native, where="metrics", error=CheckpointError)
 _TREE_ITEM = TREE_ITEM
 _METRICS_ITEM = METRICS_ITEM
 _NAME_RE = re.compile(r"[A-Za-z0-9_.,+=-]+")
@@ -82,24 +88,6 @@ def valid_name(name: object) -> bool:
     starting with ``.``."""
     return isinstance(name, str) and bool(_NAME_RE.fullmatch(name)) and not name.startswith(".")
 _TRASH_PREFIX = ".deleting-"
-
-
-def _json_native(obj: Any, where: str = "metrics") -> Any:
-    """Metrics as plain JSON values (numpy/jax scalars and arrays become numbers and lists)."""
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise CheckpointError(f"{where}: keys must be str, got {k!r}")
-            out[k] = _json_native(v, f"{where}.{k}")
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [_json_native(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    if obj is None or isinstance(obj, (bool, int, float, str)):
-        return obj
-    if isinstance(obj, (np.ndarray, np.generic, jax.Array)):
-        return _json_native(np.asarray(obj).tolist(), where)
-    raise CheckpointError(f"{where}: cannot store {type(obj).__name__} as JSON")
 
 
 def _check_index(value: Any, what: str) -> int:
@@ -137,7 +125,7 @@ class RunStore:
     def __init__(self, run_dir: str | os.PathLike, *, read_only: bool = False):
         self.run_dir = Path(run_dir)
         if not self.run_dir.is_dir():
-            raise CheckpointNotFoundError(f"run directory {self.run_dir} does not exist (see rundir.prepare_run_dir)")
+            raise CheckpointNotFoundError(f"run directory {self.run_dir} does not exist (see runopen.open_run)")
         self.read_only = read_only  # no save, no clean-up: reading a run another process owns
         self._managers: dict[Path, ocp.CheckpointManager] = {}
         self._in_flight: dict[Path, tuple[Path, str]] = {}  # directory -> (step dir, what)
@@ -163,15 +151,34 @@ class RunStore:
                 preservation_policy=ocp.checkpoint_managers.LatestN(1) if keep_latest else None,
             )
             handlers = {_TREE_ITEM: ocp.StandardCheckpointHandler(), _METRICS_ITEM: ocp.JsonCheckpointHandler()}
+            drop_read_echoes()
             try:  # orbax reads every step's metadata and metrics here
                 manager = ocp.CheckpointManager(
                     directory, options=options, item_handlers={name: handlers[name] for name in item_names}
                 )
             except Exception as err:  # noqa: BLE001
                 bad = unreadable_step(directory, _JSON_FILES)
+                gc.collect()  # the failed read's abandoned coroutines now, their echoes dropped
                 raise UnreadableCheckpointError(f"{bad} is unreadable ({first_line(err)})", bad) from None
             self._managers[directory] = manager
         return manager
+
+    @contextlib.contextmanager
+    def _reading(self, directory: Path):
+        """Around a read from ``directory``: an :class:`UnreadableCheckpointError` propagates only
+        after the directory's manager is closed (the next access opens a fresh one) and orbax's
+        leftovers of the failed read are collected (their echoes dropped:
+        :func:`~sdd_jax.checkpoint_errors.drop_read_echoes`), so the caller sees this one
+        exception and the process exits cleanly."""
+        try:
+            yield
+        except UnreadableCheckpointError:
+            manager = self._managers.pop(directory, None)
+            if manager is not None:
+                with contextlib.suppress(Exception):  # the unreadable checkpoint is the error to report
+                    manager.close()
+            gc.collect()
+            raise
 
     def close(self) -> None:
         self.wait()
@@ -242,17 +249,19 @@ class RunStore:
         directory = self._tree_dir(name)
         if not self.has_tree(name):
             raise CheckpointNotFoundError(f"tree {name!r} was never saved in {self.run_dir}")
-        manager = self._manager(directory, (_TREE_ITEM,))
-        target = saved_target(manager, 0, f"tree {name!r}")
-        return jax.device_get(restore_step(manager, directory, 0, target, False, f"tree {name!r}")[0])
+        with self._reading(directory):
+            manager = self._manager(directory, (_TREE_ITEM,))
+            target = saved_target(manager, 0, f"tree {name!r}")
+            return jax.device_get(restore_step(manager, directory, 0, target, False, f"tree {name!r}")[0])
 
     def read_level(self, level: int) -> tuple[Any, dict]:
         """A finished level's tree as saved (numpy arrays) and its metrics, without a target."""
         level = _check_index(level, "level")
         if level not in self.finished_levels():
             raise CheckpointNotFoundError(f"level {level} is not finished in {self.run_dir}")
-        target = saved_target(self._levels(), level, f"level {level}")
-        tree, metrics = restore_step(self._levels(), self._levels_dir, level, target, True, f"level {level}")
+        with self._reading(self._levels_dir):
+            target = saved_target(self._levels(), level, f"level {level}")
+            tree, metrics = restore_step(self._levels(), self._levels_dir, level, target, True, f"level {level}")
         return jax.device_get(tree), metrics
 
     # -- named trees
@@ -274,7 +283,9 @@ class RunStore:
         directory = self._tree_dir(name)
         if not self.has_tree(name):
             raise CheckpointNotFoundError(f"tree {name!r} was never saved in {self.run_dir}")
-        tree, _ = restore_step(self._manager(directory, (_TREE_ITEM,)), directory, 0, target, False, f"tree {name!r}")
+        with self._reading(directory):
+            manager = self._manager(directory, (_TREE_ITEM,))
+            tree, _ = restore_step(manager, directory, 0, target, False, f"tree {name!r}")
         return tree
 
     # -- levels
@@ -300,11 +311,13 @@ class RunStore:
 
     def restore_level(self, level: int, target: Any) -> tuple[Any, dict]:
         level = _check_index(level, "level")
-        return restore_step(self._levels(), self._levels_dir, level, target, True, f"level {level}")
+        with self._reading(self._levels_dir):
+            return restore_step(self._levels(), self._levels_dir, level, target, True, f"level {level}")
 
     def level_metrics(self, level: int) -> dict:
         level = _check_index(level, "level")
-        _, metrics = restore_step(self._levels(), self._levels_dir, level, None, True, f"level {level}")
+        with self._reading(self._levels_dir):
+            _, metrics = restore_step(self._levels(), self._levels_dir, level, None, True, f"level {level}")
         return metrics
 
     # -- progress within a level
@@ -343,8 +356,9 @@ class RunStore:
         if epoch is None:
             raise CheckpointNotFoundError(f"level {level}: no progress checkpoint in {self.run_dir}")
         directory = self._progress_dir(level)
-        manager = self._manager(directory, (_TREE_ITEM, _METRICS_ITEM), keep_latest=True)
-        tree, metrics = restore_step(manager, directory, epoch, target, True, f"level {level} epoch {epoch}")
+        with self._reading(directory):
+            manager = self._manager(directory, (_TREE_ITEM, _METRICS_ITEM), keep_latest=True)
+            tree, metrics = restore_step(manager, directory, epoch, target, True, f"level {level} epoch {epoch}")
         return epoch, tree, metrics
 
     def clear_progress(self, level: int) -> None:
