@@ -52,10 +52,18 @@ from sdd_jax.train import DeviceData
 
 # Per model: input shape, default examples, normalisation, and the paper's optimiser/augmentation.
 MODELS = {
-    "lenet_300_100": dict(shape=(28, 28, 1), examples=60000, mean=(0.1307,), std=(0.3081,),
-                          momentum=0.0, weight_decay=0.0, augment=False),
-    "resnet18": dict(shape=(32, 32, 3), examples=50000, mean=(0.4914, 0.4822, 0.4465),
-                     std=(0.2470, 0.2435, 0.2616), momentum=0.9, weight_decay=1e-4, augment=True),
+    "lenet_300_100": dict(
+        shape=(28, 28, 1), examples=60000, mean=(0.1307,), std=(0.3081,), momentum=0.0, weight_decay=0.0, augment=False
+    ),
+    "resnet18": dict(
+        shape=(32, 32, 3),
+        examples=50000,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+        momentum=0.9,
+        weight_decay=1e-4,
+        augment=True,
+    ),
 }
 MODELS["vgg16"] = MODELS["resnet18"]
 
@@ -116,23 +124,38 @@ def pruning_mask(params, model_cfg: ModelConfig):
 
 
 def make_engine(args, model, n_seeds: int) -> Engine:
-    optim = OptimConfig(lr=0.1, momentum=args.momentum, weight_decay=args.weight_decay,
-                        batch_size=args.batch_size, epochs=args.epochs + 1)
+    optim = OptimConfig(
+        lr=0.1,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        epochs=args.epochs + 1,
+    )
     mesh = None
     if args.seed_devices != 1 or args.data_devices != 1:
         mesh = seed_mesh(n_seeds, args.seed_devices, args.data_devices)
     spec = MODELS[args.model]
-    return Engine(model, optim, args.examples, mean=spec["mean"], std=spec["std"], augment=args.augment,
-                  epoch_loop=args.epoch_loop, seed_execution=args.seed_execution,
-                  seeds_per_chunk=args.seeds_per_chunk, mesh=mesh)
+    return Engine(
+        model,
+        optim,
+        args.examples,
+        mean=spec["mean"],
+        std=spec["std"],
+        augment=args.augment,
+        epoch_loop=args.epoch_loop,
+        seed_execution=args.seed_execution,
+        seeds_per_chunk=args.seeds_per_chunk,
+        mesh=mesh,
+    )
 
 
 def measure(args, model, model_cfg: ModelConfig, data: DeviceData, n_seeds: int) -> tuple[dict, Engine]:
     """Time one warm-up epoch and ``args.epochs`` epochs of ``n_seeds`` seeds."""
     engine = make_engine(args, model, n_seeds)
     seeds = list(range(n_seeds))
-    state = engine.init(rng_streams.seed_keys(seeds, "init"), seeds,
-                        jnp.zeros((1, *MODELS[args.model]["shape"]), jnp.float32))
+    state = engine.init(
+        rng_streams.seed_keys(seeds, "init"), seeds, jnp.zeros((1, *MODELS[args.model]["shape"]), jnp.float32)
+    )
     mask = engine.place(pruning_mask(state.params, model_cfg))
     start = time.perf_counter()
     state, loss, _ = engine.train_epoch(state, mask, data, 0)  # compile + warm up
@@ -143,33 +166,53 @@ def measure(args, model, model_cfg: ModelConfig, data: DeviceData, n_seeds: int)
         state, loss, _ = engine.train_epoch(state, mask, data, epoch)
     loss.block_until_ready()
     per_epoch = (time.perf_counter() - start) / args.epochs
-    return {"seconds_per_epoch": per_epoch, "seconds_per_seed_epoch": per_epoch / n_seeds,
-            "examples_per_second": n_seeds * args.examples / per_epoch, "first_epoch_seconds": first,
-            "peak_memory_bytes": peak_memory_bytes(),
-            "mesh": None if engine.mesh is None else dict(engine.mesh.shape)}, engine
+    return {
+        "seconds_per_epoch": per_epoch,
+        "seconds_per_seed_epoch": per_epoch / n_seeds,
+        "examples_per_second": n_seeds * args.examples / per_epoch,
+        "first_epoch_seconds": first,
+        "peak_memory_bytes": peak_memory_bytes(),
+        "mesh": None if engine.mesh is None else dict(engine.mesh.shape),
+    }, engine
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(MODELS), default="lenet_300_100")
-    parser.add_argument("--examples", "--train-size", dest="examples", type=int, default=None,
-                        help="synthetic training examples (default: 60,000 for LeNet, 50,000 for the conv nets)")
+    parser.add_argument(
+        "--examples",
+        "--train-size",
+        dest="examples",
+        type=int,
+        default=None,
+        help="synthetic training examples (default: 60,000 for LeNet, 50,000 for the conv nets)",
+    )
     parser.add_argument("--seeds", default="1,4,8", help="comma-separated seed counts")
     parser.add_argument("--seed-execution", choices=("auto", "vmap", "sequential"), default="auto")
     parser.add_argument("--epoch-loop", choices=("auto", "scan", "steps"), default="auto")
-    parser.add_argument("--seeds-per-chunk", type=int, default=0,
-                        help="run.seeds_per_chunk: seeds on the device at a time (0: all)")
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                        help="compute dtype (model.dtype)")
+    parser.add_argument(
+        "--seeds-per-chunk", type=int, default=0, help="run.seeds_per_chunk: seeds on the device at a time (0: all)"
+    )
+    parser.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype (model.dtype)"
+    )
     parser.add_argument("--width-multiplier", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs after one warm-up epoch")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                        help="pad-4 crop + flip (default: on for the conv nets)")
+    parser.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pad-4 crop + flip (default: on for the conv nets)",
+    )
     parser.add_argument("--momentum", type=float, default=None, help="default: 0.9 conv nets, 0 LeNet")
     parser.add_argument("--weight-decay", type=float, default=None, help="default: 1e-4 conv nets, 0 LeNet")
-    parser.add_argument("--seed-devices", type=int, default=1,
-                        help="devices the seeds are split over (1: one device; 0: as many as divide the seeds)")
+    parser.add_argument(
+        "--seed-devices",
+        type=int,
+        default=1,
+        help="devices the seeds are split over (1: one device; 0: as many as divide the seeds)",
+    )
     parser.add_argument("--data-devices", type=int, default=1, help="devices each seed's batch is split over")
     args = parser.parse_args(argv)
     spec = MODELS[args.model]
@@ -191,45 +234,69 @@ def main(argv=None) -> None:
     peak = matmul_flops_per_second(args.dtype)
     forward = forward_flops_per_example(model, shape)
     train_flops = None if forward is None else 3 * forward
-    print(f"{args.model} ×{args.width_multiplier:g}, {args.dtype}, {args.examples:,} examples of "
-          f"{'×'.join(map(str, shape))}, batch {args.batch_size}, augment={args.augment}, "
-          f"momentum={args.momentum:g}, on {jax.devices()[0].device_kind} ({jax.default_backend()})", flush=True)
+    print(
+        f"{args.model} ×{args.width_multiplier:g}, {args.dtype}, {args.examples:,} examples of "
+        f"{'×'.join(map(str, shape))}, batch {args.batch_size}, augment={args.augment}, "
+        f"momentum={args.momentum:g}, on {jax.devices()[0].device_kind} ({jax.default_backend()})",
+        flush=True,
+    )
     results, engine = {}, None
     for n in args.seed_counts:
         result, engine = measure(args, model, model_cfg, data, n)
         one = results.get("1")
         result["time_ratio"] = None if one is None else result["seconds_per_epoch"] / one["seconds_per_epoch"]
         result["speedup"] = None if one is None else result["examples_per_second"] / one["examples_per_second"]
-        result["flop_share"] = (None if train_flops is None
-                                else result["examples_per_second"] * train_flops / peak)
+        result["flop_share"] = None if train_flops is None else result["examples_per_second"] * train_flops / peak
         results[str(n)] = result
-        ratio = "" if one is None else (f", {result['time_ratio']:.2f}× one seed's time "
-                                        f"({result['speedup']:.2f}× its throughput)")
+        ratio = (
+            ""
+            if one is None
+            else (f", {result['time_ratio']:.2f}× one seed's time ({result['speedup']:.2f}× its throughput)")
+        )
         share = "" if result["flop_share"] is None else f", {100 * result['flop_share']:.0f}% of the matmul rate"
-        print(f"{n} seed(s), {engine.seed_execution}: {result['seconds_per_epoch']:.3f} s/epoch, "
-              f"{result['seconds_per_seed_epoch']:.3f} s per seed-epoch, "
-              f"{result['examples_per_second']:,.0f} examples/s{ratio}{share}; "
-              f"first epoch with compilation {result['first_epoch_seconds']:.1f} s", flush=True)
-    rounded = {n: {k: (None if v is None else round(v, 4) if isinstance(v, float) else v)
-                   for k, v in r.items()} for n, r in results.items()}
-    print(json.dumps({
-        "model": args.model, "dtype": args.dtype, "width_multiplier": args.width_multiplier,
-        "seed_execution": engine.seed_execution if engine else args.seed_execution,
-        "seed_execution_requested": args.seed_execution,
-        "epoch_loop": engine.epoch_loop if engine else args.epoch_loop,
-        "seeds_per_chunk": args.seeds_per_chunk,
-        "mesh": None if engine is None or engine.mesh is None else dict(engine.mesh.shape),
-        "train_size": args.examples, "input_shape": list(shape), "batch_size": args.batch_size,
-        "augment": args.augment, "momentum": args.momentum, "weight_decay": args.weight_decay,
-        "epochs": args.epochs, "seeds": rounded,
-        "examples_per_second": {n: round(r["examples_per_second"]) for n, r in results.items()},
-        "flop_share": {n: r["flop_share"] and round(r["flop_share"], 4) for n, r in results.items()},
-        "train_flops_per_example": train_flops and round(train_flops),
-        "matmul_flops_per_second": round(peak),
-        "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
-        "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
-        "jax_version": jax.__version__, "jaxlib_version": jaxlib.__version__,
-    }))
+        print(
+            f"{n} seed(s), {engine.seed_execution}: {result['seconds_per_epoch']:.3f} s/epoch, "
+            f"{result['seconds_per_seed_epoch']:.3f} s per seed-epoch, "
+            f"{result['examples_per_second']:,.0f} examples/s{ratio}{share}; "
+            f"first epoch with compilation {result['first_epoch_seconds']:.1f} s",
+            flush=True,
+        )
+    rounded = {
+        n: {k: (None if v is None else round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+        for n, r in results.items()
+    }
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "dtype": args.dtype,
+                "width_multiplier": args.width_multiplier,
+                "seed_execution": engine.seed_execution if engine else args.seed_execution,
+                "seed_execution_requested": args.seed_execution,
+                "epoch_loop": engine.epoch_loop if engine else args.epoch_loop,
+                "seeds_per_chunk": args.seeds_per_chunk,
+                "mesh": None if engine is None or engine.mesh is None else dict(engine.mesh.shape),
+                "train_size": args.examples,
+                "input_shape": list(shape),
+                "batch_size": args.batch_size,
+                "augment": args.augment,
+                "momentum": args.momentum,
+                "weight_decay": args.weight_decay,
+                "epochs": args.epochs,
+                "seeds": rounded,
+                "examples_per_second": {n: round(r["examples_per_second"]) for n, r in results.items()},
+                "flop_share": {n: r["flop_share"] and round(r["flop_share"], 4) for n, r in results.items()},
+                "train_flops_per_example": train_flops and round(train_flops),
+                "matmul_flops_per_second": round(peak),
+                "device": str(jax.devices()[0]),
+                "device_kind": jax.devices()[0].device_kind,
+                "devices": [str(d) for d in jax.devices()],
+                "backend": jax.default_backend(),
+                "jax_version": jax.__version__,
+                "jaxlib_version": jaxlib.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

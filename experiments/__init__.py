@@ -17,7 +17,7 @@ Variants are derived here by name suffix:
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from sdd_jax.config import Config
 
@@ -44,8 +44,7 @@ DTYPE_VARIANTS = {"bf16": "bfloat16"}
 VARIANTS = (*NOISE_VARIANTS, *SCHEDULE_VARIANTS, *DTYPE_VARIANTS)
 PAPER_BASES = tuple(name for name in BASE if name not in ("quickstart", "smoke"))
 # The bases whose ``-bf16`` variant :func:`listing` shows (:func:`get` accepts it on any base).
-BF16_BASES = ("resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10", "vgg16_cifar100",
-              "resnet101_tinyimagenet")
+BF16_BASES = ("resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10", "vgg16_cifar100", "resnet101_tinyimagenet")
 # The bases whose ``-asym`` variants :func:`listing` shows: asymmetric noise maps classes of MNIST,
 # CIFAR-10 and CIFAR-100 only (``validate.validate`` rejects it elsewhere).
 ASYMMETRIC_BASES = ("lenet_mnist", "resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10", "vgg16_cifar100")
@@ -72,8 +71,7 @@ def get(name: str) -> Config:
     """The config of preset ``name`` (a base name plus optional ``-variant`` suffixes)."""
     base, *variants = name.split("-")
     if base not in BASE:
-        raise UnknownPreset(f"unknown preset {name!r}; presets: {', '.join(BASE)} "
-                            f"(variants: {', '.join(VARIANTS)})")
+        raise UnknownPreset(f"unknown preset {name!r}; presets: {', '.join(BASE)} (variants: {', '.join(VARIANTS)})")
     config = BASE[base]()
     for variant in variants:
         config = _apply_variant(config, variant)
@@ -91,7 +89,12 @@ def listing() -> list[tuple[str, str]]:
         for variant in variants:
             config = get(f"{base}-{variant}")
             compute = "" if config.model.dtype == "float32" else f", {config.model.dtype} compute"
-            rows.append((config.name, f"{BASE[base]().description.split(',')[0]}, "
-                                      f"{config.noise.kind} {config.noise.rate:.0%}, "
-                                      f"{config.pruning.schedule} retraining{compute}"))
+            rows.append(
+                (
+                    config.name,
+                    f"{BASE[base]().description.split(',')[0]}, "
+                    f"{config.noise.kind} {config.noise.rate:.0%}, "
+                    f"{config.pruning.schedule} retraining{compute}",
+                )
+            )
     return rows

@@ -17,7 +17,8 @@ def config() -> Config:
         noise=NoiseConfig(kind="random_labels", rate=0.2, seed=0),
         model=ModelConfig(name="lenet_300_100"),
         optim=OptimConfig(lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=128, epochs=200),
-        pruning=PruningConfig(levels=24, fraction=0.2, schedule="lottery", rewind_iteration=0,
-                              finetune_lr=0.1, redense_lr=0.1),
+        pruning=PruningConfig(
+            levels=24, fraction=0.2, schedule="lottery", rewind_iteration=0, finetune_lr=0.1, redense_lr=0.1
+        ),
         run=RunConfig(seeds=5, eval_every_epochs=1, checkpoint_every_epochs=20),
     )

@@ -27,8 +27,16 @@ def config() -> Config:
         data=DataConfig(name="tiny_imagenet", augment=True),
         noise=NoiseConfig(kind="random_labels", rate=0.2, seed=0),
         model=ModelConfig(name="resnet101"),
-        optim=OptimConfig(lr=0.2, momentum=0.9, weight_decay=1e-4, batch_size=512, epochs=200,
-                          milestones=(100, 150), gamma=0.1, warmup_epochs=5.0),
+        optim=OptimConfig(
+            lr=0.2,
+            momentum=0.9,
+            weight_decay=1e-4,
+            batch_size=512,
+            epochs=200,
+            milestones=(100, 150),
+            gamma=0.1,
+            warmup_epochs=5.0,
+        ),
         pruning=PruningConfig(levels=0, fraction=0.2, schedule="lottery", rewind_iteration=1000),
         run=RunConfig(seeds=3, seeds_per_chunk=1, eval_batch_size=500, checkpoint_every_epochs=10),
     )

@@ -16,9 +16,11 @@ def config(dataset: str = "cifar10") -> Config:
         data=DataConfig(name=dataset, augment=True),
         noise=NoiseConfig(kind="random_labels", rate=0.2, seed=0),
         model=ModelConfig(name="resnet18"),
-        optim=OptimConfig(lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=160,
-                          milestones=(80, 120), gamma=0.1),
-        pruning=PruningConfig(levels=24, fraction=0.2, schedule="lottery", rewind_iteration=1000,
-                              finetune_lr=0.001, redense_lr=0.001),
+        optim=OptimConfig(
+            lr=0.1, momentum=0.9, weight_decay=1e-4, batch_size=128, epochs=160, milestones=(80, 120), gamma=0.1
+        ),
+        pruning=PruningConfig(
+            levels=24, fraction=0.2, schedule="lottery", rewind_iteration=1000, finetune_lr=0.001, redense_lr=0.001
+        ),
         run=RunConfig(seeds=3, eval_batch_size=1000, checkpoint_every_epochs=10),
     )

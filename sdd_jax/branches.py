@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdd_jax import imp, masks, pruning, results
+from sdd_jax import exports, imp, masks, pruning
 from sdd_jax.distributed import to_host
 from sdd_jax.experiment import Experiment, densities, oneshot_mask, random_masks
 from sdd_jax.imp import PREVIOUS, REWIND, Start
@@ -66,14 +66,18 @@ def _check(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> None:
     done = run.finished_levels()
     missing = [level for level in ([0] if name == "oneshot" else levels) if level not in done]
     if missing:
-        raise BranchError(f"levels {missing} of {run.path.name} are not finished "
-                          f"(finished: {done}); run the main experiment first")
+        raise BranchError(
+            f"levels {missing} of {run.path.name} are not finished (finished: {done}); run the main experiment first"
+        )
     if any(level < 0 for level in levels):
         raise BranchError(f"levels must be >= 0, got {levels}")
     if name == "oneshot":
         shapes = exp.level_shapes.mask
-        total = sum(int(np.prod(s.shape[1:])) for path, s in zip(masks.paths(shapes), jax.tree.leaves(shapes))
-                    if exp.is_prunable(path))
+        total = sum(
+            int(np.prod(s.shape[1:]))
+            for path, s in zip(masks.paths(shapes), jax.tree.leaves(shapes))
+            if exp.is_prunable(path)
+        )
         empty = [k for k in levels if pruning.kept_after_levels(total, exp.config.pruning.fraction, k) == 0]
         if empty:
             raise BranchError(f"one-shot k={empty} would keep no prunable weight (of {total})")
@@ -89,10 +93,15 @@ def redense_fields(exp: Experiment, run: RunDir) -> Callable[[int, dict], dict]:
 
     def fields(level: int, row: dict) -> dict:
         start = {r["seed"]: r for r in run.level_metrics(level)["rows"]}[row["seed"]]
-        return {"density": start["density"], "sparsity": start["sparsity"],
-                "kept_weights": start.get("kept_weights"),
-                "redense_density": row["density"], "redense_kept_weights": row.get("kept_weights"),
-                "redense_epochs": p.redense_epochs, "redense_lr": p.redense_lr}
+        return {
+            "density": start["density"],
+            "sparsity": start["sparsity"],
+            "kept_weights": start.get("kept_weights"),
+            "redense_density": row["density"],
+            "redense_kept_weights": row.get("kept_weights"),
+            "redense_epochs": p.redense_epochs,
+            "redense_lr": p.redense_lr,
+        }
 
     return fields
 
@@ -109,16 +118,27 @@ def run_branch(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> Pa
         branch = run.branch(dirname, name)
     todo = [level for level in dict.fromkeys(levels) if level not in branch.finished_levels()]
     plans = {level: plan(exp, name) for level in todo}
-    with Progress(total_epochs=sum(p.num_epochs for p in plans.values()),
-                  verbosity=exp.config.run.verbosity, desc=f"{exp.config.name}:{name}") as progress:
+    with Progress(
+        total_epochs=sum(p.num_epochs for p in plans.values()),
+        verbosity=exp.config.run.verbosity,
+        desc=f"{exp.config.name}:{name}",
+    ) as progress:
         for level in todo:
             mask, state, distance_from = branch_start(exp, run, name, level, plans[level])
             progress.start_level(level, float(np.mean(densities(exp, mask))))
-            run_level(exp, branch, plans[level], level, mask, lambda s=state: s, progress=progress,
-                      distance_from=distance_from)
+            run_level(
+                exp,
+                branch,
+                plans[level],
+                level,
+                mask,
+                lambda s=state: s,
+                progress=progress,
+                distance_from=distance_from,
+            )
     path = branch.write_results()
     if run.results_path.is_file():
-        results.write_combined(run.path)
+        exports.write_combined(run.path)
     return path
 
 
@@ -143,8 +163,9 @@ def retrain_start(schedule: str, level: int) -> Start:
     return PREVIOUS
 
 
-def branch_start(exp: Experiment, run: RunDir, name: str, level: int,
-                 plan: LevelPlan) -> tuple[object, TrainState, Weights | None]:
+def branch_start(
+    exp: Experiment, run: RunDir, name: str, level: int, plan: LevelPlan
+) -> tuple[object, TrainState, Weights | None]:
     """The mask, the starting state and the reference of the learning distance (``None``: θ0) of
     branch ``name`` at ``level`` (one-shot: k). Starts: one-shot and random pruning retrain by
     the run's schedule (:func:`retrain_start`), reinit from a fresh draw salted by

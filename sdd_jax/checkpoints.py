@@ -87,6 +87,8 @@ def valid_name(name: object) -> bool:
     """Whether ``name`` can name a folder here: letters, digits and ``_ . , + = -``, not
     starting with ``.``."""
     return isinstance(name, str) and bool(_NAME_RE.fullmatch(name)) and not name.startswith(".")
+
+
 _TRASH_PREFIX = ".deleting-"
 
 
@@ -99,9 +101,7 @@ def _check_index(value: Any, what: str) -> int:
 def _reject_unsupported(tree: Any, what: str) -> None:
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         if not isinstance(leaf, (jax.Array, np.ndarray, np.generic, bool, int, float)):
-            raise CheckpointError(
-                f"{what}: leaf {path_str(path)} has unsupported type {type(leaf).__name__}"
-            )
+            raise CheckpointError(f"{what}: leaf {path_str(path)} has unsupported type {type(leaf).__name__}")
 
 
 # JSON files of a step that orbax reads when it opens a directory

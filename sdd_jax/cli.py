@@ -1,12 +1,12 @@
 """``sdd-jax`` / ``python -m sdd_jax``: run presets, branch from finished runs, report.
 
-    sdd-jax presets
-    sdd-jax show PRESET [--set key=value ...]
-    sdd-jax run PRESET [--set key=value ...] [--seeds N] [--workdir DIR] [-q | -v]
-    sdd-jax oneshot RUN_DIR --levels 4,8,12      (also: reinit, random-prune, redense)
-    sdd-jax report RUN_DIR
-    sdd-jax analyze RUN_DIR [--levels 0,17,27,34] [--set analysis.key=value ...] [-q]
-    sdd-jax estimate PRESET [--set key=value ...] [--seeds N] [--epochs 2]
+sdd-jax presets
+sdd-jax show PRESET [--set key=value ...]
+sdd-jax run PRESET [--set key=value ...] [--seeds N] [--workdir DIR] [-q | -v]
+sdd-jax oneshot RUN_DIR --levels 4,8,12      (also: reinit, random-prune, redense)
+sdd-jax report RUN_DIR
+sdd-jax analyze RUN_DIR [--levels 0,17,27,34] [--set analysis.key=value ...] [-q]
+sdd-jax estimate PRESET [--set key=value ...] [--seeds N] [--epochs 2]
 """
 
 from __future__ import annotations
@@ -24,14 +24,21 @@ from sdd_jax.config import ConfigError, override, to_dict
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdd-jax", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="sdd-jax", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list the presets, one line each")
 
     def add_overrides(p):
-        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value by its dotted key (repeatable)")
+        p.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config value by its dotted key (repeatable)",
+        )
         p.add_argument("--seeds", type=int, help="number of seeds trained together (run.seeds)")
         p.add_argument("--workdir", help="where run directories are created (run.workdir)")
 
@@ -46,35 +53,63 @@ def _parser() -> argparse.ArgumentParser:
     loud.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     loud.add_argument("-v", "--verbose", action="store_true", help="a line per finished level")
 
-    for name, text in (("oneshot", "one-shot pruning from the dense model to the density of level k"),
-                       ("reinit", "level k's masks with a new random initialisation"),
-                       ("random-prune", "random masks with level k's per-layer counts"),
-                       ("redense", "reopen all pruned weights after level k and train them")):
+    for name, text in (
+        ("oneshot", "one-shot pruning from the dense model to the density of level k"),
+        ("reinit", "level k's masks with a new random initialisation"),
+        ("random-prune", "random masks with level k's per-layer counts"),
+        ("redense", "reopen all pruned weights after level k and train them"),
+    ):
         branch = sub.add_parser(name, help=text)
         branch.add_argument("run_dir")
-        branch.add_argument("--levels", required=True,
-                            help="comma-separated levels (one-shot: k values, density 0.8^k)")
-        branch.add_argument("--set", dest="overrides", action="append", default=[],
-                            metavar="KEY=VALUE", help="pruning.redense_epochs/redense_lr, run.* only")
+        branch.add_argument(
+            "--levels", required=True, help="comma-separated levels (one-shot: k values, density 0.8^k)"
+        )
+        branch.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="pruning.redense_epochs/redense_lr, run.* only",
+        )
         branch.add_argument("-q", "--quiet", action="store_true")
 
     rep = sub.add_parser("report", help="rebuild the table and figures from results.csv")
     rep.add_argument("run_dir")
 
-    analyze = sub.add_parser("analyze", help="re-dense training, interpolation, loss curves, sharpness, "
-                                             "calibration and correlations over a finished run")
+    analyze = sub.add_parser(
+        "analyze",
+        help="re-dense training, interpolation, loss curves, sharpness, "
+        "calibration and correlations over a finished run",
+    )
     analyze.add_argument("run_dir")
-    analyze.add_argument("--levels", help="comma-separated levels (default: dense, critical, sweet and "
-                                          "collapsed, picked by the phase rule)")
-    analyze.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                         help="analysis.* settings (see sdd_jax/analysis/settings.py) and run.* only")
+    analyze.add_argument(
+        "--levels",
+        help="comma-separated levels (default: dense, critical, sweet and collapsed, picked by the phase rule)",
+    )
+    analyze.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="analysis.* settings (see sdd_jax/analysis/settings.py) and run.* only",
+    )
     analyze.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
 
-    estimate = sub.add_parser("estimate", help="how long a preset's sweep takes here, from a few timed "
-                                               "epochs of its dense level (nothing is written)")
+    estimate = sub.add_parser(
+        "estimate",
+        help="how long a preset's sweep takes here, from a few timed epochs of its dense level (nothing is written)",
+    )
     estimate.add_argument("preset")
-    estimate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                          help="override a config value by its dotted key (repeatable)")
+    estimate.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value by its dotted key (repeatable)",
+    )
     estimate.add_argument("--seeds", type=int, help="number of seeds trained together (run.seeds)")
     estimate.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epoch")
     return parser
@@ -116,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("SDD_JAX_TRACEBACK"):
             raise
         first = (str(err).strip().splitlines() or [""])[0][:300]
-        print(f"sdd-jax: error: unexpected {type(err).__name__}: {first} (set SDD_JAX_TRACEBACK=1 "
-              "to see where)", file=sys.stderr)
+        print(
+            f"sdd-jax: error: unexpected {type(err).__name__}: {first} (set SDD_JAX_TRACEBACK=1 to see where)",
+            file=sys.stderr,
+        )
         return 1
 
 
@@ -133,8 +170,10 @@ def os_error_line(err: OSError) -> str:
     where = err.filename if err.filename is not None else "a file"
     line = f"cannot write or read {where}: {err.strerror}"
     if err.errno == errno.ENOSPC:
-        line += ("; free some space and rerun the same command: finished levels and the last "
-                 "checkpoint are kept, and the results are the same as an uninterrupted run")
+        line += (
+            "; free some space and rerun the same command: finished levels and the last "
+            "checkpoint are kept, and the results are the same as an uninterrupted run"
+        )
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         line += "; choose a writable --workdir (run.workdir) or fix the permissions"
     elif err.errno in (errno.ENOTDIR, errno.EEXIST):
@@ -227,17 +266,22 @@ def _run(args) -> int:
     already = set(run.finished_levels()) >= set(range(config.pruning.levels + 1))
     if config.run.verbosity:
         ds = exp.dataset
-        print(f"{config.name}: {config.model.name}, {len(ds.y_train)} training examples "
-              f"({ds.metadata.get('realised_noise_rate', 0):.1%} labels changed), "
-              f"{config.run.seeds} seed(s), {config.pruning.levels} pruning levels\n"
-              f"run directory: {run.path}", file=sys.stderr)
+        print(
+            f"{config.name}: {config.model.name}, {len(ds.y_train)} training examples "
+            f"({ds.metadata.get('realised_noise_rate', 0):.1%} labels changed), "
+            f"{config.run.seeds} seed(s), {config.pruning.levels} pruning levels\n"
+            f"run directory: {run.path}",
+            file=sys.stderr,
+        )
     run_dir = imp.run_imp(config, prepared=(exp, run), write_report=False)  # _finish reports
-    return _finish(run_dir, quiet=not config.run.verbosity,
-                   seconds=None if already else time.time() - started, already=already)
+    return _finish(
+        run_dir, quiet=not config.run.verbosity, seconds=None if already else time.time() - started, already=already
+    )
 
 
-def _finish(run_dir: Path, quiet: bool, seconds: float | None = None, already: bool = False,
-            report_only: bool = False) -> int:
+def _finish(
+    run_dir: Path, quiet: bool, seconds: float | None = None, already: bool = False, report_only: bool = False
+) -> int:
     from sdd_jax import report
 
     result = report.report(run_dir)
@@ -274,8 +318,10 @@ def _levels_status(run_dir: Path, done: list[int]) -> str:
     missing = sorted(set(range(total)) - set(done))
     if not missing:
         return f"complete ({total} of {total} levels)"
-    return (f"unfinished: {total - len(missing)} of {total} levels done (missing {_spans(missing)}; "
-            f"rerun the run command to continue)")
+    return (
+        f"unfinished: {total - len(missing)} of {total} levels done (missing {_spans(missing)}; "
+        f"rerun the run command to continue)"
+    )
 
 
 def _report(run_dir: Path) -> int:

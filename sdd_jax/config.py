@@ -68,7 +68,9 @@ class ModelConfig:
     width_multiplier: float = 1.0  # channel/width scale (fractions give thin nets for tests)
     # "zeros" as the paper; "torch_default" as the official code (PyTorch's uniform bias init).
     bias_init: str = "zeros"
-    dtype: str = "float32"  # compute dtype: float32 | bfloat16 (parameters, optimiser state and BN statistics stay float32)
+    dtype: str = (
+        "float32"  # compute dtype: float32 | bfloat16 (parameters, optimiser state and BN statistics stay float32)
+    )
 
 
 @dataclass(frozen=True)
@@ -287,7 +289,9 @@ def load_json(path: str) -> Config:
         with open(path, encoding="utf-8") as handle:
             return from_dict(Config, json.load(handle))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"{path} is not valid JSON ({err}): the run's config is lost; rerun "
-                          "`sdd-jax run` with the run's preset and settings to write it again") from None
+        raise ConfigError(
+            f"{path} is not valid JSON ({err}): the run's config is lost; rerun "
+            "`sdd-jax run` with the run's preset and settings to write it again"
+        ) from None
     except (ConfigError, TypeError, AttributeError) as err:
         raise ConfigError(f"{path} does not hold a config this version can read: {err}") from None

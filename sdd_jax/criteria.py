@@ -17,7 +17,8 @@ uniform [0, 1) scores, one independent key per leaf.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

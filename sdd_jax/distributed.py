@@ -106,8 +106,10 @@ def initialize(setting: str) -> bool:
         jax.distributed.initialize(**named)
     except (RuntimeError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"run.distributed={setting}: cannot join the multi-process job ({first}); "
-                         "set run.distributed=off for a single host") from None
+        raise ValueError(
+            f"run.distributed={setting}: cannot join the multi-process job ({first}); "
+            "set run.distributed=off for a single host"
+        ) from None
     return True
 
 
@@ -126,8 +128,13 @@ def to_host(tree: Any) -> Any:
     from jax.experimental import multihost_utils
 
     return jax.tree.map(
-        lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        if isinstance(x, jax.Array) and not x.is_fully_addressable else jax.device_get(x), tree)
+        lambda x: (
+            np.asarray(multihost_utils.process_allgather(x, tiled=True))
+            if isinstance(x, jax.Array) and not x.is_fully_addressable
+            else jax.device_get(x)
+        ),
+        tree,
+    )
 
 
 def put(tree: Any, sharding: jax.sharding.Sharding) -> Any:

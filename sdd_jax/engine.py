@@ -66,8 +66,9 @@ def over_seeds(fn, in_axes, execution: str = "vmap", mesh: Mesh | None = None):
     if mesh is None:
         return local
     in_specs = tuple(P("seeds") if axis == 0 else P() for axis in in_axes)
-    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P("seeds"),
-                         axis_names={"seeds"}, check_vma=False)
+    return jax.shard_map(
+        local, mesh=mesh, in_specs=in_specs, out_specs=P("seeds"), axis_names={"seeds"}, check_vma=False
+    )
 
 
 def seed_mesh(n_seeds: int, seed_devices: int = 0, data_devices: int = 1, devices=None) -> Mesh | None:
@@ -80,20 +81,26 @@ def seed_mesh(n_seeds: int, seed_devices: int = 0, data_devices: int = 1, device
     """
     devices = list(jax.devices() if devices is None else devices)
     if data_devices < 1 or seed_devices < 0:
-        raise ValueError(f"run.data_devices must be >= 1 and run.seed_devices >= 0, got "
-                         f"{data_devices} and {seed_devices}")
+        raise ValueError(
+            f"run.data_devices must be >= 1 and run.seed_devices >= 0, got {data_devices} and {seed_devices}"
+        )
     available = len(devices) // data_devices
     if available < 1:
         raise ValueError(f"run.data_devices={data_devices} exceeds the {len(devices)} devices")
     if seed_devices == 0:
         seed_devices = max(d for d in range(1, min(available, n_seeds) + 1) if n_seeds % d == 0)
         if seed_devices < min(available, n_seeds):
-            warnings.warn(f"{n_seeds} seeds use {seed_devices} of {available} seed devices (the seed "
-                          f"count must be a multiple of the devices used); run {available} or a "
-                          f"multiple of it to use them all", stacklevel=2)
+            warnings.warn(
+                f"{n_seeds} seeds use {seed_devices} of {available} seed devices (the seed "
+                f"count must be a multiple of the devices used); run {available} or a "
+                f"multiple of it to use them all",
+                stacklevel=2,
+            )
     elif seed_devices > available or n_seeds % seed_devices:
-        raise ValueError(f"run.seed_devices={seed_devices} must divide run.seeds={n_seeds} and "
-                         f"fit the {available} devices left by run.data_devices={data_devices}")
+        raise ValueError(
+            f"run.seed_devices={seed_devices} must divide run.seeds={n_seeds} and "
+            f"fit the {available} devices left by run.data_devices={data_devices}"
+        )
     if seed_devices * data_devices == 1:
         return None
     grid = np.array(devices[: seed_devices * data_devices]).reshape(seed_devices, data_devices)
@@ -127,8 +134,10 @@ def has_convolutions(model: nn.Module) -> bool:
     module no family builds (pass ``convolutional`` to :class:`Engine` then)."""
     family = models.family_of_module(model)
     if family is None:
-        raise ValueError(f"{type(model).__name__} is built by no registered model family: pass "
-                         "convolutional=True or False to the engine")
+        raise ValueError(
+            f"{type(model).__name__} is built by no registered model family: pass "
+            "convolutional=True or False to the engine"
+        )
     return family.convolutional
 
 
@@ -161,10 +170,23 @@ class Engine:
     class (:func:`has_convolutions`).
     """
 
-    def __init__(self, model: nn.Module, optim: OptimConfig, train_size: int, *, mean, std,
-                 augment: bool = False, eval_batch_size: int = 1000, max_traces: int | None = None,
-                 seeds_per_chunk: int = 0, epoch_loop: str = "auto", seed_execution: str = "vmap",
-                 mesh: Mesh | None = None, convolutional: bool | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optim: OptimConfig,
+        train_size: int,
+        *,
+        mean,
+        std,
+        augment: bool = False,
+        eval_batch_size: int = 1000,
+        max_traces: int | None = None,
+        seeds_per_chunk: int = 0,
+        epoch_loop: str = "auto",
+        seed_execution: str = "vmap",
+        mesh: Mesh | None = None,
+        convolutional: bool | None = None,
+    ):
         if int(optim.batch_size) <= 0:
             raise ValueError(f"batch_size must be positive, got {optim.batch_size}")
         conv = model if convolutional is None else bool(convolutional)
@@ -173,19 +195,25 @@ class Engine:
             raise ValueError(f"epoch_loop must be 'auto', 'scan' or 'steps', got {epoch_loop!r}")
         seed_execution = resolve_seed_execution(seed_execution, conv)
         if mesh is not None and mesh.shape["data"] > 1 and int(optim.batch_size) % mesh.shape["data"]:
-            raise ValueError(f"optim.batch_size={optim.batch_size} is not divisible by run.data_devices="
-                             f"{mesh.shape['data']}")
+            raise ValueError(
+                f"optim.batch_size={optim.batch_size} is not divisible by run.data_devices={mesh.shape['data']}"
+            )
         self.mesh = mesh
         self.seed_execution = seed_execution
         self.optim = optim
         self.optimizer = train.make_optimizer(optim)
         self.spec = train.Spec(
-            model=model, optimizer=self.optimizer,
+            model=model,
+            optimizer=self.optimizer,
             schedule=train.learning_rate_schedule(optim, train.steps_per_epoch(int(train_size), int(optim.batch_size))),
-            train_size=int(train_size), batch_size=int(optim.batch_size),
-            mean=tuple(float(m) for m in mean), std=tuple(float(s) for s in std),
-            augment=bool(augment), eval_batch_size=int(eval_batch_size),
-            batch_sharding=None if mesh is None or mesh.shape["data"] == 1 else NamedSharding(mesh, P("data")))
+            train_size=int(train_size),
+            batch_size=int(optim.batch_size),
+            mean=tuple(float(m) for m in mean),
+            std=tuple(float(s) for s in std),
+            augment=bool(augment),
+            eval_batch_size=int(eval_batch_size),
+            batch_sharding=None if mesh is None or mesh.shape["data"] == 1 else NamedSharding(mesh, P("data")),
+        )
         self.steps_per_epoch = self.spec.steps_per_epoch
         self.seeds_per_chunk = int(seeds_per_chunk)
         self.epoch_loop = epoch_loop
@@ -201,13 +229,16 @@ class Engine:
             return chex.assert_max_traces(counted, n=max_traces)
 
         seeded = partial(over_seeds, execution=seed_execution, mesh=mesh)
-        self.epoch_fn = jax.jit(seeded(traced(train.train_epoch), (0, 0, None, None, None, None, None)),
-                                donate_argnums=(0,))
+        self.epoch_fn = jax.jit(
+            seeded(traced(train.train_epoch), (0, 0, None, None, None, None, None)), donate_argnums=(0,)
+        )
         self.epoch_eval_fn = jax.jit(
             seeded(traced(train.train_epoch_and_evaluate), (0, 0, None, None, None, None, None, None, None)),
-            donate_argnums=(0,))
-        self.step_fn = jax.jit(seeded(traced(train.batch_step), (0, 0, None, None, None, 0, 0, None, None)),
-                               donate_argnums=(0,))
+            donate_argnums=(0,),
+        )
+        self.step_fn = jax.jit(
+            seeded(traced(train.batch_step), (0, 0, None, None, None, 0, 0, None, None)), donate_argnums=(0,)
+        )
         self.order_fn = jax.jit(seeded(partial(train.epoch_order, self.spec), (0, None)))
         self.eval_fn = jax.jit(seeded(partial(train.evaluate, self.spec), (0, 0, 0, None, None)))
         self.grad_fn = jax.jit(seeded(partial(train.mean_gradient, self.spec), (0, 0, 0, None, None)))
@@ -244,8 +275,9 @@ class Engine:
             outs.append(to_host(fn(*self.place(part))))
         return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outs)
 
-    def _epoch_by_steps(self, state: TrainState, mask, x_train, y_train, epoch: int,
-                        start_iteration: int, stop_iteration: int):
+    def _epoch_by_steps(
+        self, state: TrainState, mask, x_train, y_train, epoch: int, start_iteration: int, stop_iteration: int
+    ):
         """The scanned epoch (all seeds) with the loop over batches in Python: one jitted,
         donated call per active iteration (see ``epoch_loop``)."""
         index, weights = self.order_fn(state, jnp.int32(epoch))
@@ -255,9 +287,16 @@ class Engine:
             iteration = epoch * spe + i
             if not start_iteration <= iteration < stop_iteration:
                 continue  # an inactive step leaves the state as it is
-            state, stats = self.step_fn(state, mask, x_train, y_train, jnp.int32(iteration),
-                                        *self.place((index[:, i], weights[:, i])), jnp.int32(start_iteration),
-                                        jnp.int32(stop_iteration))
+            state, stats = self.step_fn(
+                state,
+                mask,
+                x_train,
+                y_train,
+                jnp.int32(iteration),
+                *self.place((index[:, i], weights[:, i])),
+                jnp.int32(start_iteration),
+                jnp.int32(stop_iteration),
+            )
             sums = stats if sums is None else jax.tree.map(jnp.add, sums, stats)
         if sums is None:
             zeros = jnp.zeros(index.shape[0], jnp.float32)
@@ -281,8 +320,15 @@ class Engine:
             sharding = NamedSharding(self.mesh, P("seeds"))  # restore targets land on the mesh too
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
 
-    def train_epoch_sums(self, state: TrainState, mask, data: DeviceData, epoch: int,
-                         start_iteration: int = 0, stop_iteration: int | None = None):
+    def train_epoch_sums(
+        self,
+        state: TrainState,
+        mask,
+        data: DeviceData,
+        epoch: int,
+        start_iteration: int = 0,
+        stop_iteration: int | None = None,
+    ):
         """Run (part of) epoch ``epoch`` for all seeds. Returns (state, per-seed summed loss,
         correct predictions, examples), so that parts of an epoch add up.
 
@@ -290,12 +336,20 @@ class Engine:
         (dispatch returns before the epoch has run), except with ``seeds_per_chunk``.
         """
         state, (loss_sum, correct, count), _ = self.train_epoch_then_evaluate(
-            state, mask, data, epoch, start_iteration, stop_iteration)
+            state, mask, data, epoch, start_iteration, stop_iteration
+        )
         return state, loss_sum, correct, count
 
-    def train_epoch_then_evaluate(self, state: TrainState, mask, data: DeviceData, epoch: int,
-                                  start_iteration: int = 0, stop_iteration: int | None = None,
-                                  evaluate_on: DeviceData | None = None):
+    def train_epoch_then_evaluate(
+        self,
+        state: TrainState,
+        mask,
+        data: DeviceData,
+        epoch: int,
+        start_iteration: int = 0,
+        stop_iteration: int | None = None,
+        evaluate_on: DeviceData | None = None,
+    ):
         """:meth:`train_epoch_sums`, and with ``evaluate_on`` the trained state's per-seed (loss,
         accuracy) on that split, in the same compiled call as the epoch (``epoch_loop`` scan; the
         step loop evaluates in a call of its own). Returns (state, (loss sum, correct, examples),
@@ -308,8 +362,9 @@ class Engine:
 
         def run(st, msk):
             if self.epoch_loop == "steps":
-                st, sums = self._epoch_by_steps(st, msk, data.x, data.y, int(epoch), int(start_iteration),
-                                                int(stop_iteration))
+                st, sums = self._epoch_by_steps(
+                    st, msk, data.x, data.y, int(epoch), int(start_iteration), int(stop_iteration)
+                )
                 if held is None:
                     return st, sums, None
                 return st, sums, self.eval_fn(st.params, st.batch_stats, msk, held.x, held.y)[:2]
@@ -319,22 +374,32 @@ class Engine:
 
         return self._by_chunk(run, (state, mask), _n_seeds(state.step))
 
-    def train_epoch(self, state: TrainState, mask, data: DeviceData, epoch: int,
-                    start_iteration: int = 0, stop_iteration: int | None = None):
+    def train_epoch(
+        self,
+        state: TrainState,
+        mask,
+        data: DeviceData,
+        epoch: int,
+        start_iteration: int = 0,
+        stop_iteration: int | None = None,
+    ):
         """:meth:`train_epoch_sums` as (state, per-seed mean loss, accuracy)."""
-        state, loss_sum, correct, count = self.train_epoch_sums(state, mask, data, epoch,
-                                                                start_iteration, stop_iteration)
+        state, loss_sum, correct, count = self.train_epoch_sums(
+            state, mask, data, epoch, start_iteration, stop_iteration
+        )
         count = jnp.maximum(count, 1.0)
         return state, loss_sum / count, correct / count
 
     def evaluate(self, params, batch_stats, mask, data: DeviceData):
         """Per-seed (loss, accuracy, predictions) on ``data`` in eval mode."""
         data = self.replicate(data)
-        return self._by_chunk(lambda p, b, m: self.eval_fn(p, b, m, data.x, data.y),
-                              (params, batch_stats, mask), _n_seeds(jax.tree.leaves(params)[0]))
+        return self._by_chunk(
+            lambda p, b, m: self.eval_fn(p, b, m, data.x, data.y),
+            (params, batch_stats, mask),
+            _n_seeds(jax.tree.leaves(params)[0]),
+        )
 
-    def mean_gradient(self, params, batch_stats, mask, data: DeviceData, key: jax.Array,
-                      n_batches: int = 1):
+    def mean_gradient(self, params, batch_stats, mask, data: DeviceData, key: jax.Array, n_batches: int = 1):
         """Per-seed gradients averaged over ``n_batches`` random training batches (one shared
         draw from ``key``)."""
         n = data.size
@@ -344,5 +409,8 @@ class Engine:
         per = count // n_batches
         idx = idx[: per * n_batches].reshape(n_batches, per)
         images, labels = self._shared((jnp.take(data.x, idx, axis=0), jnp.take(data.y, idx, axis=0)))
-        return self._by_chunk(lambda p, b, m: self.grad_fn(p, b, m, images, labels),
-                              (params, batch_stats, mask), _n_seeds(jax.tree.leaves(params)[0]))
+        return self._by_chunk(
+            lambda p, b, m: self.grad_fn(p, b, m, images, labels),
+            (params, batch_stats, mask),
+            _n_seeds(jax.tree.leaves(params)[0]),
+        )

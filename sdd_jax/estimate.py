@@ -56,8 +56,10 @@ def build_for_timing(config: Config):
     except ValueError as err:
         if "pruning.rewind_iteration" not in str(err):
             raise
-    note = (f"note: pruning.rewind_iteration={config.pruning.rewind_iteration} is beyond this data's "
-            f"training run; timed and projected with 0")
+    note = (
+        f"note: pruning.rewind_iteration={config.pruning.rewind_iteration} is beyond this data's "
+        f"training run; timed and projected with 0"
+    )
     return build(override(config, {"pruning.rewind_iteration": 0})), note
 
 
@@ -95,8 +97,9 @@ def estimate(config: Config, epochs: int, preset: str, overrides: list[str]) -> 
     _, first_train = timed(lambda: evaluate(exp.train))
     _, train_eval = timed(lambda: evaluate(exp.train))
     val_eval = timed(lambda: evaluate(exp.val))[1] if exp.val is not None else 0.0
-    compile_seconds = max(first_epoch - per_epoch, 0.0) + max(first_test - test_eval, 0.0) \
-        + max(first_train - train_eval, 0.0)
+    compile_seconds = (
+        max(first_epoch - per_epoch, 0.0) + max(first_test - test_eval, 0.0) + max(first_train - train_eval, 0.0)
+    )
 
     cfg = exp.config
     levels = range(cfg.pruning.levels + 1)
@@ -108,31 +111,58 @@ def estimate(config: Config, epochs: int, preset: str, overrides: list[str]) -> 
     total = train_seconds + eval_seconds + compile_seconds
     mesh = engine.mesh
     report = {
-        "preset": preset, "overrides": overrides, "seeds": cfg.run.seeds,
-        "model": cfg.model.name, "width_multiplier": cfg.model.width_multiplier, "dtype": cfg.model.dtype,
-        "data": cfg.data.name, "train_size": exp.train.size, "test_size": exp.test.size,
-        "batch_size": cfg.optim.batch_size, "steps_per_epoch": engine.steps_per_epoch,
-        "seed_execution": engine.seed_execution, "epoch_loop": engine.epoch_loop,
-        "seeds_per_chunk": cfg.run.seeds_per_chunk, "mesh": None if mesh is None else dict(mesh.shape),
-        "rewind_iteration": cfg.pruning.rewind_iteration, "note": note,
-        "timed_epochs": epochs, "build_seconds": round(build_seconds, 3),
-        "first_epoch_seconds": round(first_epoch, 3), "compile_seconds": round(compile_seconds, 3),
-        "seconds_per_epoch": round(per_epoch, 4), "test_eval_seconds": round(test_eval, 4),
-        "train_eval_seconds": round(train_eval, 4), "val_eval_seconds": round(val_eval, 4),
-        "levels": len(level_epochs), "epochs_total": sum(level_epochs), "test_evals_total": sum(evals),
-        "projected_train_seconds": round(train_seconds, 1), "projected_eval_seconds": round(eval_seconds, 1),
-        "projected_seconds": round(total, 1), "projected_hours": round(total / 3600, 3),
-        "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
-        "devices": [str(d) for d in jax.devices()], "backend": jax.default_backend(),
-        "jax_version": jax.__version__, "jaxlib_version": jaxlib.__version__,
+        "preset": preset,
+        "overrides": overrides,
+        "seeds": cfg.run.seeds,
+        "model": cfg.model.name,
+        "width_multiplier": cfg.model.width_multiplier,
+        "dtype": cfg.model.dtype,
+        "data": cfg.data.name,
+        "train_size": exp.train.size,
+        "test_size": exp.test.size,
+        "batch_size": cfg.optim.batch_size,
+        "steps_per_epoch": engine.steps_per_epoch,
+        "seed_execution": engine.seed_execution,
+        "epoch_loop": engine.epoch_loop,
+        "seeds_per_chunk": cfg.run.seeds_per_chunk,
+        "mesh": None if mesh is None else dict(mesh.shape),
+        "rewind_iteration": cfg.pruning.rewind_iteration,
+        "note": note,
+        "timed_epochs": epochs,
+        "build_seconds": round(build_seconds, 3),
+        "first_epoch_seconds": round(first_epoch, 3),
+        "compile_seconds": round(compile_seconds, 3),
+        "seconds_per_epoch": round(per_epoch, 4),
+        "test_eval_seconds": round(test_eval, 4),
+        "train_eval_seconds": round(train_eval, 4),
+        "val_eval_seconds": round(val_eval, 4),
+        "levels": len(level_epochs),
+        "epochs_total": sum(level_epochs),
+        "test_evals_total": sum(evals),
+        "projected_train_seconds": round(train_seconds, 1),
+        "projected_eval_seconds": round(eval_seconds, 1),
+        "projected_seconds": round(total, 1),
+        "projected_hours": round(total / 3600, 3),
+        "device": str(jax.devices()[0]),
+        "device_kind": jax.devices()[0].device_kind,
+        "devices": [str(d) for d in jax.devices()],
+        "backend": jax.default_backend(),
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
     }
     lines = [] if note is None else [note]
-    lines.append(f"{preset}: {cfg.model.name} ×{cfg.model.width_multiplier:g} {cfg.model.dtype}, "
-                 f"{exp.train.size:,} training examples, {cfg.run.seeds} seed(s) ({engine.seed_execution}, "
-                 f"{engine.epoch_loop} loop) on {report['device_kind']} ({report['backend']})")
-    lines.append(f"compile ≈ {compile_seconds:.1f} s (first epoch {first_epoch:.1f} s), "
-                 f"{per_epoch:.3f} s/epoch, test eval {test_eval:.3f} s, train eval {train_eval:.3f} s")
-    lines.append(f"sweep: {len(level_epochs)} levels, {sum(level_epochs)} epochs, {sum(evals)} test evaluations "
-                 f"during training -> {train_seconds / 3600:.2f} h training + {eval_seconds / 3600:.2f} h "
-                 f"evaluation = {total / 3600:.2f} h ({total:.0f} s)")
+    lines.append(
+        f"{preset}: {cfg.model.name} ×{cfg.model.width_multiplier:g} {cfg.model.dtype}, "
+        f"{exp.train.size:,} training examples, {cfg.run.seeds} seed(s) ({engine.seed_execution}, "
+        f"{engine.epoch_loop} loop) on {report['device_kind']} ({report['backend']})"
+    )
+    lines.append(
+        f"compile ≈ {compile_seconds:.1f} s (first epoch {first_epoch:.1f} s), "
+        f"{per_epoch:.3f} s/epoch, test eval {test_eval:.3f} s, train eval {train_eval:.3f} s"
+    )
+    lines.append(
+        f"sweep: {len(level_epochs)} levels, {sum(level_epochs)} epochs, {sum(evals)} test evaluations "
+        f"during training -> {train_seconds / 3600:.2f} h training + {eval_seconds / 3600:.2f} h "
+        f"evaluation = {total / 3600:.2f} h ({total:.0f} s)"
+    )
     return report, lines

@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdd_jax import criteria, masks, pruning, rng
-from sdd_jax import distributed
+from sdd_jax import criteria, distributed, masks, pruning, rng
 from sdd_jax.config import Config, OptimConfig
 from sdd_jax.data import Dataset, load_dataset
 from sdd_jax.engine import Engine, seed_mesh
@@ -71,26 +71,38 @@ class Experiment:
     def pruner(self):
         """``pruning.seed_pruner`` of the config (compiled once per experiment)."""
         p = self.config.pruning
-        return pruning.seed_pruner(self.is_prunable, fraction=p.fraction,
-                                   options=pruning.PruneOptions.from_config(p))
+        return pruning.seed_pruner(self.is_prunable, fraction=p.fraction, options=pruning.PruneOptions.from_config(p))
 
     def execution(self) -> dict:
         """Settings outside the run's identity that can move the last float bits (``execution.json``):
         the evaluation batch (``run.eval_batch_size``: losses are summed batch by batch), seed
         chunks, epoch loop, seed execution, backend and mesh."""
         mesh = self.engine.mesh
-        return {"eval_batch_size": self.config.run.eval_batch_size,
-                "seeds_per_chunk": self.config.run.seeds_per_chunk, "epoch_loop": self.engine.epoch_loop,
-                "seed_execution": self.engine.seed_execution, "backend": jax.default_backend(),
-                "mesh": None if mesh is None else dict(mesh.shape)}
+        return {
+            "eval_batch_size": self.config.run.eval_batch_size,
+            "seeds_per_chunk": self.config.run.seeds_per_chunk,
+            "epoch_loop": self.engine.epoch_loop,
+            "seed_execution": self.engine.seed_execution,
+            "backend": jax.default_backend(),
+            "mesh": None if mesh is None else dict(mesh.shape),
+        }
 
 
 def make_engine(config: Config, model, dataset: Dataset, optim: OptimConfig, mesh=None) -> Engine:
-    return Engine(model, optim, len(dataset.y_train), mean=dataset.mean, std=dataset.std,
-                  augment=config.data.augment, eval_batch_size=config.run.eval_batch_size,
-                  seeds_per_chunk=config.run.seeds_per_chunk, epoch_loop=config.run.epoch_loop,
-                  seed_execution=config.run.seed_execution, mesh=mesh,
-                  convolutional=is_convolutional(config.model))
+    return Engine(
+        model,
+        optim,
+        len(dataset.y_train),
+        mean=dataset.mean,
+        std=dataset.std,
+        augment=config.data.augment,
+        eval_batch_size=config.run.eval_batch_size,
+        seeds_per_chunk=config.run.seeds_per_chunk,
+        epoch_loop=config.run.epoch_loop,
+        seed_execution=config.run.seed_execution,
+        mesh=mesh,
+        convolutional=is_convolutional(config.model),
+    )
 
 
 def _device(x, y) -> DeviceData:
@@ -109,31 +121,47 @@ def build(config: Config, dataset: Dataset | None = None) -> Experiment:
     run = config.run
     mesh = seed_mesh(run.seeds, run.seed_devices, run.data_devices)
     if mesh is not None and run.seeds_per_chunk and run.seeds_per_chunk % mesh.shape["seeds"]:
-        raise ValueError(f"run.seeds_per_chunk={run.seeds_per_chunk} must be a multiple of the "
-                         f"{mesh.shape['seeds']} seed devices")
+        raise ValueError(
+            f"run.seeds_per_chunk={run.seeds_per_chunk} must be a multiple of the {mesh.shape['seeds']} seed devices"
+        )
     engine = make_engine(config, model, dataset, config.optim, mesh)
     total = config.optim.epochs * engine.steps_per_epoch
     if config.pruning.rewind_iteration >= total:
-        raise ValueError(f"pruning.rewind_iteration={config.pruning.rewind_iteration} is not below "
-                         f"the {total} iterations of a training run")
-    shapes = jax.eval_shape(lambda key, x: model.init(key, x, train=False), jax.random.key(0),
-                            jnp.zeros((1, *dataset.x_train.shape[1:]), jnp.float32))
+        raise ValueError(
+            f"pruning.rewind_iteration={config.pruning.rewind_iteration} is not below "
+            f"the {total} iterations of a training run"
+        )
+    shapes = jax.eval_shape(
+        lambda key, x: model.init(key, x, train=False),
+        jax.random.key(0),
+        jnp.zeros((1, *dataset.x_train.shape[1:]), jnp.float32),
+    )
     by_model = prunable_predicate(config.model)
     prunable_names = [masks.path_str(p) for p in masks.paths(shapes["params"]) if by_model(p)]
     is_prunable = masks.exclude(by_model, config.pruning.ignore)  # also rejects a bad regex
     for pattern in config.pruning.ignore:
         if not any(re.search(pattern, name) for name in prunable_names):
-            raise ValueError(f"pruning.ignore pattern {pattern!r} matches no prunable parameter "
-                             f"(prunable: {', '.join(prunable_names)})")
+            raise ValueError(
+                f"pruning.ignore pattern {pattern!r} matches no prunable parameter "
+                f"(prunable: {', '.join(prunable_names)})"
+            )
     val = None
     if dataset.x_val is not None and len(dataset.x_val):
         val = engine.replicate(_device(dataset.x_val, dataset.y_val))
-    return Experiment(config=config, dataset=dataset, model=model, is_prunable=is_prunable,
-                      engine=engine, train=engine.replicate(_device(dataset.x_train, dataset.y_train)),
-                      test=engine.replicate(_device(dataset.x_test, dataset.y_test)), val=val)
+    return Experiment(
+        config=config,
+        dataset=dataset,
+        model=model,
+        is_prunable=is_prunable,
+        engine=engine,
+        train=engine.replicate(_device(dataset.x_train, dataset.y_train)),
+        test=engine.replicate(_device(dataset.x_test, dataset.y_test)),
+        val=val,
+    )
 
 
 # ----- training states --------------------------------------------------------------------------
+
 
 def fresh_state(exp: Experiment, engine: Engine, *extra: int) -> TrainState:
     """A newly initialised stacked state from the ``init`` stream; ``extra`` integers are folded
@@ -146,9 +174,13 @@ def state_from(exp: Experiment, engine: Engine, weights: Weights, mask, step: in
     the schedule at iteration ``step``."""
     params = masks.apply_mask(weights.params, mask)
     batch_stats = jax.tree.map(jnp.array, weights.batch_stats)  # a copy: the state will be donated
-    return TrainState(params=params, batch_stats=batch_stats,
-                      opt_state=jax.vmap(engine.optimizer.init)(params),
-                      step=jnp.full((len(exp.seeds),), step, jnp.int32), rng=seeds_rng_data(exp.seeds))
+    return TrainState(
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=jax.vmap(engine.optimizer.init)(params),
+        step=jnp.full((len(exp.seeds),), step, jnp.int32),
+        rng=seeds_rng_data(exp.seeds),
+    )
 
 
 def dense_mask(exp: Experiment):
@@ -163,6 +195,7 @@ def densities(exp: Experiment, mask) -> np.ndarray:
 
 # ----- masks ------------------------------------------------------------------------------------
 
+
 def criterion_grads(exp: Experiment, weights: LevelWeights, *extra: int):
     """Per-seed mean training gradients for the pruning criterion's scores (``None`` unless its
     registry entry ``needs_grads``, as ``saliency``), over ``pruning.saliency_batches`` batches
@@ -172,8 +205,9 @@ def criterion_grads(exp: Experiment, weights: LevelWeights, *extra: int):
     if not criteria.CRITERIA[p.criterion].needs_grads:
         return None
     key = rng.stream_key(exp.config.run.first_seed, "mask", *extra, 1)
-    return exp.engine.mean_gradient(weights.params, weights.batch_stats, weights.mask, exp.train, key,
-                                    p.saliency_batches)
+    return exp.engine.mean_gradient(
+        weights.params, weights.batch_stats, weights.mask, exp.train, key, p.saliency_batches
+    )
 
 
 def next_mask(exp: Experiment, previous: LevelWeights, level: int):
@@ -193,8 +227,7 @@ def oneshot_mask(exp: Experiment, dense: LevelWeights, k: int):
     options = pruning.PruneOptions.from_config(p)
 
     def prune_one(params, mask, key, g):
-        return pruning.prune_to_count(params, mask, exp.is_prunable, kept=targets, options=options,
-                                      key=key, grads=g)
+        return pruning.prune_to_count(params, mask, exp.is_prunable, kept=targets, options=options, key=key, grads=g)
 
     in_axes = (0, 0, 0, 0 if grads is not None else None)
     return jax.jit(jax.vmap(prune_one, in_axes=in_axes))(dense.params, dense.mask, keys, grads)

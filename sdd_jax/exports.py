@@ -47,10 +47,25 @@ __all__ = [
 
 # The leading columns of curves.csv and layers.csv; other curves and layer quantities follow,
 # sorted by name.
-CURVE_COLUMNS: tuple[str, ...] = ("branch", "seed", "level", "epoch", "train_loss", "train_acc",
-                                  "test_loss", "test_acc")
-LAYER_COLUMNS: tuple[str, ...] = ("branch", "seed", "level", "layer", "density", "learning_distance",
-                                  "learning_distance_unpruned")
+CURVE_COLUMNS: tuple[str, ...] = (
+    "branch",
+    "seed",
+    "level",
+    "epoch",
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+)
+LAYER_COLUMNS: tuple[str, ...] = (
+    "branch",
+    "seed",
+    "level",
+    "layer",
+    "density",
+    "learning_distance",
+    "learning_distance_unpruned",
+)
 
 
 def _leading_columns(rows: Sequence[Mapping[str, Any]], leading: Sequence[str]) -> list[str]:
@@ -82,7 +97,7 @@ def curve_rows(branch: str, level: int, seeds: Sequence[int], curves: Mapping[st
 
 def _layer_quantity(key: str) -> str:
     """``layer_learning_distance_rewind`` -> ``learning_distance_rewind``."""
-    return key[len("layer_"):] if key.startswith("layer_") else key
+    return key[len("layer_") :] if key.startswith("layer_") else key
 
 
 def layer_rows(branch: str, level: int, metric_rows: Sequence[Mapping[str, Any]]) -> list[dict]:
@@ -106,8 +121,7 @@ def layer_rows(branch: str, level: int, metric_rows: Sequence[Mapping[str, Any]]
                 else:
                     cells[name] = v
         for layer in sorted(per_layer):
-            rows.append({"branch": branch, "seed": row["seed"], "level": level, "layer": layer,
-                         **per_layer[layer]})
+            rows.append({"branch": branch, "seed": row["seed"], "level": level, "layer": layer, **per_layer[layer]})
     return rows
 
 

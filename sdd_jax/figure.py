@@ -131,22 +131,35 @@ def make_figure(data: Mapping[str, Any], title: str | None = None):
     ax.plot(x, main["train_mean"], "s-", color="C3", ms=3, lw=1.5, label="train", gid="train", zorder=3)
     ax.axhline(main["dense_test"], color="C0", ls="--", lw=1.0, label="dense test", gid="dense_test")
     for k, (branch, other) in enumerate(data["others"].items()):
-        ax.plot(other["x"], other["test_mean"], ls="--", marker=".", lw=1.2, color=f"C{(k + 4) % 10}",
-                label=f"test ({branch})", gid=f"test_{branch}")
+        ax.plot(
+            other["x"],
+            other["test_mean"],
+            ls="--",
+            marker=".",
+            lw=1.2,
+            color=f"C{(k + 4) % 10}",
+            label=f"test ({branch})",
+            gid=f"test_{branch}",
+        )
 
     handles, names = ax.get_legend_handles_labels()
     top = ax
-    distances = [(key, main.get(key, np.full(len(x), np.nan)), style, label) for key, style, label in (
-        ("learning_distance", "^:", "‖θ0 − m⊙θT‖ (paper)"),
-        ("learning_distance_unpruned", "v--", "‖m⊙(θT − θ0)‖ (unpruned)"))]
+    distances = [
+        (key, main.get(key, np.full(len(x), np.nan)), style, label)
+        for key, style, label in (
+            ("learning_distance", "^:", "‖θ0 − m⊙θT‖ (paper)"),
+            ("learning_distance_unpruned", "v--", "‖m⊙(θT − θ0)‖ (unpruned)"),
+        )
+    ]
     distances = [d for d in distances if np.any(np.isfinite(d[1]) & (d[1] > 0))]
     if distances:
         ax2 = top = ax.twinx()
         for k, (key, values, style, label) in enumerate(distances):
             peak = int(np.nanargmax(values))
             text = f"{label}, max {values[peak]:.3g} at level {main['level'][peak]}"
-            (line,) = ax2.plot(x, values / values[peak], style, color=("C2", "C8")[k], ms=3, lw=1.2,
-                               label=text, gid=key)
+            (line,) = ax2.plot(
+                x, values / values[peak], style, color=("C2", "C8")[k], ms=3, lw=1.2, label=text, gid=key
+            )
             handles.append(line)
             names.append(text)
         ax2.set_ylabel("learning distance / its maximum")
@@ -170,8 +183,7 @@ def make_figure(data: Mapping[str, Any], title: str | None = None):
     ax.set_ylabel("accuracy (%)")
     ax.grid(True, axis="y", alpha=0.3)
     # Below the axes, on the topmost axis so that no curve is drawn over it.
-    top.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3,
-               fontsize=7, frameon=False)
+    top.legend(handles, names, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=7, frameon=False)
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -35,8 +35,8 @@ from sdd_jax.data import Dataset
 from sdd_jax.experiment import Experiment, dense_mask, densities, fresh_state, next_mask, state_from
 from sdd_jax.level import LevelPlan, run_level
 from sdd_jax.progress import Progress
-from sdd_jax.runopen import open_run
 from sdd_jax.rundir import RunDir
+from sdd_jax.runopen import open_run
 from sdd_jax.train import TrainState, Weights
 
 START_SOURCES = ("theta0", "rewind", "previous", "fresh")
@@ -82,8 +82,9 @@ def schedule_start(schedule: str, level: int) -> Start:
     return PREVIOUS
 
 
-def start_weights(exp: Experiment, run: RunDir, plan: LevelPlan, start: Start,
-                  previous: Weights | None = None) -> Weights:
+def start_weights(
+    exp: Experiment, run: RunDir, plan: LevelPlan, start: Start, previous: Weights | None = None
+) -> Weights:
     """The (stacked, unmasked) weights of ``start``; ``previous`` is required by a ``previous``
     start."""
     if start.source == "theta0":
@@ -97,16 +98,22 @@ def start_weights(exp: Experiment, run: RunDir, plan: LevelPlan, start: Start,
     return previous
 
 
-def start_state(exp: Experiment, run: RunDir, plan: LevelPlan, start: Start, mask,
-                previous: Weights | None = None) -> TrainState:
+def start_state(
+    exp: Experiment, run: RunDir, plan: LevelPlan, start: Start, mask, previous: Weights | None = None
+) -> TrainState:
     """The training state of ``start`` on ``mask`` (masked weights, a fresh optimiser, the
     schedule at ``plan.start_iteration``: k for a lottery retraining, else 0)."""
     weights = start_weights(exp, run, plan, start, previous)
     return state_from(exp, plan.engine, weights, mask, plan.start_iteration)
 
 
-def run_imp(config: Config, *, dataset: Dataset | None = None,
-            prepared: tuple[Experiment, RunDir] | None = None, write_report: bool = True) -> Path:
+def run_imp(
+    config: Config,
+    *,
+    dataset: Dataset | None = None,
+    prepared: tuple[Experiment, RunDir] | None = None,
+    write_report: bool = True,
+) -> Path:
     """Run (or resume) the iterative-pruning experiment of ``config``. Returns the run directory.
 
     The run is opened by :func:`sdd_jax.runopen.open_run` (on ``dataset`` when given), unless
@@ -121,8 +128,10 @@ def run_imp(config: Config, *, dataset: Dataset | None = None,
     (:func:`sdd_jax.report.report`, as ``sdd-jax run`` writes them).
     """
     if prepared is not None and prepared[0].config != config:
-        raise ValueError(f"run_imp: the prepared run is {prepared[1].path.name}, not the experiment of "
-                         f"config {config.name!r}; pass the config it was opened with")
+        raise ValueError(
+            f"run_imp: the prepared run is {prepared[1].path.name}, not the experiment of "
+            f"config {config.name!r}; pass the config it was opened with"
+        )
     exp, run = prepared or open_run(config, dataset=dataset)
     cfg = exp.config
     schedule, levels = cfg.pruning.schedule, cfg.pruning.levels
@@ -132,13 +141,17 @@ def run_imp(config: Config, *, dataset: Dataset | None = None,
     todo = [level for level in range(levels + 1) if level not in done]
     gaps = [level for level in todo if done and level < max(done)]
     if gaps:
-        warnings.warn(f"{run.path.name}: level(s) {gaps} missing among the finished levels {done}: "
-                      f"recomputing them", stacklevel=2)
+        warnings.warn(
+            f"{run.path.name}: level(s) {gaps} missing among the finished levels {done}: recomputing them", stacklevel=2
+        )
     if not run.theta0.saved():
         run.theta0.save(fresh_state(exp, exp.engine).weights)
     previous, previous_level = None, None
-    with Progress(total_epochs=sum(level_epochs(exp, level) for level in range(levels + 1)),
-                  verbosity=cfg.run.verbosity, desc=cfg.name) as progress:
+    with Progress(
+        total_epochs=sum(level_epochs(exp, level) for level in range(levels + 1)),
+        verbosity=cfg.run.verbosity,
+        desc=cfg.name,
+    ) as progress:
         progress.skip_epochs(sum(level_epochs(exp, level) for level in done if level <= levels))
         for level in todo:
             if level and previous_level != level - 1:  # the level before is on disk
@@ -146,8 +159,15 @@ def run_imp(config: Config, *, dataset: Dataset | None = None,
             mask = dense_mask(exp) if level == 0 else next_mask(exp, previous, level)
             plan = schedule_plan(exp, level, schedule)
             progress.start_level(level, float(np.mean(densities(exp, mask))))
-            start = functools.partial(start_state, exp, run, plan, schedule_start(schedule, level), mask,
-                                      previous.weights if previous is not None else None)
+            start = functools.partial(
+                start_state,
+                exp,
+                run,
+                plan,
+                schedule_start(schedule, level),
+                mask,
+                previous.weights if previous is not None else None,
+            )
             previous = run_level(exp, run, plan, level, mask, start, progress=progress)
             previous_level = level
     if not run.results_complete():  # a kill between a level's checkpoint and its results files

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -41,9 +41,17 @@ class LevelPlan:
         return self.epochs - self.first_epoch
 
 
-def run_level(exp: Experiment, run: RunDir, plan: LevelPlan, level: int, mask,
-              start: Callable[[], TrainState], *, progress: Progress,
-              distance_from: Weights | None = None) -> LevelWeights:
+def run_level(
+    exp: Experiment,
+    run: RunDir,
+    plan: LevelPlan,
+    level: int,
+    mask,
+    start: Callable[[], TrainState],
+    *,
+    progress: Progress,
+    distance_from: Weights | None = None,
+) -> LevelWeights:
     """Train, measure and record ``level`` on ``mask``; returns its final weights.
 
     Resumes from the level's progress checkpoint when there is one, else trains ``start()``.
@@ -54,14 +62,14 @@ def run_level(exp: Experiment, run: RunDir, plan: LevelPlan, level: int, mask,
     if resumed is not None:
         epoch, state, mask, curves = resumed
         progress.skip_epochs(epoch - plan.first_epoch)
-        plan = dataclasses.replace(plan, first_epoch=epoch, start_iteration=max(
-            plan.start_iteration, epoch * plan.engine.steps_per_epoch))
+        plan = dataclasses.replace(
+            plan, first_epoch=epoch, start_iteration=max(plan.start_iteration, epoch * plan.engine.steps_per_epoch)
+        )
     else:
         state = start()
     state, mask = plan.engine.place((state, mask))  # saved as they train: split over the seed devices
     try:
-        state, curves = train_epochs(exp, run, plan, state, mask, level=level, progress=progress,
-                                     curves=curves)
+        state, curves = train_epochs(exp, run, plan, state, mask, level=level, progress=progress, curves=curves)
     except BaseException:
         run.settle()
         raise
@@ -87,11 +95,16 @@ def _resume(exp: Experiment, run: RunDir, plan: LevelPlan, level: int):
         warnings.warn(f"{err}; level {level} starts again from its first epoch", stacklevel=3)
         run.clear_progress(level)
         return None
-    past_rewind = (plan.rewind_iteration is not None and not run.theta_rewind.saved()
-                   and epoch * plan.engine.steps_per_epoch > plan.rewind_iteration)
+    past_rewind = (
+        plan.rewind_iteration is not None
+        and not run.theta_rewind.saved()
+        and epoch * plan.engine.steps_per_epoch > plan.rewind_iteration
+    )
     if past_rewind:
-        warnings.warn(f"{run.path}/trees/theta_rewind is missing: level {level} starts again from "
-                      "its first epoch to save θk", stacklevel=3)
+        warnings.warn(
+            f"{run.path}/trees/theta_rewind is missing: level {level} starts again from its first epoch to save θk",
+            stacklevel=3,
+        )
         run.clear_progress(level)
         return None
     return epoch, state, mask, curves
@@ -102,9 +115,19 @@ def empty_curves(with_val: bool = False) -> dict:
     return {name: [] for name in names + (["val_loss", "val_acc"] if with_val else [])}
 
 
-def train_epochs(exp: Experiment, run: RunDir | None, plan: LevelPlan, state: TrainState, mask, *,
-                 level: int, progress: Progress, curves: dict | None = None, evaluate: bool = True,
-                 after_epoch: Callable[[int, TrainState], None] | None = None):
+def train_epochs(
+    exp: Experiment,
+    run: RunDir | None,
+    plan: LevelPlan,
+    state: TrainState,
+    mask,
+    *,
+    level: int,
+    progress: Progress,
+    curves: dict | None = None,
+    evaluate: bool = True,
+    after_epoch: Callable[[int, TrainState], None] | None = None,
+):
     """Train ``state`` on ``mask`` through ``plan``'s epochs; returns (state, curves).
 
     Per epoch the curves get the training loss and accuracy (all examples of the epoch, also
@@ -129,8 +152,7 @@ def train_epochs(exp: Experiment, run: RunDir | None, plan: LevelPlan, state: Tr
 
     def record(epoch, parts, test, val):
         parts, test, val = to_host((parts, test, val))
-        loss_sum, correct, count = (sum(np.asarray(p[i], np.float64) for p in parts)
-                                    for i in range(3))
+        loss_sum, correct, count = (sum(np.asarray(p[i], np.float64) for p in parts) for i in range(3))
         check_finite(loss_sum, what=f"at level {level}, epoch {epoch + 1}", seeds=exp.seeds)
         count = np.maximum(count, 1.0)
         curves["epoch"].append(epoch + 1)
@@ -154,7 +176,8 @@ def train_epochs(exp: Experiment, run: RunDir | None, plan: LevelPlan, state: Tr
         last = epoch + 1 == plan.epochs
         due = evaluate and (last or (epoch + 1) % run_cfg.eval_every_epochs == 0)
         state, sums, test = engine.train_epoch_then_evaluate(
-            state, mask, exp.train, epoch, start, evaluate_on=exp.test if due else None)
+            state, mask, exp.train, epoch, start, evaluate_on=exp.test if due else None
+        )
         parts.append(sums)
         val = None
         if due and exp.val is not None:
@@ -184,8 +207,9 @@ def _last_mean(values):
 def _selected_by_validation(curves: dict, i: int) -> dict:
     """Seed ``i``'s best validation accuracy over the evaluated epochs and the test accuracy at
     that epoch (the first of equal ones): an epoch chosen without looking at the test set."""
-    pairs = [(v[i], t[i]) for v, t in zip(curves.get("val_acc", []), curves["test_acc"])
-             if v is not None and t is not None]
+    pairs = [
+        (v[i], t[i]) for v, t in zip(curves.get("val_acc", []), curves["test_acc"]) if v is not None and t is not None
+    ]
     if not pairs:
         return {"val_acc_best": float("nan"), "test_acc_at_best_val": float("nan")}
     best = max(range(len(pairs)), key=lambda j: (pairs[j][0], -j))
@@ -196,8 +220,7 @@ def _unstack(tree, i):
     return jax.tree.map(lambda leaf: leaf[i], tree)
 
 
-def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: dict, theta0,
-            theta_rewind) -> list[dict]:
+def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: dict, theta0, theta_rewind) -> list[dict]:
     """One result row per seed of a finished training run (see :mod:`sdd_jax.metrics`):
     density, train/test accuracy and loss, memorisation, learning distances from ``theta0`` and
     ``theta_rewind`` (stacked params), per-layer densities and distances. The test numbers are
@@ -206,8 +229,7 @@ def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: di
     # The last epoch is always evaluated (train_epochs): its test numbers are the final ones.
     test_loss, test_acc = curves["test_loss"][-1], curves["test_acc"][-1]
     # Eval mode, no augmentation, on the noisy labels the network was trained on.
-    train_loss, train_acc, train_pred = to_host(
-        engine.evaluate(state.params, state.batch_stats, mask, exp.train))
+    train_loss, train_acc, train_pred = to_host(engine.evaluate(state.params, state.batch_stats, mask, exp.train))
     check_finite(test_loss, what="on the test set at the end of training", seeds=exp.seeds)
     check_finite(train_loss, what="on the training set at the end of training", seeds=exp.seeds)
     train_pred = np.asarray(train_pred)
@@ -216,11 +238,13 @@ def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: di
     relabelled = ds.y_train != ds.y_train_clean
     val = None
     if exp.val is not None:  # the last epoch's, when the curves hold the validation split
-        val = ((curves["val_loss"][-1], curves["val_acc"][-1]) if curves.get("val_acc") else
-               to_host(engine.evaluate(state.params, state.batch_stats, mask, exp.val)[:2]))
+        val = (
+            (curves["val_loss"][-1], curves["val_acc"][-1])
+            if curves.get("val_acc")
+            else to_host(engine.evaluate(state.params, state.batch_stats, mask, exp.val)[:2])
+        )
     is_prunable = exp.is_prunable
-    params_host, mask_host, theta0_host, thetak_host = to_host(
-        (state.params, mask, theta0, theta_rewind))
+    params_host, mask_host, theta0_host, thetak_host = to_host((state.params, mask, theta0, theta_rewind))
     rows = []
     for i, seed in enumerate(exp.seeds):
         params_i, mask_i = _unstack(params_host, i), _unstack(mask_host, i)
@@ -230,27 +254,35 @@ def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: di
         kept, total = masks.count(mask_i, is_prunable)
         kept = int(kept)
         test_curve = [c[i] for c in curves["test_acc"] if c is not None]
-        rows.append({
-            "seed": seed,
-            "density": kept / total,
-            "sparsity": (total - kept) / total,
-            "kept_weights": kept,
-            "train_acc": float(split["train_acc"]),
-            "train_acc_clean": float(split["train_acc_clean"]),
-            "train_acc_noisy_subset": float(split["train_acc_noisy_subset"]),
-            "train_loss": float(np.asarray(train_loss)[i]),
-            "test_acc": float(np.asarray(test_acc)[i]),
-            "test_acc_best": float(max(test_curve)) if test_curve else float("nan"),
-            "test_loss": float(np.asarray(test_loss)[i]),
-            "learning_distance": dist0["learning_distance"],
-            "learning_distance_unpruned": dist0["learning_distance_unpruned"],
-            "learning_distance_rewind": distk["learning_distance"],
-            "learning_distance_rewind_unpruned": distk["learning_distance_unpruned"],
-            **({} if val is None else {"val_loss": float(np.asarray(val[0])[i]),
-                                         "val_acc": float(np.asarray(val[1])[i]),
-                                         **_selected_by_validation(curves, i)}),
-            "layer_density": {k: float(v) for k, v in masks.layer_densities(mask_i, is_prunable).items()},
-            "layer_learning_distance": dist0["per_layer"],
-            "layer_learning_distance_rewind": distk["per_layer"],
-        })
+        rows.append(
+            {
+                "seed": seed,
+                "density": kept / total,
+                "sparsity": (total - kept) / total,
+                "kept_weights": kept,
+                "train_acc": float(split["train_acc"]),
+                "train_acc_clean": float(split["train_acc_clean"]),
+                "train_acc_noisy_subset": float(split["train_acc_noisy_subset"]),
+                "train_loss": float(np.asarray(train_loss)[i]),
+                "test_acc": float(np.asarray(test_acc)[i]),
+                "test_acc_best": float(max(test_curve)) if test_curve else float("nan"),
+                "test_loss": float(np.asarray(test_loss)[i]),
+                "learning_distance": dist0["learning_distance"],
+                "learning_distance_unpruned": dist0["learning_distance_unpruned"],
+                "learning_distance_rewind": distk["learning_distance"],
+                "learning_distance_rewind_unpruned": distk["learning_distance_unpruned"],
+                **(
+                    {}
+                    if val is None
+                    else {
+                        "val_loss": float(np.asarray(val[0])[i]),
+                        "val_acc": float(np.asarray(val[1])[i]),
+                        **_selected_by_validation(curves, i),
+                    }
+                ),
+                "layer_density": {k: float(v) for k, v in masks.layer_densities(mask_i, is_prunable).items()},
+                "layer_learning_distance": dist0["per_layer"],
+                "layer_learning_distance_rewind": distk["per_layer"],
+            }
+        )
     return rows

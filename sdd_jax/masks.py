@@ -14,7 +14,8 @@ seed (or can be wrapped in ``jax.vmap``).
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -151,4 +152,3 @@ def density(mask: Any, prunable: Predicate, *, seed_axis: bool = False) -> jax.A
 def layer_densities(mask: Any, prunable: Predicate, *, seed_axis: bool = False) -> dict[str, jax.Array]:
     """``{path_str: kept/total}`` for every prunable leaf."""
     return {k: kept / total for k, (kept, total) in layer_counts(mask, prunable, seed_axis=seed_axis).items()}
-

@@ -38,8 +38,12 @@ def phase_boundaries(
         raise ResultsError("no levels to label")
     if not (np.all(np.isfinite(tr)) and np.all(np.isfinite(te))):
         raise ResultsError("train and test accuracy curves must be finite at every level")
-    for name, tol in (("tol_train", tol_train), ("tol_sweet", tol_sweet),
-                      ("tol_collapse", tol_collapse), ("collapse_train_drop", collapse_train_drop)):
+    for name, tol in (
+        ("tol_train", tol_train),
+        ("tol_sweet", tol_sweet),
+        ("tol_collapse", tol_collapse),
+        ("collapse_train_drop", collapse_train_drop),
+    ):
         if not tol >= 0:
             raise ResultsError(f"{name} must be >= 0, got {tol}")
     if n == 1:
@@ -132,9 +136,7 @@ def phases(
         raise ResultsError("no levels to label")
     levels = [e.get("level") for e in agg]
     if len(set(levels)) != len(levels):
-        raise ResultsError(
-            "phases() needs one entry per level; filter the rows to a single branch first"
-        )
+        raise ResultsError("phases() needs one entry per level; filter the rows to a single branch first")
     for key in (f"{train_key}_mean", f"{test_key}_mean"):
         if any(key not in e for e in agg):
             raise ResultsError(f"aggregate entries lack {key!r}")
@@ -142,8 +144,12 @@ def phases(
     train = [agg[i][f"{train_key}_mean"] for i in order]
     test = [agg[i][f"{test_key}_mean"] for i in order]
     sorted_labels = phase_labels(
-        train, test, tol_train=tol_train, tol_sweet=tol_sweet,
-        tol_collapse=tol_collapse, collapse_train_drop=collapse_train_drop,
+        train,
+        test,
+        tol_train=tol_train,
+        tol_sweet=tol_sweet,
+        tol_collapse=tol_collapse,
+        collapse_train_drop=collapse_train_drop,
     )
     labels = [""] * len(agg)
     for rank, i in enumerate(order):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -41,9 +41,17 @@ class Progress:
     what ``total_epochs`` counts (the bar's unit and the lines' ``<unit>s D/T``).
     """
 
-    def __init__(self, total_epochs: int, verbosity: int = 1, desc: str = "", stream=None,
-                 interactive: bool | None = None, interval: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic, unit: str = "epoch"):
+    def __init__(
+        self,
+        total_epochs: int,
+        verbosity: int = 1,
+        desc: str = "",
+        stream=None,
+        interactive: bool | None = None,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        unit: str = "epoch",
+    ):
         self.verbosity = int(verbosity) if distributed.is_primary() else 0  # one process prints (multi-host)
         self.stream = stream or sys.stderr
         self.desc = desc
@@ -61,8 +69,9 @@ class Progress:
         self.lines = False
         if self.verbosity > 0:
             if interactive if interactive is not None else _is_terminal(self.stream):
-                self.bar = tqdm(total=total_epochs, desc=desc, unit=unit, file=self.stream,
-                                dynamic_ncols=True, leave=True)
+                self.bar = tqdm(
+                    total=total_epochs, desc=desc, unit=unit, file=self.stream, dynamic_ncols=True, leave=True
+                )
             else:
                 self.lines = True
 
@@ -136,8 +145,10 @@ class Progress:
         test = np.array([r["test_acc"] for r in rows])
         train = np.array([r["train_acc"] for r in rows])
         spread = f" ± {100 * test.std(ddof=1):.2f}" if len(test) > 1 else ""  # sample std
-        message = (f"level {level:2d}  density {100 * rows[0]['density']:7.3f}%  "
-                   f"test {100 * test.mean():6.2f}%{spread}  train {100 * train.mean():6.2f}%")
+        message = (
+            f"level {level:2d}  density {100 * rows[0]['density']:7.3f}%  "
+            f"test {100 * test.mean():6.2f}%{spread}  train {100 * train.mean():6.2f}%"
+        )
         if self.lines:
             self._line(f"{message}  done")
         else:

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
+from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -111,9 +112,7 @@ def fraction_ratio(fraction: float) -> tuple[int, int]:
         raise PruningError(f"fraction must lie in [0, 1], got {value}")
     ratio = fractions.Fraction(value).limit_denominator(_MAX_DENOMINATOR)
     if abs(float(ratio) - value) > 1e-12:
-        raise PruningError(
-            f"fraction {value} is not a ratio p/q with q <= {_MAX_DENOMINATOR}; use e.g. 0.2 = 1/5"
-        )
+        raise PruningError(f"fraction {value} is not a ratio p/q with q <= {_MAX_DENOMINATOR}; use e.g. 0.2 = 1/5")
     return ratio.numerator, ratio.denominator
 
 

@@ -12,9 +12,10 @@ import os
 from typing import Any
 
 from sdd_jax.atomic import atomic_write_text
+from sdd_jax.exports import write_combined
 from sdd_jax.figure import figure_data, make_figure, save_figure
 from sdd_jax.phases import phases
-from sdd_jax.results import RESULTS_FILE, aggregate, main_branch, run_rows, write_combined
+from sdd_jax.results import RESULTS_FILE, aggregate, main_branch, run_rows
 from sdd_jax.table import summary_table
 
 SUMMARY_FILE = "summary.txt"
@@ -25,7 +26,7 @@ def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options
     """Read ``run_dir/results.csv`` and its branches' (a branch file that cannot be used is left
     out with a warning: see :func:`sdd_jax.results.branch_rows`); write ``run_dir/summary.txt``,
     ``run_dir/figure.png`` and ``.svg``, and the combined ``results_all.csv`` and
-    ``curves_all.csv`` (:func:`sdd_jax.results.write_combined`). Returns the paths (``results``,
+    ``curves_all.csv`` (:func:`sdd_jax.exports.write_combined`). Returns the paths (``results``,
     ``summary``, ``figures``, ``combined``), the ``table`` text, the main branch's ``aggregate``
     and ``phases``, and the plotted ``figure_data``. Raises ``FileNotFoundError`` or
     :class:`sdd_jax.results.ResultsError` when ``results.csv`` is missing or malformed."""

@@ -160,9 +160,7 @@ def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict
                 if not cells:
                     continue
                 if len(cells) != len(header):
-                    raise ResultsError(
-                        f"{path}:{lineno}: {len(cells)} cells for {len(header)} columns"
-                    )
+                    raise ResultsError(f"{path}:{lineno}: {len(cells)} cells for {len(header)} columns")
                 rows.append({c: _parse_cell(v) for c, v in zip(header, cells)})
     except UnicodeDecodeError:
         raise ResultsError(f"{path} is not a UTF-8 text file") from None
@@ -296,9 +294,7 @@ def main_branch(rows: Sequence[Mapping[str, Any]]) -> tuple[Any, list, dict[Any,
     elif len(by_branch) == 1:
         main = next(iter(by_branch))
     else:
-        raise ResultsError(
-            f"rows have branches {sorted(map(str, by_branch))} but none is {MAIN_BRANCH!r}"
-        )
+        raise ResultsError(f"rows have branches {sorted(map(str, by_branch))} but none is {MAIN_BRANCH!r}")
     others = {b: rs for b, rs in by_branch.items() if b != main}
     return main, by_branch.pop(main), others
 
@@ -327,8 +323,9 @@ def branch_rows(run_dir: str | os.PathLike, taken: Iterable[Any] = (MAIN_BRANCH,
             labels = {r.get("branch") for r in file_rows}
             clash = sorted(map(str, labels & taken))
             if clash:
-                raise ResultsError(f"branch label {', '.join(map(repr, clash))} is already used by "
-                                   f"another results file")
+                raise ResultsError(
+                    f"branch label {', '.join(map(repr, clash))} is already used by another results file"
+                )
         except (ResultsError, OSError) as err:
             warnings.warn(f"{path} left out: {err}", stacklevel=2)
             continue
@@ -348,21 +345,3 @@ def run_rows(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     if not rows:
         raise ResultsError(f"{results} has no result rows")
     return rows + branch_rows(run_dir, {r.get("branch", MAIN_BRANCH) for r in rows})
-
-
-# --------------------------------------------------------------------------------------------
-# Names of sdd_jax.exports, importable from here
-# --------------------------------------------------------------------------------------------
-
-_EXPORTS = ("CURVE_COLUMNS", "LAYER_COLUMNS", "curve_rows", "layer_rows", "write_combined", "write_curves_csv",
-            "write_layers_csv")
-
-
-def __getattr__(name: str) -> Any:
-    """``results.write_combined`` and the other names of :mod:`sdd_jax.exports` (imported on first
-    use: that module builds on this one)."""
-    if name in _EXPORTS:
-        from sdd_jax import exports
-
-        return getattr(exports, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,8 +28,16 @@ import jax.numpy as jnp
 import numpy as np
 
 ANALYSIS_DRAWS = ("hessian_batches", "bn_batches", "hessian", "direction")
-STREAMS = ("init", "data_order", "augment", "mask", "subset", "split", "noise",
-           *(f"analysis/{draw}" for draw in ANALYSIS_DRAWS))
+STREAMS = (
+    "init",
+    "data_order",
+    "augment",
+    "mask",
+    "subset",
+    "split",
+    "noise",
+    *(f"analysis/{draw}" for draw in ANALYSIS_DRAWS),
+)
 
 
 def stream_id(stream: str) -> int:

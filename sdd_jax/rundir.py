@@ -34,13 +34,17 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from sdd_jax import results
+from sdd_jax import exports, results
 from sdd_jax.atomic import atomic_write_json
 from sdd_jax.checkpoints import CheckpointNotFoundError, RunStore, UnreadableCheckpointError
 from sdd_jax.config import Config, ConfigError, from_dict, to_dict
 from sdd_jax.distributed import barrier, is_primary, to_host
-from sdd_jax.runid import (NON_RESULT_FIELDS, RESULT_FORMAT_VERSION, data_fingerprint, read_json,  # noqa: F401
-                           result_fields, result_hash, run_path)
+from sdd_jax.runid import (
+    data_fingerprint,
+    read_json,  # noqa: F401
+    result_fields,
+    run_path,
+)
 from sdd_jax.runlock import LOCK_FILE, OWNER_FILE, RunDirBusyError, lock_run_dir, remove_leftovers  # noqa: F401
 from sdd_jax.train import LevelWeights, TrainState, Weights
 
@@ -50,10 +54,9 @@ class RunDirConflictError(ValueError):
 
 
 _TREE_REMEDY = {
-    "theta0": "delete {path}/trees/theta0 and rerun the same command: θ0 is drawn again from the seeds "
-              "(same numbers)",
+    "theta0": "delete {path}/trees/theta0 and rerun the same command: θ0 is drawn again from the seeds (same numbers)",
     "theta_rewind": "θk is saved while level 0 trains: delete {path}/trees/theta_rewind and "
-                    "{path}/levels/0 and rerun the same command to train level 0 again (same numbers)",
+    "{path}/levels/0 and rerun the same command to train level 0 again (same numbers)",
 }
 
 
@@ -64,8 +67,8 @@ def _remedy_for_level():
         yield
     except UnreadableCheckpointError as err:
         raise UnreadableCheckpointError(
-            f"{err}; delete {err.path} and rerun the same command: the level is computed again "
-            "(same numbers)", err.path) from None
+            f"{err}; delete {err.path} and rerun the same command: the level is computed again (same numbers)", err.path
+        ) from None
 
 
 _REWRITTEN = "delete it and rerun: it is written again from the command's config"
@@ -126,9 +129,12 @@ def _check_execution(path: Path, execution: dict, before: dict | None) -> None:
         # Settings recorded only by newer versions (absent before) are not a change.
         changed = {k: (before[k], v) for k, v in execution.items() if k in before and before[k] != v}
         if changed and (path / "levels").is_dir():
-            warnings.warn(f"{path.name} continues with other execution settings "
-                          f"{ {k: f'{a} -> {b}' for k, (a, b) in changed.items()} }: levels computed "
-                          f"before and after may differ in the last float bits", stacklevel=4)
+            warnings.warn(
+                f"{path.name} continues with other execution settings "
+                f"{ {k: f'{a} -> {b}' for k, (a, b) in changed.items()} }: levels computed "
+                f"before and after may differ in the last float bits",
+                stacklevel=4,
+            )
     atomic_write_json(stored, execution)
 
 
@@ -151,7 +157,8 @@ def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights,
             raise RunDirConflictError(
                 f"{path} was computed on different data (fingerprint {previous[:12]}…, now "
                 f"{metadata['fingerprint'][:12]}…): another reader or data_dir gives other examples "
-                f"or order; use another run.workdir")
+                f"or order; use another run.workdir"
+            )
     before = None  # read (and an unreadable file refused) before anything is written
     if (path / "execution.json").is_file():
         before = read_json(path / "execution.json", _REWRITTEN)
@@ -162,6 +169,7 @@ def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights,
 
 
 # ----- the directory ------------------------------------------------------------------------------
+
 
 def _tree(weights) -> dict:
     """The on-disk form of :class:`Weights` / :class:`LevelWeights`: a dict of their fields."""
@@ -185,8 +193,10 @@ class SavedWeights:
             try:
                 tree = self.store.restore_tree(self.name, target)
             except (UnreadableCheckpointError, CheckpointNotFoundError) as err:
-                raise type(err)(f"{err}; {_TREE_REMEDY[self.name].format(path=self.store.run_dir)}",
-                                *([err.path] if isinstance(err, UnreadableCheckpointError) else [])) from None
+                raise type(err)(
+                    f"{err}; {_TREE_REMEDY[self.name].format(path=self.store.run_dir)}",
+                    *([err.path] if isinstance(err, UnreadableCheckpointError) else []),
+                ) from None
             self._weights = to_host(Weights(**tree))
         return self._weights
 
@@ -207,8 +217,16 @@ class RunDir:
     branch places its rows at the density of the level it started from).
     """
 
-    def __init__(self, path: Path, shapes: LevelWeights, seeds: list[int], *, branch: str = results.MAIN_BRANCH,
-                 parent: RunDir | None = None, row_fields: Callable[[int, dict], dict] | None = None):
+    def __init__(
+        self,
+        path: Path,
+        shapes: LevelWeights,
+        seeds: list[int],
+        *,
+        branch: str = results.MAIN_BRANCH,
+        parent: RunDir | None = None,
+        row_fields: Callable[[int, dict], dict] | None = None,
+    ):
         self.path = Path(path)
         self.shapes = shapes
         self.seeds = list(seeds)
@@ -273,8 +291,7 @@ class RunDir:
 
     def restore_progress(self, level: int, state_shapes: TrainState):
         """``(epoch, state, mask, curves)`` of the latest progress checkpoint of ``level``."""
-        epoch, tree, extra = self.store.restore_progress(
-            level, {"state": state_shapes, "mask": self.shapes.mask})
+        epoch, tree, extra = self.store.restore_progress(level, {"state": state_shapes, "mask": self.shapes.mask})
         return epoch, tree["state"], tree["mask"], extra["curves"]
 
     def clear_progress(self, level: int) -> None:
@@ -301,19 +318,19 @@ class RunDir:
         return rows
 
     def curve_rows(self) -> list[dict]:
-        """One row per seed, finished level and epoch (:func:`sdd_jax.results.curve_rows`)."""
+        """One row per seed, finished level and epoch (:func:`sdd_jax.exports.curve_rows`)."""
         rows = []
         for level in self.finished_levels():
             metrics = self.level_metrics(level)
             seeds = [row["seed"] for row in metrics["rows"]]
-            rows += results.curve_rows(self.name, level, seeds, metrics["curves"])
+            rows += exports.curve_rows(self.name, level, seeds, metrics["curves"])
         return rows
 
     def layer_rows(self) -> list[dict]:
-        """One row per seed, finished level and prunable layer (:func:`sdd_jax.results.layer_rows`)."""
+        """One row per seed, finished level and prunable layer (:func:`sdd_jax.exports.layer_rows`)."""
         rows = []
         for level in self.finished_levels():
-            rows += results.layer_rows(self.name, level, self.level_metrics(level)["rows"])
+            rows += exports.layer_rows(self.name, level, self.level_metrics(level)["rows"])
         return rows
 
     @property
@@ -323,16 +340,17 @@ class RunDir:
     def write_results(self) -> Path:
         """Rewrite ``curves.csv``, ``layers.csv`` and then ``results.csv`` (each atomically) from
         the finished levels; returns the path of ``results.csv``."""
-        results.write_curves_csv(self.curve_rows(), self.path / results.CURVES_FILE)
-        results.write_layers_csv(self.layer_rows(), self.path / results.LAYERS_FILE)
+        exports.write_curves_csv(self.curve_rows(), self.path / results.CURVES_FILE)
+        exports.write_layers_csv(self.layer_rows(), self.path / results.LAYERS_FILE)
         results.write_results_csv(self.rows(), self.results_path)
         return self.results_path
 
     def results_complete(self) -> bool:
         """Whether ``results.csv`` has a row for every seed of every finished level (and
         ``curves.csv`` and ``layers.csv``, written before it, exist)."""
-        if not all((self.path / name).is_file() for name in
-                   (results.RESULTS_FILE, results.CURVES_FILE, results.LAYERS_FILE)):
+        if not all(
+            (self.path / name).is_file() for name in (results.RESULTS_FILE, results.CURVES_FILE, results.LAYERS_FILE)
+        ):
             return False
         have = {(r["level"], r["seed"]) for r in results.read_results_csv(self.results_path)}
         return have == {(level, seed) for level in self.finished_levels() for seed in self.seeds}

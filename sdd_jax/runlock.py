@@ -43,11 +43,12 @@ def lock_run_dir(path: Path) -> None:
             who = f"process {owner['pid']} on host {owner['host']} (since {owner['since']})"
         except (OSError, ValueError, KeyError, TypeError):
             who = "another process"
-        raise RunDirBusyError(f"{path} is in use by {who}: wait for it to finish or stop it, "
-                              "then rerun") from None
+        raise RunDirBusyError(f"{path} is in use by {who}: wait for it to finish or stop it, then rerun") from None
     _HELD[path] = lock
-    atomic_write_json(path / OWNER_FILE, {"pid": os.getpid(), "host": socket.gethostname(),
-                                          "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+    atomic_write_json(
+        path / OWNER_FILE,
+        {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
+    )
 
 
 def remove_leftovers(path: Path) -> None:

@@ -35,8 +35,9 @@ def reopen_settings() -> list[str]:
     return [*BRANCH_SETTINGS, *sorted(k for k in NON_RESULT_FIELDS if k.startswith("run.") and k != "run.workdir")]
 
 
-def open_run(source: Config | str | os.PathLike, overrides: list[str] = (), *,
-             dataset: Dataset | None = None) -> tuple[Experiment, rundir.RunDir]:
+def open_run(
+    source: Config | str | os.PathLike, overrides: list[str] = (), *, dataset: Dataset | None = None
+) -> tuple[Experiment, rundir.RunDir]:
     """The experiment and the run directory of ``source``, created or resumed.
 
     ``source`` is a :class:`Config` (its run directory under ``run.workdir``, on ``dataset`` when
@@ -67,8 +68,9 @@ def open_run(source: Config | str | os.PathLike, overrides: list[str] = (), *,
     run_items = [i for i in overrides if i not in branch_items]
     config = override(config, [*run_items, f"run.workdir={run_dir.parent}"])
     if rundir.run_path(config.run.workdir, config).resolve() != run_dir.resolve():
-        raise RunOpenError(f"{run_dir} does not match its config.json (expected "
-                           f"{rundir.run_path(config.run.workdir, config).name})")
+        raise RunOpenError(
+            f"{run_dir} does not match its config.json (expected {rundir.run_path(config.run.workdir, config).name})"
+        )
     exp, run = open_run(config, dataset=dataset)
     if branch_items:
         exp = dataclasses.replace(exp, config=override(exp.config, branch_items))

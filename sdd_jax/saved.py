@@ -70,8 +70,9 @@ class SavedRun:
         """The branch kept in ``branches/<dirname>``: its own levels, the run's θ0 and θk."""
         path = self.path / "branches" / dirname
         if not path.is_dir():
-            raise FileNotFoundError(f"{path} is not a branch of {self.path} (branches: "
-                                    f"{', '.join(self.branches()) or 'none'})")
+            raise FileNotFoundError(
+                f"{path} is not a branch of {self.path} (branches: {', '.join(self.branches()) or 'none'})"
+            )
         return SavedRun(path, self.config, RunStore(path, read_only=True), self._trees)
 
 

@@ -46,7 +46,8 @@ class _PresetsFinder(importlib.abc.MetaPathFinder):
         if fullname != NAME:
             return None
         return importlib.util.spec_from_file_location(
-            NAME, self.folder / "__init__.py", submodule_search_locations=[str(self.folder)])
+            NAME, self.folder / "__init__.py", submodule_search_locations=[str(self.folder)]
+        )
 
 
 def install() -> None:

@@ -26,8 +26,17 @@ def _pm(entry: Mapping[str, Any], column: str, scale: float, mean_fmt: str, std_
 
 
 def _table_lines(agg: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> list[str]:
-    headers = ("level", "n", "sparsity %", "weights %", "test acc % ± sd", "train acc % ± sd",
-               "memorised % ± sd", "learning dist. ± sd", "phase")
+    headers = (
+        "level",
+        "n",
+        "sparsity %",
+        "weights %",
+        "test acc % ± sd",
+        "train acc % ± sd",
+        "memorised % ± sd",
+        "learning dist. ± sd",
+        "phase",
+    )
     densities = [e.get("density_mean", float("nan")) for e in agg]
     smallest = min((d for d in densities if math.isfinite(d) and d > 0), default=1.0)
     # Enough decimals that the sparsest level does not print as 100.00.
@@ -35,17 +44,19 @@ def _table_lines(agg: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> lis
     body = []
     for entry, label, density in zip(agg, labels, densities):
         sparsity = entry.get("sparsity_mean", float("nan"))
-        body.append((
-            str(entry["level"]),
-            str(entry["n_seeds"]),
-            "-" if not math.isfinite(sparsity) else f"{100 * sparsity:.{decimals}f}",
-            "-" if not math.isfinite(density) else f"{100 * density:.3g}",
-            _pm(entry, "test_acc", 100.0, "6.2f", "5.2f"),
-            _pm(entry, "train_acc", 100.0, "6.2f", "5.2f"),
-            _pm(entry, "train_acc_noisy_subset", 100.0, "6.2f", "5.2f"),
-            _pm(entry, "learning_distance", 1.0, "8.4g", "<7.2g"),
-            label,
-        ))
+        body.append(
+            (
+                str(entry["level"]),
+                str(entry["n_seeds"]),
+                "-" if not math.isfinite(sparsity) else f"{100 * sparsity:.{decimals}f}",
+                "-" if not math.isfinite(density) else f"{100 * density:.3g}",
+                _pm(entry, "test_acc", 100.0, "6.2f", "5.2f"),
+                _pm(entry, "train_acc", 100.0, "6.2f", "5.2f"),
+                _pm(entry, "train_acc_noisy_subset", 100.0, "6.2f", "5.2f"),
+                _pm(entry, "learning_distance", 1.0, "8.4g", "<7.2g"),
+                label,
+            )
+        )
     widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(headers)]
     right = [True] * (len(headers) - 1) + [False]
 

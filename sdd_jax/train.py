@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import flax
 import flax.linen as nn
@@ -166,20 +167,31 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
-def init_state(model: nn.Module, optimizer: optax.GradientTransformation, init_key: jax.Array,
-               rng_data: jax.Array, sample_input: jax.Array) -> TrainState:
+def init_state(
+    model: nn.Module,
+    optimizer: optax.GradientTransformation,
+    init_key: jax.Array,
+    rng_data: jax.Array,
+    sample_input: jax.Array,
+) -> TrainState:
     """A fresh state for one seed (vmap it over stacked keys)."""
     variables = model.init({"params": init_key}, sample_input, train=False)
     params = variables["params"]
     batch_stats = variables.get("batch_stats", {})
-    return TrainState(params=params, batch_stats=batch_stats, opt_state=optimizer.init(params),
-                      step=jnp.zeros((), jnp.int32), rng=rng_data)
+    return TrainState(
+        params=params,
+        batch_stats=batch_stats,
+        opt_state=optimizer.init(params),
+        step=jnp.zeros((), jnp.int32),
+        rng=rng_data,
+    )
 
 
 def seed_rng_data(seed: int) -> np.ndarray:
     """The ``TrainState.rng`` value of one seed: key data of its data_order and augment streams."""
-    return np.stack([np.asarray(jax.random.key_data(rng_streams.stream_key(seed, s)))
-                     for s in ("data_order", "augment")])
+    return np.stack(
+        [np.asarray(jax.random.key_data(rng_streams.stream_key(seed, s))) for s in ("data_order", "augment")]
+    )
 
 
 def seeds_rng_data(seeds) -> jax.Array:
@@ -210,15 +222,15 @@ def train_step(spec: Spec, state: TrainState, mask, images, labels, weights, act
     and (summed loss, correct, examples) of the batch."""
     params = apply_mask(state.params, mask)  # weight decay then never sees a pruned weight
     grad_fn = jax.value_and_grad(partial(loss_fn, spec), has_aux=True)
-    (loss, (logits, new_batch_stats)), grads = grad_fn(
-        params, state.batch_stats, mask, images, labels, weights, True)
+    (loss, (logits, new_batch_stats)), grads = grad_fn(params, state.batch_stats, mask, images, labels, weights, True)
     grads = apply_mask(grads, mask)
     updates, new_opt_state = spec.optimizer.update(grads, state.opt_state, params)
     lr = spec.schedule(state.step)
     new_params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
     new_params = apply_mask(new_params, mask)
-    new_state = state.replace(params=new_params, batch_stats=new_batch_stats,
-                              opt_state=new_opt_state, step=state.step + 1)
+    new_state = state.replace(
+        params=new_params, batch_stats=new_batch_stats, opt_state=new_opt_state, step=state.step + 1
+    )
     # Inactive steps (before a rewind point / after a stop point) leave the state untouched.
     new_state = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, state)
     correct = jnp.sum((jnp.argmax(logits, -1) == labels) * weights)
@@ -238,8 +250,9 @@ def epoch_order(spec: Spec, state: TrainState, epoch):
     return index.reshape(spe, bs), weights.reshape(spe, bs)
 
 
-def batch_step(spec: Spec, state: TrainState, mask, x_train, y_train, iteration, idx, w,
-               start_iteration, stop_iteration):
+def batch_step(
+    spec: Spec, state: TrainState, mask, x_train, y_train, iteration, idx, w, start_iteration, stop_iteration
+):
     """One iteration for one seed on the examples ``idx`` (weights ``w``); a no-op unless
     ``start_iteration <= iteration < stop_iteration``."""
     images = jnp.take(x_train, idx, axis=0)
@@ -254,8 +267,7 @@ def batch_step(spec: Spec, state: TrainState, mask, x_train, y_train, iteration,
     return train_step(spec, state, mask, images, labels, w, active)
 
 
-def train_epoch(spec: Spec, state: TrainState, mask, x_train, y_train, epoch, start_iteration,
-                stop_iteration):
+def train_epoch(spec: Spec, state: TrainState, mask, x_train, y_train, epoch, start_iteration, stop_iteration):
     """One epoch for one seed: batches of a fresh permutation under ``lax.scan``.
 
     Only iterations ``start_iteration <= it < stop_iteration`` update the state (``it`` is the
@@ -266,11 +278,11 @@ def train_epoch(spec: Spec, state: TrainState, mask, x_train, y_train, epoch, st
 
     def body(st, inputs):
         i, idx, w = inputs
-        return batch_step(spec, st, mask, x_train, y_train, epoch * spec.steps_per_epoch + i,
-                          idx, w, start_iteration, stop_iteration)
+        return batch_step(
+            spec, st, mask, x_train, y_train, epoch * spec.steps_per_epoch + i, idx, w, start_iteration, stop_iteration
+        )
 
-    state, (loss_sums, correct, counts) = jax.lax.scan(
-        body, state, (jnp.arange(spec.steps_per_epoch), index, weights))
+    state, (loss_sums, correct, counts) = jax.lax.scan(body, state, (jnp.arange(spec.steps_per_epoch), index, weights))
     return state, (jnp.sum(loss_sums), jnp.sum(correct), jnp.sum(counts))
 
 
@@ -290,8 +302,9 @@ def evaluate(spec: Spec, params, batch_stats, mask, x, y):
 
     def body(_, inputs):
         images, labels, w = inputs
-        loss, (logits, _) = loss_fn(spec, params, batch_stats, mask,
-                                    normalize(images, spec.mean, spec.std), labels, w, False)
+        loss, (logits, _) = loss_fn(
+            spec, params, batch_stats, mask, normalize(images, spec.mean, spec.std), labels, w, False
+        )
         pred = jnp.argmax(logits, -1).astype(jnp.int32)
         return None, (loss * jnp.sum(w), jnp.sum((pred == labels) * w), pred)
 
@@ -299,13 +312,13 @@ def evaluate(spec: Spec, params, batch_stats, mask, x, y):
     return jnp.sum(loss_sums) / n, jnp.sum(correct) / n, preds.reshape(-1)[:n]
 
 
-def train_epoch_and_evaluate(spec: Spec, state: TrainState, mask, x_train, y_train, epoch,
-                             start_iteration, stop_iteration, x_eval, y_eval):
+def train_epoch_and_evaluate(
+    spec: Spec, state: TrainState, mask, x_train, y_train, epoch, start_iteration, stop_iteration, x_eval, y_eval
+):
     """:func:`train_epoch`, then :func:`evaluate` of the trained state on ``(x_eval, y_eval)``, as
     one program (the evaluation is not a second call after the epoch). Returns the state, the
     epoch's (summed loss, correct, examples) and the evaluation's (loss, accuracy)."""
-    state, sums = train_epoch(spec, state, mask, x_train, y_train, epoch, start_iteration,
-                              stop_iteration)
+    state, sums = train_epoch(spec, state, mask, x_train, y_train, epoch, start_iteration, stop_iteration)
     loss, accuracy, _ = evaluate(spec, state.params, state.batch_stats, mask, x_eval, y_eval)
     return state, sums, (loss, accuracy)
 
@@ -316,9 +329,18 @@ def mean_gradient(spec: Spec, params, batch_stats, mask, images, labels):
 
     def one(_, inputs):
         imgs, labs = inputs
-        grads = jax.grad(lambda p: loss_fn(spec, p, batch_stats, mask,
-                                           normalize(imgs, spec.mean, spec.std), labs,
-                                           jnp.ones(labs.shape, jnp.float32), True)[0])(params)
+        grads = jax.grad(
+            lambda p: loss_fn(
+                spec,
+                p,
+                batch_stats,
+                mask,
+                normalize(imgs, spec.mean, spec.std),
+                labs,
+                jnp.ones(labs.shape, jnp.float32),
+                True,
+            )[0]
+        )(params)
         return None, grads
 
     _, grads = jax.lax.scan(one, None, (images, labels))
@@ -331,8 +353,10 @@ def check_finite(losses, *, what: str, seeds=None) -> None:
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         names = [seeds[i] for i in bad] if seeds is not None else bad.tolist()
-        raise TrainingDiverged(f"non-finite training loss {values[bad].tolist()} for seed(s) {names} "
-                               f"{what}; lower the learning rate or check the data")
+        raise TrainingDiverged(
+            f"non-finite training loss {values[bad].tolist()} for seed(s) {names} "
+            f"{what}; lower the learning rate or check the data"
+        )
 
 
 class TrainingDiverged(FloatingPointError):

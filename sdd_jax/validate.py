@@ -21,7 +21,8 @@ import math
 import re
 import types
 import typing
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from sdd_jax import choices, criteria, pruning
 from sdd_jax.config import Config, ConfigError, flat_keys, type_name
@@ -32,9 +33,20 @@ from sdd_jax.models import registry as model_registry
 Rule = tuple[Callable[[Any], bool], str]  # (test, what the message says the value must be)
 
 # Fields whose type is their whole rule (any value of it can run).
-FREE_FIELDS = frozenset({"name", "description", "data.data_dir", "data.download", "data.class_balanced",
-                         "data.augment", "noise.exact", "optim.nesterov", "pruning.largest_first",
-                         "pruning.ignore"})
+FREE_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "data.data_dir",
+        "data.download",
+        "data.class_balanced",
+        "data.augment",
+        "noise.exact",
+        "optim.nesterov",
+        "pruning.largest_first",
+        "pruning.ignore",
+    }
+)
 
 
 def at_least(low: float) -> Rule:
@@ -45,9 +57,14 @@ def at_least(low: float) -> Rule:
 def finite(low: float, high: float | None = None, low_open: bool = False, high_open: bool = True) -> Rule:
     """A finite number from ``low`` (excluded when ``low_open``) up to ``high`` (excluded when
     ``high_open``; no upper bound when ``None``)."""
+
     def ok(v):
-        return (math.isfinite(v) and (v > low if low_open else v >= low)
-                and (high is None or (v < high if high_open else v <= high)))
+        return (
+            math.isfinite(v)
+            and (v > low if low_open else v >= low)
+            and (high is None or (v < high if high_open else v <= high))
+        )
+
     if high is None:
         text = f"a finite number {'>' if low_open else '>='} {low:g}"
     else:
@@ -79,10 +96,12 @@ def check_type(value: Any, hint: Any, key: str) -> None:
         for item in value:
             check_type(item, args[0], key)
         return
-    ok = {bool: lambda v: isinstance(v, bool),
-          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          str: lambda v: isinstance(v, str)}[hint](value)
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }[hint](value)
     if not ok:
         raise ConfigError(f"{key}: expected {type_name(hint)}, got {value!r}")
 

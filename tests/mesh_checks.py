@@ -16,8 +16,16 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sdd_jax import imp, results, rng, runopen  # noqa: E402
-from sdd_jax.config import (Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig,  # noqa: E402
-                            PruningConfig, RunConfig, override)
+from sdd_jax.config import (
+    Config,
+    DataConfig,
+    ModelConfig,
+    NoiseConfig,
+    OptimConfig,  # noqa: E402
+    PruningConfig,
+    RunConfig,
+    override,
+)
 from sdd_jax.engine import Engine, seed_mesh  # noqa: E402
 from sdd_jax.rundir import RunDir  # noqa: E402
 from sdd_jax.train import DeviceData  # noqa: E402
@@ -25,12 +33,14 @@ from sdd_jax.train import DeviceData  # noqa: E402
 
 def tiny(workdir, seeds, **overrides) -> Config:
     config = Config(
-        name="tiny", data=DataConfig(name="mnist_embedded", train_size=256, test_size=256),
+        name="tiny",
+        data=DataConfig(name="mnist_embedded", train_size=256, test_size=256),
         noise=NoiseConfig(kind="random_labels", rate=0.2),
         model=ModelConfig(name="mlp", widths=(32,)),
         optim=OptimConfig(lr=0.1, momentum=0.5, weight_decay=1e-4, batch_size=64, epochs=2),
         pruning=PruningConfig(levels=1, rewind_iteration=3),
-        run=RunConfig(seeds=seeds, workdir=str(workdir), verbosity=0, eval_batch_size=128))
+        run=RunConfig(seeds=seeds, workdir=str(workdir), verbosity=0, eval_batch_size=128),
+    )
     return override(config, overrides)
 
 
@@ -92,10 +102,16 @@ def main() -> dict:
     alone = one_epoch(Engine(model, optim, 16, **common), [1])
     leaves = lambda t: [np.asarray(v, np.float64) for v in jax.tree.leaves(t)]  # noqa: E731
     out["data_mesh"] = dict(mesh24.shape)
-    out["data_mesh_params_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(plain.params), leaves(sharded.params)))
-    out["data_mesh_stats_diff"] = max(float(np.max(np.abs(a - b))) for a, b in zip(leaves(plain.batch_stats), leaves(sharded.batch_stats)))
+    out["data_mesh_params_diff"] = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(leaves(plain.params), leaves(sharded.params))
+    )
+    out["data_mesh_stats_diff"] = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(leaves(plain.batch_stats), leaves(sharded.batch_stats))
+    )
     # BatchNorm statistics per seed: seed 1 among two equals seed 1 alone, and differs from seed 0.
-    out["seed1_stats_vs_alone"] = max(float(np.max(np.abs(a[1] - b[0]))) for a, b in zip(leaves(sharded.batch_stats), leaves(alone.batch_stats)))
+    out["seed1_stats_vs_alone"] = max(
+        float(np.max(np.abs(a[1] - b[0]))) for a, b in zip(leaves(sharded.batch_stats), leaves(alone.batch_stats))
+    )
     out["seed0_vs_seed1_stats"] = min(float(np.max(np.abs(a[0] - a[1]))) for a in leaves(sharded.batch_stats))
 
     # Resume after a kill in the sharded run gives the results of an uninterrupted one.

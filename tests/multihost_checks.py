@@ -17,8 +17,7 @@ from pathlib import Path
 import jax
 
 from sdd_jax import imp, runopen
-from sdd_jax.config import (Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig,
-                            PruningConfig, RunConfig)
+from sdd_jax.config import Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig, PruningConfig, RunConfig
 from sdd_jax.rundir import RunDir
 
 ORBAX_FOLDERS = ("levels", "trees", "progress")
@@ -26,13 +25,16 @@ ORBAX_FOLDERS = ("levels", "trees", "progress")
 
 def tiny(workdir: str) -> Config:
     return Config(
-        name="hosts", data=DataConfig(name="mnist_embedded", train_size=256, test_size=256),
+        name="hosts",
+        data=DataConfig(name="mnist_embedded", train_size=256, test_size=256),
         noise=NoiseConfig(kind="random_labels", rate=0.2),
         model=ModelConfig(name="mlp", widths=(32,)),
         optim=OptimConfig(lr=0.1, momentum=0.5, weight_decay=1e-4, batch_size=64, epochs=2),
         pruning=PruningConfig(levels=2, rewind_iteration=3),
-        run=RunConfig(seeds=4, workdir=workdir, verbosity=1, eval_batch_size=128,
-                      checkpoint_every_epochs=1, distributed="on"))
+        run=RunConfig(
+            seeds=4, workdir=workdir, verbosity=1, eval_batch_size=128, checkpoint_every_epochs=1, distributed="on"
+        ),
+    )
 
 
 def main() -> None:
@@ -89,9 +91,18 @@ def main() -> None:
         from sdd_jax import report
 
         report.report(run.path)
-    print(json.dumps({"process": jax.process_index(), "processes": jax.process_count(),
-                      "mesh": dict(exp.engine.mesh.shape), "written": written,
-                      "run_dir": str(run.path)}), flush=True)
+    print(
+        json.dumps(
+            {
+                "process": jax.process_index(),
+                "processes": jax.process_count(),
+                "mesh": dict(exp.engine.mesh.shape),
+                "written": written,
+                "run_dir": str(run.path),
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

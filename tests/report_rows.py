@@ -26,8 +26,7 @@ def segment_curves(n_light, n_critical, n_sweet, n_collapsed, rng):
     for i in range(n_collapsed):
         train.append(0.5 / (i + 1))
         test.append(0.6 / (i + 1))
-    labels = (["light"] * n_light + ["critical"] * n_critical + ["sweet"] * n_sweet
-              + ["collapsed"] * n_collapsed)
+    labels = ["light"] * n_light + ["critical"] * n_critical + ["sweet"] * n_sweet + ["collapsed"] * n_collapsed
     return np.array(train), np.array(test), labels
 
 
@@ -38,13 +37,22 @@ def paper_like_rows(seeds=2, branch="imp", rng_seed=1):
     for seed in range(seeds):
         for level, (tr, te) in enumerate(zip(train, test)):
             density = 0.8**level
-            rows.append({
-                "seed": seed, "level": level, "density": density, "sparsity": 1 - density,
-                "train_acc": float(np.clip(tr + rng.normal(0, 1e-3), 0, 1)),
-                "train_acc_clean": 1.0, "train_acc_noisy_subset": float(max(0.0, (tr - 0.8) * 5)),
-                "train_loss": 0.1, "test_acc": float(te + rng.normal(0, 1e-3)),
-                "test_acc_best": float(te), "test_loss": 0.5,
-                "learning_distance": 0.1 * level + float(rng.normal(0, 1e-3)),
-                "learning_distance_unpruned": float("nan"), "branch": branch,
-            })
+            rows.append(
+                {
+                    "seed": seed,
+                    "level": level,
+                    "density": density,
+                    "sparsity": 1 - density,
+                    "train_acc": float(np.clip(tr + rng.normal(0, 1e-3), 0, 1)),
+                    "train_acc_clean": 1.0,
+                    "train_acc_noisy_subset": float(max(0.0, (tr - 0.8) * 5)),
+                    "train_loss": 0.1,
+                    "test_acc": float(te + rng.normal(0, 1e-3)),
+                    "test_acc_best": float(te),
+                    "test_loss": 0.5,
+                    "learning_distance": 0.1 * level + float(rng.normal(0, 1e-3)),
+                    "learning_distance_unpruned": float("nan"),
+                    "branch": branch,
+                }
+            )
     return rows

@@ -25,13 +25,21 @@ from sdd_jax.saved import load_run
 
 def tiny(workdir: str, levels: int, seed_devices: int) -> Config:
     return Config(
-        name="tiny", data=DataConfig(name="mnist_embedded", train_size=128, test_size=128),
+        name="tiny",
+        data=DataConfig(name="mnist_embedded", train_size=128, test_size=128),
         noise=NoiseConfig(kind="random_labels", rate=0.2),
         model=ModelConfig(name="mlp", widths=(16,)),
         optim=OptimConfig(lr=0.1, momentum=0.5, weight_decay=1e-4, batch_size=64, epochs=2),
         pruning=PruningConfig(levels=levels, rewind_iteration=1),
-        run=RunConfig(seeds=4, workdir=workdir, verbosity=0, eval_batch_size=128, seed_devices=seed_devices,
-                      checkpoint_every_epochs=1))
+        run=RunConfig(
+            seeds=4,
+            workdir=workdir,
+            verbosity=0,
+            eval_batch_size=128,
+            seed_devices=seed_devices,
+            checkpoint_every_epochs=1,
+        ),
+    )
 
 
 def main(workdir: str, levels: int, seed_devices: int, stop_level: int | None) -> dict:

@@ -10,19 +10,51 @@ import pytest
 from sdd_jax import cli
 from sdd_jax.analysis import figures, tables
 
-TINY = ["analysis.interp_points=3", "analysis.curve_points=3", "analysis.lanczos_steps=3",
-        "analysis.hutchinson_probes=2", "analysis.hessian_batches=1", "analysis.bn_batches=1",
-        "analysis.bootstrap=20", "analysis.redense_epochs=1"]
+TINY = [
+    "analysis.interp_points=3",
+    "analysis.curve_points=3",
+    "analysis.lanczos_steps=3",
+    "analysis.hutchinson_probes=2",
+    "analysis.hessian_batches=1",
+    "analysis.bn_batches=1",
+    "analysis.bootstrap=20",
+    "analysis.redense_epochs=1",
+]
 TABLES = ("correlations.csv", "phase_stats.csv", "levels.csv", "redense.csv", "interpolation.csv", "landscape.csv")
-STEMS = ("redense", "interpolation", "landscape", "distance_sharpness", "best_vs_last", "generalisation_gap",
-         "level_curves", "reliability", "calibration")
+STEMS = (
+    "redense",
+    "interpolation",
+    "landscape",
+    "distance_sharpness",
+    "best_vs_last",
+    "generalisation_gap",
+    "level_curves",
+    "reliability",
+    "calibration",
+)
 
 
 @pytest.fixture(scope="module")
 def analysed(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("runs")
-    assert cli.main(["run", "smoke", "--workdir", str(workdir), "--set", "pruning.levels=3", "--set",
-                     "data.train_size=256", "--set", "data.test_size=200", "-q"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "smoke",
+                "--workdir",
+                str(workdir),
+                "--set",
+                "pruning.levels=3",
+                "--set",
+                "data.train_size=256",
+                "--set",
+                "data.test_size=200",
+                "-q",
+            ]
+        )
+        == 0
+    )
     (run_dir,) = workdir.iterdir()
     args = ["analyze", str(run_dir), "--levels", "0,2", "-q"]
     for item in TINY:
@@ -81,10 +113,14 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, analysed, capsys):
     assert (run_dir / "analysis" / "cache").is_dir()  # a finished analysis: something to overwrite
     refused = [
         (["analyze", str(tmp_path), "-q"], lambda err: "results.csv" in err),
-        (["analyze", str(run_dir), "--levels", "9", "-q"],
-         lambda err: err.count("\n") == 1 and "[9]" in err and "finished" in err),
-        (["analyze", str(run_dir), "--set", "analysis.eigen_method=qr", "-q"],
-         lambda err: "analysis.eigen_method" in err),
+        (
+            ["analyze", str(run_dir), "--levels", "9", "-q"],
+            lambda err: err.count("\n") == 1 and "[9]" in err and "finished" in err,
+        ),
+        (
+            ["analyze", str(run_dir), "--set", "analysis.eigen_method=qr", "-q"],
+            lambda err: "analysis.eigen_method" in err,
+        ),
         (["analyze", str(run_dir), "--set", "optim.lr=0.5", "-q"], lambda err: "optim.lr" in err),
     ]
     capsys.readouterr()
@@ -103,11 +139,16 @@ def test_figures_draw_the_data(analysed):
     rows = [line.split(",") for line in (run_dir / "analysis" / "levels.csv").read_text().splitlines()]
     header, body = rows[0], rows[1:]
     lam = np.array([float(r[header.index("lambda_max")]) for r in body]).reshape(4, 2).mean(1)
-    data = {"per_seed": {k: np.array([[float(r[header.index(k)]) for r in body if r[2] == s]
-                                      for s in ("0", "1")]) for k in
-                         ("test_acc", "lambda_max", "hessian_trace")},
-            "density": np.array([float(r[header.index("density")]) for r in body[::2]])}
-    data["per_seed"]["learning_distance"] = data["per_seed"]["learning_distance_unpruned"] = data["per_seed"]["lambda_max"]
+    data = {
+        "per_seed": {
+            k: np.array([[float(r[header.index(k)]) for r in body if r[2] == s] for s in ("0", "1")])
+            for k in ("test_acc", "lambda_max", "hessian_trace")
+        },
+        "density": np.array([float(r[header.index("density")]) for r in body[::2]]),
+    }
+    data["per_seed"]["learning_distance"] = data["per_seed"]["learning_distance_unpruned"] = data["per_seed"][
+        "lambda_max"
+    ]
     fig = figures.distance_sharpness(data)
     lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
     np.testing.assert_allclose(lines["lambda_max"].get_ydata(), lam)

@@ -42,8 +42,7 @@ def test_lanczos_ritz_values_are_the_spectrum_at_full_dimension():
     _, like, matvec = quadratic(3)
     alpha, beta = hessian.lanczos(matvec, hessian.gaussian_like(jax.random.key(2), like), 50)  # capped at 8
     chex.assert_shape(alpha, (8,))
-    np.testing.assert_allclose(np.sort(hessian.tridiagonal_eigenvalues(alpha, beta)), np.sort(EIGENVALUES),
-                               atol=1e-3)
+    np.testing.assert_allclose(np.sort(hessian.tridiagonal_eigenvalues(alpha, beta)), np.sort(EIGENVALUES), atol=1e-3)
 
 
 def test_hutchinson_mean_converges_to_the_exact_trace():
@@ -67,8 +66,15 @@ def tiny_mlp_problem():
     params = model.init(jax.random.key(2), x[0], train=False)["params"]
     mask = jax.tree.map(jnp.ones_like, params)
     mask["fc1"]["kernel"] = (jax.random.uniform(jax.random.key(3), (4, 6)) > 0.4).astype(jnp.float32)
-    spec = Spec(model=model, optimizer=optax.identity(), schedule=lambda s: 0.1, train_size=32,
-                batch_size=16, mean=(0.0,), std=(1.0,))
+    spec = Spec(
+        model=model,
+        optimizer=optax.identity(),
+        schedule=lambda s: 0.1,
+        train_size=32,
+        batch_size=16,
+        mean=(0.0,),
+        std=(1.0,),
+    )
     return spec, params, mask, x, y
 
 
@@ -77,8 +83,9 @@ def exact_restricted_hessian(spec, params, mask, x, y):
 
     def mean_loss(f):
         p = unravel(f)
-        return jnp.mean(jnp.stack([loss_fn(spec, p, {}, mask, x[b], y[b], jnp.ones(16), False)[0]
-                                   for b in range(x.shape[0])]))
+        return jnp.mean(
+            jnp.stack([loss_fn(spec, p, {}, mask, x[b], y[b], jnp.ones(16), False)[0] for b in range(x.shape[0])])
+        )
 
     h = np.asarray(jax.jit(jax.hessian(mean_loss))(flat), np.float64)
     keep = np.asarray(ravel_pytree(mask)[0]) > 0
@@ -90,8 +97,9 @@ def test_top_eigenvalue_and_trace_of_a_tiny_mlp_match_jax_hessian_on_the_unprune
     spec, params, mask, x, y = tiny_mlp_problem()
     restricted = exact_restricted_hessian(spec, params, mask, x, y)
     # train.loss_fn masks the parameters: the Hessian is already zero on the pruned coordinates
-    lam, samples = jax.jit(lambda p, k: hessian.sharpness(spec, p, {}, mask, x, y, k, steps=steps, probes=4000,
-                                                         method=method))(params, jax.random.key(7))
+    lam, samples = jax.jit(
+        lambda p, k: hessian.sharpness(spec, p, {}, mask, x, y, k, steps=steps, probes=4000, method=method)
+    )(params, jax.random.key(7))
     assert float(lam) == pytest.approx(np.linalg.eigvalsh(restricted)[-1], rel=rel)
     samples = np.asarray(samples)
     se = samples.std(ddof=1) / np.sqrt(samples.size)
@@ -123,8 +131,7 @@ def test_lanczos_does_not_stop_early_on_an_operator_of_small_scale(scale):
     v0 = jax.random.normal(jax.random.key(1), (8,))
     alpha, beta = hessian.lanczos(matvec, v0, 8)
     assert bool(jnp.all(beta > 0)), np.asarray(beta)
-    np.testing.assert_allclose(np.asarray(hessian.ritz_values(alpha, beta)) / scale, np.sort(EIGENVALUES),
-                               atol=1e-4)
+    np.testing.assert_allclose(np.asarray(hessian.ritz_values(alpha, beta)) / scale, np.sort(EIGENVALUES), atol=1e-4)
     top = hessian.top_eigenvalue(matvec, v0, 8)
     assert float(top) / scale == pytest.approx(EIGENVALUES.max(), rel=1e-5)
 
@@ -133,7 +140,9 @@ def test_lanczos_does_not_stop_early_on_an_operator_of_small_scale(scale):
 def test_negative_definite_operator_with_an_invariant_start_reports_its_own_top_eigenvalue(scale):
     # -scale·I: the start vector spans an invariant subspace at once; the zero rows after the breakdown
     # are not Ritz values (λmax was reported as 0, the true value is -scale).
-    matvec = lambda v: -scale * v
+    def matvec(v):
+        return -scale * v
+
     v0 = jax.random.normal(jax.random.key(4), (12,))
     alpha, beta = hessian.lanczos(matvec, v0, 6)
     chex.assert_trees_all_equal(beta, jnp.zeros(5))
@@ -168,8 +177,9 @@ def test_lanczos_on_a_masked_tiny_mlp_hessian_of_any_scale_matches_jax_hessian(s
     restricted = scale * exact_restricted_hessian(spec, params, mask, x, y)
 
     def loss(p):
-        return scale * jnp.mean(jnp.stack([loss_fn(spec, p, {}, mask, x[b], y[b], jnp.ones(16), False)[0]
-                                           for b in range(x.shape[0])]))
+        return scale * jnp.mean(
+            jnp.stack([loss_fn(spec, p, {}, mask, x[b], y[b], jnp.ones(16), False)[0] for b in range(x.shape[0])])
+        )
 
     hvp = hessian.masked_hvp(loss, params, mask)
     v0 = hessian.gaussian_like(jax.random.key(7), params, mask)

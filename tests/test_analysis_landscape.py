@@ -18,9 +18,11 @@ from sdd_jax.train import Spec, Weights, evaluate
 def tree():
     """Params with a conv kernel (3, 3, 2, 4), a dense kernel (6, 5), a bias and BN parameters."""
     k = jax.random.split(jax.random.key(0), 4)
-    params = {"conv1": {"kernel": jax.random.normal(k[0], (3, 3, 2, 4))},
-              "bn": {"scale": jnp.ones(4), "bias": jnp.zeros(4)},
-              "fc1": {"kernel": jax.random.normal(k[1], (6, 5)), "bias": jax.random.normal(k[2], (5,))}}
+    params = {
+        "conv1": {"kernel": jax.random.normal(k[0], (3, 3, 2, 4))},
+        "bn": {"scale": jnp.ones(4), "bias": jnp.zeros(4)},
+        "fc1": {"kernel": jax.random.normal(k[1], (6, 5)), "bias": jax.random.normal(k[2], (5,))},
+    }
     mask = jax.tree.map(jnp.ones_like, params)
     mask["conv1"]["kernel"] = (jax.random.uniform(k[3], (3, 3, 2, 4)) > 0.5).astype(jnp.float32)
     mask["conv1"]["kernel"] = mask["conv1"]["kernel"].at[..., 2].set(0.0)  # a fully pruned filter
@@ -63,8 +65,16 @@ def mlp_problem():
     y2 = jax.random.randint(jax.random.key(2), (50,), 0, 3)
     a = model.init(jax.random.key(3), x, train=False)["params"]
     b = model.init(jax.random.key(4), x, train=False)["params"]
-    spec = Spec(model=model, optimizer=optax.identity(), schedule=lambda s: 0.1, train_size=50, batch_size=10,
-                mean=(0.0,), std=(1.0,), eval_batch_size=16)  # 50 = 3 batches of 16 + a padded one
+    spec = Spec(
+        model=model,
+        optimizer=optax.identity(),
+        schedule=lambda s: 0.1,
+        train_size=50,
+        batch_size=10,
+        mean=(0.0,),
+        std=(1.0,),
+        eval_batch_size=16,
+    )  # 50 = 3 batches of 16 + a padded one
     return spec, Weights(a, {}), Weights(b, {}), x, y, y2
 
 
@@ -72,8 +82,11 @@ def test_interpolation_endpoints_equal_the_evaluations_of_the_two_solutions():
     spec, a, b, x, y, y2 = mlp_problem()
     ones = jax.tree.map(jnp.ones_like, a.params)
     bn_images = x[:20].reshape(2, 10, 4)
-    out = jax.jit(lambda: interpolate.curve(spec, a, b, ones, jnp.array([0.0, 0.5, 1.0]), x, (y, y2), x[:30],
-                                            y[:30], bn_images, chunk=2))()
+    out = jax.jit(
+        lambda: interpolate.curve(
+            spec, a, b, ones, jnp.array([0.0, 0.5, 1.0]), x, (y, y2), x[:30], y[:30], bn_images, chunk=2
+        )
+    )()
     train_loss, train_acc, test_loss, test_acc = (np.asarray(o) for o in out)
     chex.assert_shape(train_loss, (3, 2))
     for i, w in ((0, a), (2, b)):
@@ -111,8 +124,15 @@ def test_recomputed_batch_norm_statistics_average_the_batches_statistics():
     x = jax.random.normal(jax.random.key(0), (3, 8, 4)) * 2 + 1  # 3 fixed batches of 8
     variables = model.init(jax.random.key(1), x[0], train=False)
     params, stats = variables["params"], variables["batch_stats"]
-    spec = Spec(model=model, optimizer=optax.identity(), schedule=lambda s: 0.1, train_size=24, batch_size=8,
-                mean=(0.0,), std=(1.0,))
+    spec = Spec(
+        model=model,
+        optimizer=optax.identity(),
+        schedule=lambda s: 0.1,
+        train_size=24,
+        batch_size=8,
+        mean=(0.0,),
+        std=(1.0,),
+    )
     ones = jax.tree.map(jnp.ones_like, params)
     new = evaluation.recompute_batch_stats(spec, params, stats, ones, x)
     h = np.asarray(x @ params["fc1"]["kernel"] + params["fc1"]["bias"], np.float64)  # (3, 8, 5)

@@ -17,18 +17,21 @@ from sdd_jax.results import aggregate
 
 
 def test_ece_nll_and_brier_on_hand_made_predictions():
-    probs = np.array([[0.9, 0.05, 0.05],   # confidence 0.9, correct
-                      [0.9, 0.05, 0.05],   # confidence 0.9, wrong (label 1)
-                      [0.2, 0.62, 0.18],   # confidence 0.62, correct
-                      [0.18, 0.2, 0.62]])  # confidence 0.62, correct
+    probs = np.array(
+        [
+            [0.9, 0.05, 0.05],  # confidence 0.9, correct
+            [0.9, 0.05, 0.05],  # confidence 0.9, wrong (label 1)
+            [0.2, 0.62, 0.18],  # confidence 0.62, correct
+            [0.18, 0.2, 0.62],
+        ]
+    )  # confidence 0.62, correct
     labels = np.array([0, 1, 1, 2])
     out = calibration.calibration(np.log(probs), labels, bins=15)
     # bin (0.867, 0.933]: accuracy 1/2 at confidence 0.9; bin (0.6, 0.667]: accuracy 1 at 0.62
     assert out["ece"] == pytest.approx(0.5 * abs(0.5 - 0.9) + 0.5 * abs(1.0 - 0.62))
     assert out["acc"] == 0.75
     assert out["nll"] == pytest.approx(-np.mean(np.log([0.9, 0.05, 0.62, 0.62])))
-    brier = [0.1**2 + 2 * 0.05**2, 0.9**2 + 0.95**2 + 0.05**2, 0.2**2 + 0.38**2 + 0.18**2,
-             0.18**2 + 0.2**2 + 0.38**2]
+    brier = [0.1**2 + 2 * 0.05**2, 0.9**2 + 0.95**2 + 0.05**2, 0.2**2 + 0.38**2 + 0.18**2, 0.18**2 + 0.2**2 + 0.38**2]
     assert out["brier"] == pytest.approx(np.mean(brier))
     rel = out["reliability"]
     assert rel["count"][13] == 2 and rel["count"][9] == 2 and rel["count"].sum() == 4
@@ -70,8 +73,11 @@ def test_one_seed_gives_an_undefined_interval_not_a_certain_one():
     assert out.value == pytest.approx(0.10)
     assert np.isnan(out.low) and np.isnan(out.high) and out.dropped == 0
     rows = stats.phase_statistics(per_seed, np.arange(4), 0, 1, 3, n_resamples=50)
-    assert all(r["value"] == pytest.approx(per_seed[0][{"dense": 0, "worst": 1, "best": 3}[r["quantity"]]])
-               for r in rows if r["level"] is not None)
+    assert all(
+        r["value"] == pytest.approx(per_seed[0][{"dense": 0, "worst": 1, "best": 3}[r["quantity"]]])
+        for r in rows
+        if r["level"] is not None
+    )
     assert all(np.isnan(r["ci_low"]) and np.isnan(r["ci_high"]) for r in rows)
     assert "[n/a, n/a]" in phase_markdown(rows)
 
@@ -87,7 +93,7 @@ def degenerate_two_seeds():
 
 def test_a_degenerate_resample_is_dropped_and_counted_not_spread_over_the_interval():
     levels, test, cand = degenerate_two_seeds()
-    stat = lambda t, c: stats.rank_correlation(t, c)
+    stat = stats.rank_correlation
     out = stats.bootstrap_interval((test, cand), stat, n_resamples=400, seed=3)
     # The resamples of two seeds are {0, 1} (the full mean), {0, 0} (seed 0 alone) and {1, 1} (undefined).
     both, alone = stat(test.mean(0), cand.mean(0)), stat(test[0], cand[0])
@@ -103,7 +109,10 @@ def test_a_degenerate_resample_is_dropped_and_counted_not_spread_over_the_interv
 def test_intervals_without_degenerate_resamples_are_scipys_percentile_intervals():
     rng = np.random.default_rng(4)
     per_seed = 0.8 + 0.05 * rng.normal(size=(5, 3))
-    stat = lambda t: t[0] - t[2]
+
+    def stat(t):
+        return t[0] - t[2]
+
     out = stats.bootstrap_interval((per_seed,), stat, n_resamples=300, confidence=0.9, seed=11)
 
     def on(index):
@@ -111,8 +120,15 @@ def test_intervals_without_degenerate_resamples_are_scipys_percentile_intervals(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = sps.bootstrap((np.arange(5),), on, n_resamples=300, vectorized=False, confidence_level=0.9,
-                            method="percentile", rng=np.random.default_rng(11)).confidence_interval
+        ref = sps.bootstrap(
+            (np.arange(5),),
+            on,
+            n_resamples=300,
+            vectorized=False,
+            confidence_level=0.9,
+            method="percentile",
+            rng=np.random.default_rng(11),
+        ).confidence_interval
     assert (out.low, out.high, out.dropped) == (ref.low, ref.high, 0)
     assert stats.bootstrap_over_seeds((per_seed,), stat, n_resamples=300, confidence=0.9, seed=11) == out[:3]
     assert "undefined" not in phase_markdown(stats.phase_statistics(per_seed, np.arange(3), 0, 1, 2, n_resamples=50))
@@ -126,16 +142,18 @@ def test_rank_correlations_on_synthetic_curves():
     assert np.isnan(stats.rank_correlation(test, np.ones(12)))
     rng = np.random.default_rng(1)
     seeds_test = test + 0.01 * rng.normal(size=(5, 12))
-    candidates = {"explains": -seeds_test + 0.01 * rng.normal(size=(5, 12)),
-                  "unrelated": rng.normal(size=(5, 12))}
+    candidates = {"explains": -seeds_test + 0.01 * rng.normal(size=(5, 12)), "unrelated": rng.normal(size=(5, 12))}
     rows = stats.correlation_table(seeds_test, candidates, levels, n_resamples=200)
     got = {(r["candidate"], r["method"]): r for r in rows}
     assert got["explains", "spearman"]["value"] < -0.95 and got["explains", "spearman"]["ci_high"] < -0.9
     assert got["explains", "kendall"]["value"] < -0.85
     unrelated = got["unrelated", "spearman"]
     # seed noise moves an unrelated curve's correlation a lot: a wide interval
-    assert unrelated["ci_high"] - unrelated["ci_low"] > 0.3 > abs(got["explains", "spearman"]["ci_high"]
-                                                                  - got["explains", "spearman"]["ci_low"])
+    assert (
+        unrelated["ci_high"] - unrelated["ci_low"]
+        > 0.3
+        > abs(got["explains", "spearman"]["ci_high"] - got["explains", "spearman"]["ci_low"])
+    )
     assert all(r["levels"] == 12 for r in rows)
 
 

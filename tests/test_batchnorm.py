@@ -20,8 +20,15 @@ def thin_resnet(dtype=jnp.float32, batches=2, batch=4):
     model = resnet(18, 10, 0.125, dtype=dtype)
     images = jax.random.uniform(jax.random.key(0), (batches, batch, 16, 16, 3))
     variables = jax.jit(lambda x: resnet(18, 10, 0.125).init(jax.random.key(1), x, train=False))(images[0])
-    spec = Spec(model=model, optimizer=optax.identity(), schedule=lambda s: 0.1, train_size=batches * batch,
-                batch_size=batch, mean=MEAN, std=STD)
+    spec = Spec(
+        model=model,
+        optimizer=optax.identity(),
+        schedule=lambda s: 0.1,
+        train_size=batches * batch,
+        batch_size=batch,
+        mean=MEAN,
+        std=STD,
+    )
     return spec, variables["params"], variables["batch_stats"], images
 
 
@@ -31,9 +38,16 @@ def normalised(x):
 
 def bn_sizes(spec, variables, x):
     """Per BatchNorm layer (a batch_stats path), the number of values per channel it normalises."""
-    _, state = jax.eval_shape(lambda v: spec.model.apply(
-        v, x, train=True, mutable=["batch_stats", "intermediates"],
-        capture_intermediates=lambda m, _: isinstance(m, BatchNorm)), variables)
+    _, state = jax.eval_shape(
+        lambda v: spec.model.apply(
+            v,
+            x,
+            train=True,
+            mutable=["batch_stats", "intermediates"],
+            capture_intermediates=lambda m, _: isinstance(m, BatchNorm),
+        ),
+        variables,
+    )
     flat = jax.tree_util.tree_flatten_with_path(state["intermediates"])[0]
     return {tuple(k.key for k in path[:-2]): int(np.prod(out.shape[:-1])) for path, out in flat}
 
@@ -59,7 +73,8 @@ def test_one_batch_recomputed_statistics_reproduce_train_mode_up_to_the_unbiased
     x = normalised(images[0])
     new = jax.jit(lambda p: evaluation.recompute_batch_stats(spec, p, stats, ones, images))(params)
     train = jax.jit(lambda v: spec.model.apply(v, x, train=True, mutable=["batch_stats"])[0])(
-        {"params": params, "batch_stats": stats})
+        {"params": params, "batch_stats": stats}
+    )
     evaluate = jax.jit(lambda s: spec.model.apply({"params": params, "batch_stats": s}, x, train=False))
     recomputed = evaluate(new)
     # Training normalises with the biased batch variance; the running variance stores the unbiased one
@@ -67,8 +82,13 @@ def test_one_batch_recomputed_statistics_reproduce_train_mode_up_to_the_unbiased
     sizes = bn_sizes(spec, {"params": params, "batch_stats": stats}, x)
     assert len(sizes) == 20 and min(sizes.values()) == 4 * 2 * 2  # the last stage: 2x2 maps
     biased = jax.tree_util.tree_map_with_path(
-        lambda path, t: t * (sizes[tuple(k.key for k in path[:-1])] - 1) / sizes[tuple(k.key for k in path[:-1])]
-        if path[-1].key == "var" else t, new)
+        lambda path, t: (
+            t * (sizes[tuple(k.key for k in path[:-1])] - 1) / sizes[tuple(k.key for k in path[:-1])]
+            if path[-1].key == "var"
+            else t
+        ),
+        new,
+    )
     exact = evaluate(biased)
     scale = float(jnp.max(jnp.abs(train)))
     rounding = float(jnp.max(jnp.abs(exact - train)))
@@ -100,8 +120,9 @@ def test_batch_norm_reduces_and_stores_bfloat16_activations_in_float32():
     values = np.asarray(x, np.float64).reshape(-1, 4)
     n = values.shape[0]
     np.testing.assert_allclose(np.asarray(new["batch_stats"]["mean"]) / (1 - BN_MOMENTUM), values.mean(0), rtol=1e-6)
-    np.testing.assert_allclose(np.asarray(new["batch_stats"]["var"]) / (1 - BN_MOMENTUM), values.var(0, ddof=1),
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        np.asarray(new["batch_stats"]["var"]) / (1 - BN_MOMENTUM), values.var(0, ddof=1), rtol=1e-4
+    )
     assert n > 1
 
 

@@ -21,8 +21,9 @@ def last_json(*args: str) -> dict:
 
 
 def test_throughput_and_sweep_time_scripts():
-    report = last_json("benchmarks/throughput.py", "--model", "lenet_300_100", "--examples", "512",
-                       "--seeds", "1,2", "--epochs", "1")
+    report = last_json(
+        "benchmarks/throughput.py", "--model", "lenet_300_100", "--examples", "512", "--seeds", "1,2", "--epochs", "1"
+    )
     assert set(report["seeds"]) == {"1", "2"}
     for result in report["seeds"].values():
         for key in ("seconds_per_epoch", "seconds_per_seed_epoch", "examples_per_second", "first_epoch_seconds"):
@@ -58,4 +59,3 @@ def test_estimate_refuses_bad_input_in_one_line(capsys):
     assert err.count("\n") == 1 and "--epochs" in err
     assert cli.main(["estimate", "no_such_preset"]) == 2
     assert "unknown preset 'no_such_preset'" in capsys.readouterr().err
-

@@ -84,9 +84,7 @@ def test_tree_round_trip_concrete_and_abstract_targets(store):
         jax.tree.map(np.asarray, restored["variables"]), jax.tree.map(np.asarray, tree["variables"])
     )
     assert isinstance(restored["opt_state"][0], optax.TraceState)
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "dtype") else x, tree
-    )
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype) if hasattr(x, "dtype") else x, tree)
     _assert_identical(store.restore_tree("theta0", abstract), tree)
 
 
@@ -177,8 +175,9 @@ def test_progress_keeps_only_latest_epoch(store, tmp_path):
     target = {"w": jnp.zeros((SEEDS, 2)), "epoch": 0}
     assert store.latest_progress(1) is None
     for epoch in (1, 2, 5):
-        store.save_progress(1, epoch, {"w": jnp.full((SEEDS, 2), float(epoch)), "epoch": epoch},
-                            {"curve": list(range(epoch))})
+        store.save_progress(
+            1, epoch, {"w": jnp.full((SEEDS, 2), float(epoch)), "epoch": epoch}, {"curve": list(range(epoch))}
+        )
         assert store.latest_progress(1) == epoch
     on_disk = sorted(p.name for p in (tmp_path / "progress" / "level_001").iterdir())
     assert on_disk == ["5"]

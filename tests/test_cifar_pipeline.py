@@ -19,8 +19,9 @@ def cifar_like(tmp_path, model: str) -> Config:
         data=DataConfig(name="synthetic_32x32x3_c10_n256_t64", augment=True),
         noise=NoiseConfig(kind="random_labels", rate=0.2, seed=1),
         model=ModelConfig(name=model, width_multiplier=0.125),
-        optim=OptimConfig(lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=64, epochs=2,
-                          milestones=(1,), gamma=0.1),
+        optim=OptimConfig(
+            lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=64, epochs=2, milestones=(1,), gamma=0.1
+        ),
         pruning=PruningConfig(levels=1, rewind_iteration=3),  # inside the first epoch of 4 steps
         run=RunConfig(seeds=2, workdir=str(tmp_path), verbosity=0, eval_batch_size=64),
     )
@@ -42,19 +43,23 @@ def _train_plainly(exp, weights, iterations: int):
     engine, level runner or checkpoint. Returns the stacked weights on the host."""
     spec = exp.engine.spec
     params = jax.tree.map(jnp.asarray, weights.params)
-    state = train.TrainState(params=params, batch_stats=jax.tree.map(jnp.asarray, weights.batch_stats),
-                             opt_state=jax.vmap(spec.optimizer.init)(params),
-                             step=jnp.zeros(len(exp.seeds), jnp.int32), rng=train.seeds_rng_data(exp.seeds))
+    state = train.TrainState(
+        params=params,
+        batch_stats=jax.tree.map(jnp.asarray, weights.batch_stats),
+        opt_state=jax.vmap(spec.optimizer.init)(params),
+        step=jnp.zeros(len(exp.seeds), jnp.int32),
+        rng=train.seeds_rng_data(exp.seeds),
+    )
     mask = jax.tree.map(jnp.ones_like, params)
     order = jax.jit(jax.vmap(functools.partial(train.epoch_order, spec), in_axes=(0, None)))
-    step = jax.jit(jax.vmap(functools.partial(train.batch_step, spec),
-                            in_axes=(0, 0, None, None, None, 0, 0, None, None)))
+    step = jax.jit(
+        jax.vmap(functools.partial(train.batch_step, spec), in_axes=(0, 0, None, None, None, 0, 0, None, None))
+    )
     x, y = exp.train.x, exp.train.y
     for it in range(iterations):
         epoch, i = divmod(it, spec.steps_per_epoch)
         index, w = order(state, jnp.int32(epoch))
-        state, _ = step(state, mask, x, y, jnp.int32(it), index[:, i], w[:, i], jnp.int32(0),
-                        jnp.int32(iterations))
+        state, _ = step(state, mask, x, y, jnp.int32(it), index[:, i], w[:, i], jnp.int32(0), jnp.int32(iterations))
     return jax.device_get(state.weights)
 
 
@@ -71,8 +76,9 @@ def test_rewind_point_holds_weights_and_bn_statistics_from_iteration_k(run):
     for other in (k - 1, k + 1):  # the check tells neighbouring iterations apart, in each part
         off = _train_plainly(exp, theta0, other)
         for got, want in ((off.params, theta_k.params), (off.batch_stats, theta_k.batch_stats)):
-            assert any(not np.allclose(a, b, rtol=1e-5, atol=1e-6)
-                       for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))), other
+            assert any(
+                not np.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want))
+            ), other
     # Each seed keeps its own running statistics.
     assert any(not np.allclose(leaf[0], leaf[1]) for leaf in jax.tree.leaves(theta_k.batch_stats))
 

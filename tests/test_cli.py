@@ -10,7 +10,7 @@ import pytest
 
 from sdd_jax import cli, figure, presets, report, results
 from sdd_jax.config import Config, ConfigError, from_dict, override, to_dict
-from sdd_jax.rundir import result_hash
+from sdd_jax.runid import result_hash
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +43,18 @@ def test_rerun_is_not_recomputed_and_more_levels_extend_the_run(smoke_run, monke
 
     levels, epochs = [], []
     real_level, real_epoch = imp.run_level, Engine.train_epoch_then_evaluate
-    monkeypatch.setattr(imp, "run_level", lambda exp, run, plan, level, *a, **k: levels.append(level) or
-                        real_level(exp, run, plan, level, *a, **k))
-    monkeypatch.setattr(Engine, "train_epoch_then_evaluate",
-                        lambda self, state, mask, data, epoch, *a, **k: epochs.append(epoch) or
-                        real_epoch(self, state, mask, data, epoch, *a, **k))
+    monkeypatch.setattr(
+        imp,
+        "run_level",
+        lambda exp, run, plan, level, *a, **k: levels.append(level) or real_level(exp, run, plan, level, *a, **k),
+    )
+    monkeypatch.setattr(
+        Engine,
+        "train_epoch_then_evaluate",
+        lambda self, state, mask, data, epoch, *a, **k: (
+            epochs.append(epoch) or real_epoch(self, state, mask, data, epoch, *a, **k)
+        ),
+    )
     finished = sorted((smoke_run / "levels").rglob("*"))  # the finished levels' folders and files
     assert len([p for p in finished if p.parent == smoke_run / "levels"]) == 3
     stamps = {p: p.stat().st_mtime_ns for p in finished}
@@ -56,7 +63,7 @@ def test_rerun_is_not_recomputed_and_more_levels_extend_the_run(smoke_run, monke
     assert cli.main([*run, "--set", "pruning.levels=2"]) == 0
     assert (levels, epochs) == ([], [])  # the same run again: nothing trained
     assert cli.main([*run, "--set", "pruning.levels=3"]) == 0
-    smoke = experiments.get("smoke")
+    smoke = presets.get("smoke")
     steps_per_epoch = math.ceil(smoke.data.train_size / smoke.optim.batch_size)
     assert levels == [3]  # only the new level, each of its epochs once (lottery: from epoch k // steps)
     assert epochs == list(range(smoke.pruning.rewind_iteration // steps_per_epoch, smoke.optim.epochs))
@@ -121,16 +128,31 @@ def test_show_prints_the_resolved_config(capsys):
 def test_presets_list_every_paper_setting(capsys):
     assert cli.main(["presets"]) == 0
     out = capsys.readouterr().out
-    for name in ("quickstart", "lenet_mnist", "resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10",
-                 "vgg16_cifar100", "resnet101_tinyimagenet", "lenet_mnist-noise80",
-                 "resnet18_cifar10-asym20", "vgg16_cifar10-pairflip40", "lenet_mnist-scratch",
-                 *(f"{base}-bf16" for base in presets.BF16_BASES)):
+    for name in (
+        "quickstart",
+        "lenet_mnist",
+        "resnet18_cifar10",
+        "resnet18_cifar100",
+        "vgg16_cifar10",
+        "vgg16_cifar100",
+        "resnet101_tinyimagenet",
+        "lenet_mnist-noise80",
+        "resnet18_cifar10-asym20",
+        "vgg16_cifar10-pairflip40",
+        "lenet_mnist-scratch",
+        *(f"{base}-bf16" for base in presets.BF16_BASES),
+    ):
         assert f"\n{name} " in "\n" + out, name
     assert "\nlenet_mnist-bf16 " not in "\n" + out  # bfloat16 is listed for the conv-net settings only
     # Asymmetric noise has no class map for Tiny-ImageNet: those variants cannot run, so are not listed.
     assert "resnet101_tinyimagenet-asym" not in out and "\nresnet101_tinyimagenet-pairflip20 " in "\n" + out
-    assert set(presets.BF16_BASES) == {"resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10",
-                                       "vgg16_cifar100", "resnet101_tinyimagenet"}
+    assert set(presets.BF16_BASES) == {
+        "resnet18_cifar10",
+        "resnet18_cifar100",
+        "vgg16_cifar10",
+        "vgg16_cifar100",
+        "resnet101_tinyimagenet",
+    }
 
 
 def test_bf16_variant_combines_with_the_others_and_names_its_own_runs():
@@ -166,8 +188,9 @@ def test_presets_follow_the_paper(name):
 
 def test_result_hash_ignores_paths_and_verbosity_only():
     base = presets.get("quickstart")
-    same = override(base, {"run.workdir": "/elsewhere", "run.verbosity": 0, "run.seeds_per_chunk": 1,
-                           "pruning.levels": 40})
+    same = override(
+        base, {"run.workdir": "/elsewhere", "run.verbosity": 0, "run.seeds_per_chunk": 1, "pruning.levels": 40}
+    )
     assert result_hash(same) == result_hash(base)
     for key, value in (("noise.rate", 0.4), ("run.seeds", 3), ("optim.epochs", 7), ("noise.seed", 1)):
         assert result_hash(override(base, {key: value})) != result_hash(base), key
@@ -208,14 +231,18 @@ def test_report_on_an_unfinished_run_says_how_many_levels_are_done(tmp_path, cap
     assert status == f"complete (4 of 4 levels): {run_dir / 'results.csv'}"
 
 
-@pytest.mark.parametrize("command,extra", [("oneshot", []), ("reinit", []), ("random-prune", []),
-                                           ("redense", ["--set", "pruning.redense_epochs=1"])])
+@pytest.mark.parametrize(
+    "command,extra",
+    [("oneshot", []), ("reinit", []), ("random-prune", []), ("redense", ["--set", "pruning.redense_epochs=1"])],
+)
 def test_branch_commands_set_up_the_compilation_cache(smoke_run, tmp_path, monkeypatch, command, extra):
     calls = []
     monkeypatch.setattr(cli, "_setup_compilation_cache", calls.append)
     # The branch itself is not trained: only the set-up before its first compilation is tested.
     monkeypatch.setattr("sdd_jax.branches.run_branch", lambda exp, run, name, levels: smoke_run)
     cache = str(tmp_path / "xla-cache")
-    assert cli.main([command, str(smoke_run), "--levels", "1", "--set", f"run.compilation_cache={cache}",
-                     *extra, "-q"]) == 0
+    assert (
+        cli.main([command, str(smoke_run), "--levels", "1", "--set", f"run.compilation_cache={cache}", *extra, "-q"])
+        == 0
+    )
     assert calls == [cache]

@@ -13,8 +13,9 @@ from sdd_jax.validate import FREE_FIELDS, field_rules, validate
 
 
 def files_under(path) -> set[str]:
-    return {os.path.relpath(os.path.join(root, name), path)
-            for root, dirs, names in os.walk(path) for name in dirs + names}
+    return {
+        os.path.relpath(os.path.join(root, name), path) for root, dirs, names in os.walk(path) for name in dirs + names
+    }
 
 
 def test_every_field_has_a_range_rule_or_is_free_by_its_type():
@@ -103,8 +104,10 @@ def test_related_settings_are_checked_together(tmp_path, capsys):
         (["optim.nesterov=true", "optim.momentum=0"], "optim.nesterov"),
         (["noise.kind=none", "noise.rate=0.2"], "noise.rate"),
     ):
-        assert cli.main(["run", "smoke", "--workdir", str(tmp_path), "-q",
-                         *(a for o in overrides for a in ("--set", o))]) == 2
+        assert (
+            cli.main(["run", "smoke", "--workdir", str(tmp_path), "-q", *(a for o in overrides for a in ("--set", o))])
+            == 2
+        )
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and words in err, err
     assert files_under(tmp_path) == set()
@@ -118,9 +121,15 @@ def test_asymmetric_noise_is_refused_where_it_is_not_defined():
 
 def test_types_are_checked_for_configs_built_in_python():
     base = presets.get("smoke")
-    for node, field, value in (("optim", "lr", "0.1"), ("run", "seeds", True), ("run", "seeds", 2.0),
-                               ("optim", "nesterov", 1), ("pruning", "ignore", "fc1"),
-                               ("model", "widths", (300, "100")), ("data", "train_size", 1.5)):
+    for node, field, value in (
+        ("optim", "lr", "0.1"),
+        ("run", "seeds", True),
+        ("run", "seeds", 2.0),
+        ("optim", "nesterov", 1),
+        ("pruning", "ignore", "fc1"),
+        ("model", "widths", (300, "100")),
+        ("data", "train_size", 1.5),
+    ):
         bad = dataclasses.replace(base, **{node: dataclasses.replace(getattr(base, node), **{field: value})})
         with pytest.raises(ConfigError, match=f"{node}.{field}: expected"):
             validate(bad)
@@ -131,10 +140,24 @@ def test_types_are_checked_for_configs_built_in_python():
 
 def test_boundary_values_that_can_run_are_accepted():
     base = presets.get("smoke")
-    validate(override(base, {"optim.momentum": 0.0, "optim.weight_decay": 0.0, "run.seeds_per_chunk": 0,
-                             "run.checkpoint_every_epochs": 0, "run.eval_batch_size": 1,
-                             "run.eval_every_epochs": 1, "optim.lr": 1e-9, "noise.rate": 1.0,
-                             "pruning.levels": 0, "optim.warmup_epochs": 0.5, "data.train_size": None}))
+    validate(
+        override(
+            base,
+            {
+                "optim.momentum": 0.0,
+                "optim.weight_decay": 0.0,
+                "run.seeds_per_chunk": 0,
+                "run.checkpoint_every_epochs": 0,
+                "run.eval_batch_size": 1,
+                "run.eval_every_epochs": 1,
+                "optim.lr": 1e-9,
+                "noise.rate": 1.0,
+                "pruning.levels": 0,
+                "optim.warmup_epochs": 0.5,
+                "data.train_size": None,
+            },
+        )
+    )
     validate(override(base, {"optim.momentum": 0.99, "optim.nesterov": True}))
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sdd_jax.presets import smoke
 from sdd_jax import imp
 from sdd_jax.config import override
+from sdd_jax.presets import smoke
 from sdd_jax.rundir import RunDir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,8 +25,10 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("P
 def runs(tmp_path_factory):
     """A finished smoke run (levels 0-2) and one stopped inside level 1 after its epoch-1 checkpoint."""
     root = tmp_path_factory.mktemp("corrupt")
-    finished = imp.run_imp(override(smoke.config(), [f"run.workdir={root / 'finished'}", "pruning.levels=2",
-                                                     "run.verbosity=0"]), write_report=False)
+    finished = imp.run_imp(
+        override(smoke.config(), [f"run.workdir={root / 'finished'}", "pruning.levels=2", "run.verbosity=0"]),
+        write_report=False,
+    )
     original = RunDir.finish_level
 
     def die_at_level_one(self, level, *args, **kwargs):
@@ -38,9 +40,18 @@ def runs(tmp_path_factory):
     RunDir.finish_level = die_at_level_one
     try:
         with pytest.raises(KeyboardInterrupt):
-            imp.run_imp(override(smoke.config(), [f"run.workdir={root / 'partial'}", "pruning.levels=2",
-                                                  "run.verbosity=0", "run.checkpoint_every_epochs=1"]),
-                        write_report=False)
+            imp.run_imp(
+                override(
+                    smoke.config(),
+                    [
+                        f"run.workdir={root / 'partial'}",
+                        "pruning.levels=2",
+                        "run.verbosity=0",
+                        "run.checkpoint_every_epochs=1",
+                    ],
+                ),
+                write_report=False,
+            )
     finally:
         RunDir.finish_level = original
     (partial,) = (root / "partial").iterdir()
@@ -76,8 +87,9 @@ def overwrite(step: Path, how: str) -> None:
 def cli(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     sets = [arg for setting in ["pruning.levels=2", *extra] for arg in ("--set", setting)]  # the last one counts
     args = ["run", "smoke", "--workdir", str(run_dir.parent), "-q", *sets]
-    return subprocess.run([sys.executable, "-m", "sdd_jax", *args], env=ENV, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sdd_jax", *args], env=ENV, capture_output=True, text=True, timeout=600
+    )
 
 
 def assert_one_line(stderr: str, prefix: str, *words: str) -> str:
@@ -130,10 +142,14 @@ def test_load_run_on_a_corrupt_level_raises_one_exception_and_exits_cleanly(runs
     finished, _ = runs
     run_dir = copy(finished, tmp_path)
     overwrite(run_dir / "levels" / "1", corrupt)
-    done = subprocess.run([sys.executable, "-c", LOAD, str(run_dir), "1"], env=ENV, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD, str(run_dir), "1"], env=ENV, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 1
     assert done.stderr.count("Traceback (most recent call last)") == 1, done.stderr[-3000:]
     assert "shutting down" not in done.stderr and "Event loop is closed" not in done.stderr, done.stderr[-3000:]
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("sdd_jax.checkpoint_errors.UnreadableCheckpointError:") and str(run_dir / "levels" / "1") in last
+    assert (
+        last.startswith("sdd_jax.checkpoint_errors.UnreadableCheckpointError:")
+        and str(run_dir / "levels" / "1") in last
+    )

@@ -168,8 +168,12 @@ def test_tfds_unprepared_fails_fast(tmp_path):
 
 def write_cifar_batch(path, images, labels, label_key, protocol=2):
     rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
-    batch = {b"batch_label": b"synthetic", b"data": rows, label_key.encode(): list(map(int, labels)),
-             b"filenames": [b"x.png"] * len(images)}
+    batch = {
+        b"batch_label": b"synthetic",
+        b"data": rows,
+        label_key.encode(): list(map(int, labels)),
+        b"filenames": [b"x.png"] * len(images),
+    }
     path.write_bytes(pickle.dumps(batch, protocol=protocol))
 
 
@@ -180,7 +184,13 @@ def test_cifar10_reader(tmp_path):
     images = gen.integers(0, 256, size=(6 * 4, 32, 32, 3), dtype=np.uint8)
     labels = gen.integers(0, 10, size=24)
     for i in range(5):
-        write_cifar_batch(folder / f"data_batch_{i + 1}", images[4 * i : 4 * i + 4], labels[4 * i : 4 * i + 4], "labels", protocol=2 + i % 4)
+        write_cifar_batch(
+            folder / f"data_batch_{i + 1}",
+            images[4 * i : 4 * i + 4],
+            labels[4 * i : 4 * i + 4],
+            "labels",
+            protocol=2 + i % 4,
+        )
     write_cifar_batch(folder / "test_batch", images[20:], labels[20:], "labels")
     out = load_cifar_python("cifar10", tmp_path)
     np.testing.assert_array_equal(out["x_train"], images[:20])
@@ -284,8 +294,12 @@ def test_tiny_imagenet_folder(tmp_path):
 
 def test_npz_source(tmp_path):
     gen = np.random.default_rng(2)
-    arrays = dict(x_train=gen.integers(0, 256, (20, 4, 4, 3), dtype=np.uint8), y_train=np.arange(20) % 4,
-                  x_test=gen.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8), y_test=np.arange(5) % 4)
+    arrays = dict(
+        x_train=gen.integers(0, 256, (20, 4, 4, 3), dtype=np.uint8),
+        y_train=np.arange(20) % 4,
+        x_test=gen.integers(0, 256, (5, 4, 4, 3), dtype=np.uint8),
+        y_test=np.arange(5) % 4,
+    )
     np.savez(tmp_path / "toy.npz", **arrays)
     ds = load_dataset(DataConfig(name="npz", data_dir=str(tmp_path / "toy.npz"), validation_size=5), NoiseConfig())
     assert ds.num_classes == 4 and ds.x_train.shape == (15, 4, 4, 3) and ds.x_val.shape == (5, 4, 4, 3)
@@ -312,8 +326,12 @@ def test_a_file_that_is_no_npz_is_named_without_pickle_advice(tmp_path, capsys, 
     from sdd_jax import cli
 
     path = tmp_path / "data.npz"
-    arrays = dict(x_train=np.zeros((8, 4, 4, 1), np.uint8), y_train=np.arange(8) % 2,
-                  x_test=np.zeros((4, 4, 4, 1), np.uint8), y_test=np.arange(4) % 2)
+    arrays = dict(
+        x_train=np.zeros((8, 4, 4, 1), np.uint8),
+        y_train=np.arange(8) % 2,
+        x_test=np.zeros((4, 4, 4, 1), np.uint8),
+        y_test=np.arange(4) % 2,
+    )
     if kind == "text":
         path.write_text("not an archive at all")
     elif kind == "npy":  # a lone .npy array under an .npz name
@@ -326,9 +344,22 @@ def test_a_file_that_is_no_npz_is_named_without_pickle_advice(tmp_path, capsys, 
         np.savez(path, **{**arrays, "y_train": np.array([object()] * 8, dtype=object)})
     before = sorted(p.name for p in tmp_path.iterdir())
     workdir = tmp_path / "runs"
-    code = cli.main(["run", "smoke", "--workdir", str(workdir), "--set", "data.name=npz",
-                     "--set", f"data.data_dir={path}", "--set", "data.train_size=None",
-                     "--set", "data.test_size=None"])
+    code = cli.main(
+        [
+            "run",
+            "smoke",
+            "--workdir",
+            str(workdir),
+            "--set",
+            "data.name=npz",
+            "--set",
+            f"data.data_dir={path}",
+            "--set",
+            "data.train_size=None",
+            "--set",
+            "data.test_size=None",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
@@ -392,7 +423,9 @@ def test_subset_first_random_balanced():
 
 
 def test_validation_held_out_and_stable():
-    a = load_dataset(DataConfig(validation_size=200, train_size=500, subset_mode="random"), NoiseConfig(kind="symmetric", rate=0.5))
+    a = load_dataset(
+        DataConfig(validation_size=200, train_size=500, subset_mode="random"), NoiseConfig(kind="symmetric", rate=0.5)
+    )
     b = load_dataset(DataConfig(validation_size=200, train_size=900, subset_mode="random"), NoiseConfig())
     assert a.x_val.shape == (200, 28, 28, 1) and a.x_train.shape[0] == 500
     np.testing.assert_array_equal(a.x_val, b.x_val)  # validation does not depend on train_size
@@ -408,7 +441,13 @@ def test_metadata_is_json_serialisable():
     ds = load_dataset(DataConfig(train_size=200), NoiseConfig(kind="pairflip", rate=0.25, seed=3))
     text = json.dumps(ds.metadata)
     back = json.loads(text)
-    assert back["noise"] == {"kind": "pairflip", "rate": 0.25, "seed": 3, "exact": True, "asymmetric_mode": "superclass"}
+    assert back["noise"] == {
+        "kind": "pairflip",
+        "rate": 0.25,
+        "seed": 3,
+        "exact": True,
+        "asymmetric_mode": "superclass",
+    }
     assert back["selected_fraction"] == 0.25 and back["realised_noise_rate"] == 0.25
     assert len(back["transition_matrix"]) == 10
 
@@ -424,7 +463,11 @@ def test_metadata_is_json_serialisable():
         (DataConfig(subset_mode="best", train_size=10), DataError, "unknown subset_mode"),
         (DataConfig(validation_size=10000), DataError, "leaves no training"),
         (DataConfig(test_size=20000), DataError, "exceeds"),
-        (DataConfig(name="cifar10", source="cifar_python", data_dir="/nonexistent"), DataNotFoundError, "cifar10 python batches"),
+        (
+            DataConfig(name="cifar10", source="cifar_python", data_dir="/nonexistent"),
+            DataNotFoundError,
+            "cifar10 python batches",
+        ),
         (DataConfig(name="cifar10", source="idx", data_dir="/nonexistent"), DataNotFoundError, "IDX"),
     ],
 )

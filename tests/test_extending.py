@@ -13,8 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from sdd_jax import presets
-from sdd_jax import criteria, imp, masks, pruning, runopen
+from sdd_jax import criteria, imp, masks, presets, pruning, runopen
 from sdd_jax.config import override
 from sdd_jax.engine import resolve_epoch_loop
 from sdd_jax.experiment import criterion_grads
@@ -55,8 +54,15 @@ def extensions():
 
 
 def small_smoke(tmp_path, **settings):
-    base = {"pruning.levels": 1, "optim.epochs": 1, "data.train_size": 256, "data.test_size": 200,
-            "run.eval_batch_size": 200, "run.workdir": str(tmp_path), "run.verbosity": 0}
+    base = {
+        "pruning.levels": 1,
+        "optim.epochs": 1,
+        "data.train_size": 256,
+        "data.test_size": 200,
+        "run.eval_batch_size": 200,
+        "run.workdir": str(tmp_path),
+        "run.verbosity": 0,
+    }
     return override(presets.get("smoke"), {**base, **settings})
 
 
@@ -102,8 +108,9 @@ def test_smoke_with_snip_prunes_the_exact_count_by_abs_w_times_g(extensions, tmp
     paths = masks.paths(level1.mask)
     for seed in range(len(exp.seeds)):
         score, keep = [], []
-        for path, w, g, m in zip(paths, jax.tree.leaves(level0.params), jax.tree.leaves(grads),
-                                 jax.tree.leaves(level1.mask)):
+        for path, w, g, m in zip(
+            paths, jax.tree.leaves(level0.params), jax.tree.leaves(grads), jax.tree.leaves(level1.mask)
+        ):
             if exp.is_prunable(path):
                 score.append(np.abs(np.asarray(w[seed]) * np.asarray(g[seed])).ravel())
                 keep.append(np.asarray(m[seed]).ravel() == 1)
@@ -112,13 +119,23 @@ def test_smoke_with_snip_prunes_the_exact_count_by_abs_w_times_g(extensions, tmp
 
 
 def test_smoke_with_a_tiny_wide_resnet(extensions, tmp_path):
-    config = small_smoke(tmp_path, **{"model.name": "wrn10_1", "model.width_multiplier": 0.25,
-                                      "data.name": "synthetic_8x8x3_c10_n128_t32", "data.train_size": None,
-                                      "data.test_size": None, "optim.batch_size": 32, "run.eval_batch_size": 32,
-                                      "run.epoch_loop": "scan"})  # one compiled epoch: the quickest to compile
+    config = small_smoke(
+        tmp_path,
+        **{
+            "model.name": "wrn10_1",
+            "model.width_multiplier": 0.25,
+            "data.name": "synthetic_8x8x3_c10_n128_t32",
+            "data.train_size": None,
+            "data.test_size": None,
+            "optim.batch_size": 32,
+            "run.eval_batch_size": 32,
+            "run.epoch_loop": "scan",
+        },
+    )  # one compiled epoch: the quickest to compile
     assert family_of("wrn10_1") is extensions["wide_resnet"].WIDE_RESNET
     assert is_convolutional(config.model) and resolve_epoch_loop("auto", is_convolutional(config.model)) == (
-        "steps" if jax.default_backend() == "cpu" else "scan")  # the engine's auto rule reads the family's flag
+        "steps" if jax.default_backend() == "cpu" else "scan"
+    )  # the engine's auto rule reads the family's flag
     exp, run = runopen.open_run(config)
     imp.run_imp(config, prepared=(exp, run), write_report=False)
     level1 = run.level(1)

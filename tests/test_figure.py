@@ -29,7 +29,7 @@ def test_figure_draws_figure_data():
     imp_agg = aggregate([r for r in rows if r["branch"] == "imp"])
     np.testing.assert_allclose(main["test_mean"], [100 * e["test_acc_mean"] for e in imp_agg])
     np.testing.assert_allclose(main["train_hi"], [100 * e["train_acc_max"] for e in imp_agg])
-    np.testing.assert_allclose(main["x"], [100 * 0.8**e["level"] for e in imp_agg])
+    np.testing.assert_allclose(main["x"], [100 * 0.8 ** e["level"] for e in imp_agg])
     assert main["phases"] == phases(imp_agg)
     assert main["dense_test"] == pytest.approx(100 * imp_agg[0]["test_acc_mean"])
     assert list(data["others"]) == ["oneshot"]
@@ -62,7 +62,9 @@ def test_both_learning_distances_are_drawn_over_their_maxima_with_their_peaks_na
         r["learning_distance_unpruned"] = 1.0 + (3 - abs(r["level"] - 3)) * 0.5
     data = figure_data(rows)
     main = data["main"]
-    np.testing.assert_allclose(main["learning_distance_unpruned"], [1.0 + (3 - abs(lv - 3)) * 0.5 for lv in main["level"]])
+    np.testing.assert_allclose(
+        main["learning_distance_unpruned"], [1.0 + (3 - abs(lv - 3)) * 0.5 for lv in main["level"]]
+    )
     fig = make_figure(data)
     lines = {line.get_gid(): line for a in fig.axes for line in a.get_lines() if line.get_gid()}
     for key in ("learning_distance", "learning_distance_unpruned"):

@@ -12,11 +12,11 @@ import pytest
 from sdd_jax import branches, experiment, imp, masks, pruning, results, rng, runopen
 from sdd_jax import metrics as metrics_lib
 from sdd_jax.checkpoints import RunStore
+from sdd_jax.config import Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig, PruningConfig, RunConfig, override
 from sdd_jax.data import load_dataset
 from sdd_jax.engine import Engine
 from sdd_jax.rundir import RunDir
 from sdd_jax.train import LevelWeights
-from sdd_jax.config import Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig, PruningConfig, RunConfig, override
 
 
 def tiny_config(tmp_path, **overrides) -> Config:
@@ -46,7 +46,7 @@ def lottery_run(tmp_path_factory):
 
 def test_densities_are_exact_and_masks_nested(lottery_run):
     config, run_dir, (exp, run), levels = lottery_run
-    total = masks.count(jax.tree.map(lambda l: l[0], levels[0].mask), exp.is_prunable)[1]
+    total = masks.count(jax.tree.map(lambda leaf: leaf[0], levels[0].mask), exp.is_prunable)[1]
     for level, tree in levels.items():
         kept, _ = masks.count(tree.mask, exp.is_prunable, seed_axis=True)
         expected = pruning.kept_after_levels(total, 0.2, level)
@@ -84,9 +84,12 @@ def test_lottery_restores_the_rewind_weights_on_the_new_mask(lottery_run):
 @pytest.mark.parametrize("schedule", ["finetune", "lr_rewind", "scratch"])
 def test_other_schedules_start_from_the_right_weights(lottery_run, schedule):
     config, _, (exp, run), levels = lottery_run
-    exp = dataclasses.replace(exp, config=override(config, {"pruning.schedule": schedule,
-                                                            "pruning.finetune_lr": 0.01,
-                                                            "pruning.finetune_epochs": 1}))
+    exp = dataclasses.replace(
+        exp,
+        config=override(
+            config, {"pruning.schedule": schedule, "pruning.finetune_lr": 0.01, "pruning.finetune_epochs": 1}
+        ),
+    )
     plan = imp.schedule_plan(exp, 2, schedule)
     mask = levels[2].mask
     state = imp.start_state(exp, run, plan, imp.schedule_start(schedule, 2), mask, levels[1].weights)
@@ -163,8 +166,11 @@ def test_memorisation_columns_are_consistent(lottery_run):
         for i, seed in enumerate(saved.seeds):
             one = jax.tree.map(lambda leaf, i=i: leaf[i], (weights.params, weights.mask))
             pred = _numpy_mlp_predictions(*one, ds.x_train, ds.mean, ds.std)
-            expected = {"train_acc": np.mean(pred == y_noisy), "train_acc_clean": np.mean(pred == y_clean),
-                        "train_acc_noisy_subset": np.mean(pred[relabelled] == y_noisy[relabelled])}
+            expected = {
+                "train_acc": np.mean(pred == y_noisy),
+                "train_acc_clean": np.mean(pred == y_clean),
+                "train_acc_noisy_subset": np.mean(pred[relabelled] == y_noisy[relabelled]),
+            }
             row = rows[(level, seed)]
             chex.assert_trees_all_close({c: row[c] for c in columns}, expected, rtol=0, atol=1e-12)
             distinct.add(len({expected[c] for c in columns}))
@@ -206,9 +212,10 @@ def test_killed_run_resumes_to_identical_results(tmp_path, monkeypatch):
 
 
 def test_resume_inside_a_level_from_the_last_saved_epoch(tmp_path):
-    config = tiny_config(tmp_path, **{"optim.epochs": 3, "pruning.levels": 1,
-                                      "run.checkpoint_every_epochs": 1})
-    straight = imp.run_imp(dataclasses.replace(config, run=dataclasses.replace(config.run, workdir=str(tmp_path / "s"))))
+    config = tiny_config(tmp_path, **{"optim.epochs": 3, "pruning.levels": 1, "run.checkpoint_every_epochs": 1})
+    straight = imp.run_imp(
+        dataclasses.replace(config, run=dataclasses.replace(config.run, workdir=str(tmp_path / "s")))
+    )
     exp, run = runopen.open_run(config)
     calls = {"n": 0}
     original = exp.engine.train_epoch_then_evaluate
@@ -228,8 +235,7 @@ def test_resume_inside_a_level_from_the_last_saved_epoch(tmp_path):
 
 
 def test_random_pruning_differs_across_seeds_and_repeats_per_seed(tmp_path):
-    config = tiny_config(tmp_path, **{"pruning.criterion": "random", "pruning.levels": 1,
-                                      "optim.epochs": 1})
+    config = tiny_config(tmp_path, **{"pruning.criterion": "random", "pruning.levels": 1, "optim.epochs": 1})
     exp = experiment.build(config)
     state = experiment.fresh_state(exp, exp.engine)
     dense = LevelWeights(state.params, state.batch_stats, masks.ones_like(state.params))
@@ -273,8 +279,9 @@ def test_reinit_and_random_prune_keep_counts(lottery_run):
 
 def test_redense_reopens_pruned_weights_at_zero_then_trains_them(lottery_run):
     config, run_dir, (exp, run), levels = lottery_run
-    exp = dataclasses.replace(exp, config=override(exp.config, {"pruning.redense_epochs": 1,
-                                                                "pruning.redense_lr": 0.05}))
+    exp = dataclasses.replace(
+        exp, config=override(exp.config, {"pruning.redense_epochs": 1, "pruning.redense_lr": 0.05})
+    )
     plan = branches.plan(exp, "redense")
     mask, state, reference = branches.branch_start(exp, run, "redense", 2, plan)
     assert reference is None  # measured from θ0, like the level it continues
@@ -284,9 +291,10 @@ def test_redense_reopens_pruned_weights_at_zero_then_trains_them(lottery_run):
     path = branches.run_branch(exp, run, "redense", [2])
     assert branches.branch_dirname(exp, "redense") == "redense-e1-lr0.05" == path.parent.name
     store = RunStore(path.parent)
-    tree, metrics = store.restore_level(2, {"params": exp.level_shapes.params,
-                                            "batch_stats": exp.level_shapes.batch_stats,
-                                            "mask": exp.level_shapes.mask})
+    tree, metrics = store.restore_level(
+        2,
+        {"params": exp.level_shapes.params, "batch_stats": exp.level_shapes.batch_stats, "mask": exp.level_shapes.mask},
+    )
     theta0 = run.theta0.load().params
     for row in metrics["rows"]:  # the distance is from θ0
         i = exp.seeds.index(row["seed"])
@@ -355,9 +363,14 @@ def test_validation_split_is_reported(tmp_path):
 
 
 def test_bad_settings_fail_before_anything_is_written(tmp_path):
-    for key, value in (("pruning.schedule", "bogus"), ("pruning.fraction", "1.5"),
-                       ("pruning.rewind_iteration", "100000"), ("pruning.criterion", "taylor"),
-                       ("pruning.scope", "block"), ("pruning.ignore", "conv9")):
+    for key, value in (
+        ("pruning.schedule", "bogus"),
+        ("pruning.fraction", "1.5"),
+        ("pruning.rewind_iteration", "100000"),
+        ("pruning.criterion", "taylor"),
+        ("pruning.scope", "block"),
+        ("pruning.ignore", "conv9"),
+    ):
         with pytest.raises(ValueError, match=key.split(".")[1]):
             runopen.open_run(tiny_config(tmp_path, **{key: value}))
     assert not any(tmp_path.iterdir())
@@ -383,8 +396,14 @@ def test_theta_rewind_equals_an_independent_run_stopped_at_the_rewind_iteration(
     config, _, (exp, run), _ = lottery_run
     k = config.pruning.rewind_iteration
     assert 0 < k < exp.engine.steps_per_epoch  # inside the first epoch
-    engine = Engine(exp.model, config.optim, len(exp.dataset.y_train), mean=exp.dataset.mean,
-                    std=exp.dataset.std, eval_batch_size=config.run.eval_batch_size)
+    engine = Engine(
+        exp.model,
+        config.optim,
+        len(exp.dataset.y_train),
+        mean=exp.dataset.mean,
+        std=exp.dataset.std,
+        eval_batch_size=config.run.eval_batch_size,
+    )
     state = engine.init(rng.seed_keys(config.seed_list, "init"), config.seed_list, exp.sample_input())
     chex.assert_trees_all_equal(jax.device_get(state.params), jax.device_get(run.theta0.load().params))
     ones = jax.tree.map(jnp.ones_like, state.params)
@@ -392,15 +411,17 @@ def test_theta_rewind_equals_an_independent_run_stopped_at_the_rewind_iteration(
     assert np.asarray(stopped.step).tolist() == [k, k]
     chex.assert_trees_all_equal(jax.device_get(stopped.params), jax.device_get(run.theta_rewind.load().params))
     one_more = engine.train_epoch(stopped, ones, exp.train, 0, start_iteration=k, stop_iteration=k + 1)[0]
-    assert not np.array_equal(np.asarray(one_more.params["fc1"]["kernel"]),
-                              np.asarray(run.theta_rewind.load().params["fc1"]["kernel"]))
+    assert not np.array_equal(
+        np.asarray(one_more.params["fc1"]["kernel"]), np.asarray(run.theta_rewind.load().params["fc1"]["kernel"])
+    )
 
 
 def _distances(reference, params, mask, is_prunable):
     """(full, unpruned) learning distances in plain numpy over the prunable leaves."""
     full = unpruned = 0.0
-    for path, r, p, m in zip(masks.paths(params), jax.tree.leaves(reference), jax.tree.leaves(params),
-                             jax.tree.leaves(mask)):
+    for path, r, p, m in zip(
+        masks.paths(params), jax.tree.leaves(reference), jax.tree.leaves(params), jax.tree.leaves(mask)
+    ):
         if is_prunable(path):
             r, p, m = (np.asarray(a, np.float64) for a in (r, p, m))
             full += np.sum((r - m * p) ** 2)
@@ -421,8 +442,9 @@ def test_reinit_distance_is_measured_from_its_own_initial_weights(lottery_run):
         full, unpruned = _distances(own_init, params, mask, exp.is_prunable)
         assert row["learning_distance"] == pytest.approx(full, rel=1e-6)
         assert row["learning_distance_unpruned"] == pytest.approx(unpruned, rel=1e-6)
-        from_theta0 = _distances(jax.tree.map(lambda leaf: leaf[i], run.theta0.load().params), params, mask,
-                                 exp.is_prunable)[0]
+        from_theta0 = _distances(
+            jax.tree.map(lambda leaf: leaf[i], run.theta0.load().params), params, mask, exp.is_prunable
+        )[0]
         assert abs(from_theta0 - full) > 1e-3 * full
 
 
@@ -479,8 +501,10 @@ def test_every_results_column_holds_its_own_quantity(lottery_run):
 
 
 def test_saliency_pruning_keeps_exact_counts_and_differs_from_magnitude(tmp_path):
-    config = tiny_config(tmp_path, **{"pruning.criterion": "saliency", "pruning.levels": 1,
-                                      "optim.epochs": 1, "pruning.saliency_batches": 2})
+    config = tiny_config(
+        tmp_path,
+        **{"pruning.criterion": "saliency", "pruning.levels": 1, "optim.epochs": 1, "pruning.saliency_batches": 2},
+    )
     imp.run_imp(config)
     exp, run = runopen.open_run(config)
     dense, level1 = run.level(0), run.level(1)
@@ -577,8 +601,9 @@ def test_two_redense_variants_keep_their_labels_and_sit_at_their_starting_densit
     config, run_dir, (exp, run), _ = lottery_run
     paths = {}
     for lr in (0.05, 0.01):
-        variant = dataclasses.replace(exp, config=override(exp.config, {"pruning.redense_epochs": 1,
-                                                                        "pruning.redense_lr": lr}))
+        variant = dataclasses.replace(
+            exp, config=override(exp.config, {"pruning.redense_epochs": 1, "pruning.redense_lr": lr})
+        )
         paths[lr] = branches.run_branch(variant, run, "redense", [1, 2])
     main = {(r["level"], r["seed"]): r for r in results.read_results_csv(run_dir / "results.csv")}
     for lr, path in paths.items():
@@ -587,7 +612,10 @@ def test_two_redense_variants_keep_their_labels_and_sit_at_their_starting_densit
             start = main[(row["level"], row["seed"])]
             assert row["branch"] == label and (row["redense_epochs"], row["redense_lr"]) == (1, lr)
             assert (row["density"], row["sparsity"], row["kept_weights"]) == (
-                start["density"], start["sparsity"], start["kept_weights"])
+                start["density"],
+                start["sparsity"],
+                start["kept_weights"],
+            )
             assert row["redense_density"] == 1.0 > row["density"]
     out = report(run_dir)  # neither variant blocks the main run's report
     assert "branch: redense-e1-lr0.05" in out["table"] and "branch: redense-e1-lr0.01" in out["table"]
@@ -605,7 +633,11 @@ def test_two_redense_variants_keep_their_labels_and_sit_at_their_starting_densit
 def test_start_choices_are_named_and_checked():
     assert [imp.schedule_start(s, 0) for s in ("lottery", "scratch")] == [imp.THETA0, imp.THETA0]
     assert [imp.schedule_start(s, 2) for s in ("lottery", "finetune", "lr_rewind", "scratch")] == [
-        imp.REWIND, imp.PREVIOUS, imp.PREVIOUS, imp.fresh(2)]
+        imp.REWIND,
+        imp.PREVIOUS,
+        imp.PREVIOUS,
+        imp.fresh(2),
+    ]
     # A branch retraining by the schedule starts as a pruned level; one-shot k = 0 as level 1.
     assert branches.retrain_start("scratch", 0) == imp.fresh(1) == imp.schedule_start("scratch", 1)
     assert branches.retrain_start("lottery", 0) == imp.REWIND

@@ -10,8 +10,12 @@ from sdd_jax.jsonable import NotJSONError, to_native
 
 
 def test_arrays_and_scalars_become_plain_values_that_round_trip_through_json():
-    value = {"a": np.float32(0.25), "b": jnp.arange(3), "c": (np.array([[1.5, np.nan]]), None, True),
-             "d": {"e": np.int64(7), "f": "text"}}
+    value = {
+        "a": np.float32(0.25),
+        "b": jnp.arange(3),
+        "c": (np.array([[1.5, np.nan]]), None, True),
+        "d": {"e": np.int64(7), "f": "text"},
+    }
     native = to_native(value)
     assert native["a"] == 0.25 and type(native["a"]) is float
     assert native["b"] == [0, 1, 2] and all(type(v) is int for v in native["b"])

@@ -6,14 +6,13 @@ import chex
 import jax
 import numpy as np
 import pytest
+from test_imp import tiny_config
 
 from sdd_jax import experiment, imp, level, results
 from sdd_jax.checkpoints import RunStore
 from sdd_jax.config import override
 from sdd_jax.progress import Progress
 from sdd_jax.runopen import open_run
-
-from test_imp import tiny_config
 
 
 def test_the_fused_epoch_and_evaluation_equal_the_two_calls(tmp_path):
@@ -25,8 +24,7 @@ def test_the_fused_epoch_and_evaluation_equal_the_two_calls(tmp_path):
     def start():
         return experiment.state_from(exp, engine, experiment.fresh_state(exp, engine).weights, mask, 0)
 
-    state_a, sums_a, evaluation = engine.train_epoch_then_evaluate(start(), mask, exp.train, 0,
-                                                                   evaluate_on=exp.test)
+    state_a, sums_a, evaluation = engine.train_epoch_then_evaluate(start(), mask, exp.train, 0, evaluate_on=exp.test)
     state_b, *sums_b = engine.train_epoch_sums(start(), mask, exp.train, 0)
     loss, accuracy, _ = engine.evaluate(state_b.params, state_b.batch_stats, mask, exp.test)
     chex.assert_trees_all_equal(state_a.params, state_b.params)
@@ -53,8 +51,7 @@ def test_a_level_makes_no_evaluation_call_of_its_own_for_the_test_set(tmp_path, 
 
 
 def test_progress_checkpoints_are_written_in_the_background_and_complete(tmp_path, monkeypatch):
-    config = tiny_config(tmp_path, **{"pruning.levels": 1, "optim.epochs": 3,
-                                      "run.checkpoint_every_epochs": 1})
+    config = tiny_config(tmp_path, **{"pruning.levels": 1, "optim.epochs": 3, "run.checkpoint_every_epochs": 1})
     straight = imp.run_imp(tiny_config(tmp_path / "straight", **{"pruning.levels": 1, "optim.epochs": 3}))
     blocking = []
     original = RunStore._save
@@ -73,8 +70,9 @@ def test_progress_checkpoints_are_written_in_the_background_and_complete(tmp_pat
 
 
 def test_validation_curves_and_the_epoch_chosen_by_validation(tmp_path):
-    config = tiny_config(tmp_path, **{"pruning.levels": 0, "optim.epochs": 4,
-                                      "data.validation_size": 64, "run.eval_every_epochs": 2})
+    config = tiny_config(
+        tmp_path, **{"pruning.levels": 0, "optim.epochs": 4, "data.validation_size": 64, "run.eval_every_epochs": 2}
+    )
     exp, run = open_run(config)
     imp.run_imp(config, prepared=(exp, run))
     curves = run.level_metrics(0)["curves"]
@@ -107,8 +105,16 @@ def test_the_epoch_loop_without_a_run_directory_replays_a_level_and_writes_nothi
     state = imp.start_state(exp, run, plan, imp.schedule_start("lottery", 1), stored.mask)
     seen = []
     state, curves = level.train_epochs(
-        exp, None, plan, state, stored.mask, level=1, progress=Progress(0, verbosity=0), evaluate=False,
-        after_epoch=lambda epoch, trained: seen.append((epoch, np.asarray(trained.step).tolist())))
+        exp,
+        None,
+        plan,
+        state,
+        stored.mask,
+        level=1,
+        progress=Progress(0, verbosity=0),
+        evaluate=False,
+        after_epoch=lambda epoch, trained: seen.append((epoch, np.asarray(trained.step).tolist())),
+    )
     chex.assert_trees_all_equal(jax.device_get(state.params), jax.device_get(stored.params))
     spe = exp.engine.steps_per_epoch
     assert seen == [(e, [(e + 1) * spe] * 2) for e in range(plan.first_epoch, plan.epochs)]

@@ -28,10 +28,14 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def mesh_facts():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-           "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([sys.executable, str(TESTS / "mesh_checks.py")], env=env, capture_output=True,
-                          text=True, timeout=900)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(TESTS / "mesh_checks.py")], env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -89,8 +93,9 @@ def _sequential_epochs(seeds, epochs=1):
     optim = OptimConfig(lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=16, epochs=epochs)
     x = np.random.default_rng(0).integers(0, 256, (48, 16, 16, 3), dtype=np.uint8)
     data = DeviceData(jnp.asarray(x), jnp.asarray(np.arange(48) % 10, jnp.int32))
-    engine = Engine(model, optim, 48, mean=(0.5,) * 3, std=(0.25,) * 3, augment=True,
-                    seed_execution="sequential", epoch_loop="scan")
+    engine = Engine(
+        model, optim, 48, mean=(0.5,) * 3, std=(0.25,) * 3, augment=True, seed_execution="sequential", epoch_loop="scan"
+    )
     state = engine.init(rng.seed_keys(seeds, "init"), seeds, jnp.zeros((1, 16, 16, 3)))
     mask = jax.tree.map(jnp.ones_like, state.params)
     for epoch in range(epochs):
@@ -107,5 +112,4 @@ def test_sequential_seeds_are_bit_identical_alone_or_among_others():
     chex.assert_trees_all_equal(first(among.params), first(alone.params))
     chex.assert_trees_all_equal(first(among.batch_stats), first(alone.batch_stats))
     chex.assert_trees_all_equal(first(among.opt_state), first(alone.opt_state))
-    assert not np.array_equal(np.asarray(among.params["fc"]["kernel"][0]),
-                              np.asarray(among.params["fc"]["kernel"][1]))
+    assert not np.array_equal(np.asarray(among.params["fc"]["kernel"][0]), np.asarray(among.params["fc"]["kernel"][1]))

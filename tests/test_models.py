@@ -159,7 +159,6 @@ def test_prunable_set_vgg16():
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_prunable_rule_every_model(name):
-    cfg = ModelConfig(name=name)
     params = _abstract_params(name)
     out = "out" if name in ("lenet_300_100", "mlp") else "fc"  # the classifier's module name
     assert out in params
@@ -247,8 +246,19 @@ def test_bad_arguments_raise():
 
 
 def test_registry_holds_the_built_in_families():
-    assert MODEL_NAMES[:11] == ("lenet_300_100", "mlp", "resnet18", "resnet34", "resnet50", "resnet101",
-                                "resnet152", "vgg11", "vgg13", "vgg16", "vgg19")
+    assert MODEL_NAMES[:11] == (
+        "lenet_300_100",
+        "mlp",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "vgg11",
+        "vgg13",
+        "vgg16",
+        "vgg19",
+    )
     assert model_names() == MODEL_NAMES and list(FAMILIES)[:3] == ["mlp", "resnet", "vgg"]
     for name in MODEL_NAMES[:11]:
         family = family_of(name)
@@ -481,7 +491,10 @@ def test_batchnorm_train_vs_eval_in_a_model():
 
     # bn_stem sees the stem conv output (3x3, padding 1, no bias), computed here independently
     stem = jax.lax.conv_general_dilated(
-        x, variables["params"]["conv_stem"]["kernel"], (1, 1), ((1, 1), (1, 1)),
+        x,
+        variables["params"]["conv_stem"]["kernel"],
+        (1, 1),
+        ((1, 1), (1, 1)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
     stem = np.asarray(stem, np.float64).reshape(-1, 8)
@@ -612,8 +625,9 @@ def test_batchnorm_statistics_are_float32_under_bfloat16():
     x16 = normal(13, BN_SHAPE, loc=3.0, scale=2.0).astype(jnp.bfloat16)
     x32 = x16.astype(jnp.float32)  # the same numbers
     variables = _bn_variables(x32)
-    y16, up16 = jax.jit(lambda v, x: BatchNorm(use_running_average=False, dtype=jnp.bfloat16).apply(
-        v, x, mutable=["batch_stats"]))(variables, x16)
+    y16, up16 = jax.jit(
+        lambda v, x: BatchNorm(use_running_average=False, dtype=jnp.bfloat16).apply(v, x, mutable=["batch_stats"])
+    )(variables, x16)
     y32, up32 = _bn_apply(False)(variables, x32)
     chex.assert_type(y16, jnp.bfloat16)
     chex.assert_type(jax.tree.leaves(up16), jnp.float32)

@@ -39,17 +39,29 @@ def _job(workdir: Path, phase: str) -> list[subprocess.CompletedProcess]:
     port = _free_port()
     procs, logs = [], []
     for index in range(2):
-        env = {**os.environ, **STARVED,
-               "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false",
-               "JAX_COORDINATOR_ADDRESS": f"localhost:{port}", "JAX_NUM_PROCESSES": "2",
-               "JAX_PROCESS_ID": str(index), "JAX_PLATFORMS": "cpu",
-               "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            **STARVED,
+            "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false",
+            "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
+            "JAX_NUM_PROCESSES": "2",
+            "JAX_PROCESS_ID": str(index),
+            "JAX_PLATFORMS": "cpu",
+            "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
+        }
         # Output to files, not pipes: a process blocked on a full pipe would stall the other at
         # their next barrier.
         out, err = (open(workdir.parent / f"{phase}-{index}.{kind}", "w+") for kind in ("out", "err"))
         logs.append((out, err))
-        procs.append(subprocess.Popen([sys.executable, str(TESTS / "multihost_checks.py"), str(workdir), phase],
-                                      env=env, stdout=out, stderr=err, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(TESTS / "multihost_checks.py"), str(workdir), phase],
+                env=env,
+                stdout=out,
+                stderr=err,
+                text=True,
+            )
+        )
     done = []
     for proc, (out, err) in zip(procs, logs):
         try:

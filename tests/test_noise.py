@@ -19,11 +19,106 @@ from sdd_jax.validate import validate
 
 # The usual CIFAR-100 fine -> coarse table, transcribed independently of the name lists.
 CIFAR100_COARSE = [
-    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
-    6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
-    5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
-    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
-    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
+    4,
+    1,
+    14,
+    8,
+    0,
+    6,
+    7,
+    7,
+    18,
+    3,
+    3,
+    14,
+    9,
+    18,
+    7,
+    11,
+    3,
+    9,
+    7,
+    11,
+    6,
+    11,
+    5,
+    10,
+    7,
+    6,
+    13,
+    15,
+    3,
+    15,
+    0,
+    11,
+    1,
+    10,
+    12,
+    14,
+    16,
+    9,
+    11,
+    5,
+    5,
+    19,
+    8,
+    8,
+    15,
+    13,
+    14,
+    17,
+    18,
+    10,
+    16,
+    4,
+    17,
+    4,
+    2,
+    0,
+    17,
+    4,
+    18,
+    17,
+    10,
+    3,
+    2,
+    12,
+    12,
+    16,
+    12,
+    1,
+    9,
+    19,
+    2,
+    10,
+    0,
+    1,
+    16,
+    12,
+    9,
+    13,
+    15,
+    13,
+    16,
+    19,
+    2,
+    4,
+    6,
+    19,
+    5,
+    5,
+    8,
+    19,
+    18,
+    1,
+    2,
+    15,
+    6,
+    0,
+    17,
+    8,
+    14,
+    13,
 ]
 
 
@@ -109,9 +204,14 @@ def test_pairflip_structure():
     np.testing.assert_allclose(t, expected_transition_matrix("pairflip", rate, k), atol=0.05)
 
 
-@pytest.mark.parametrize("name,flips", [("mnist", {2: 7, 3: 8, 5: 6, 6: 5}),
-                                        ("mnist_embedded", {2: 7, 3: 8, 5: 6, 6: 5}),
-                                        ("cifar10", {9: 1, 2: 0, 3: 5, 5: 3, 4: 7})])
+@pytest.mark.parametrize(
+    "name,flips",
+    [
+        ("mnist", {2: 7, 3: 8, 5: 6, 6: 5}),
+        ("mnist_embedded", {2: 7, 3: 8, 5: 6, 6: 5}),
+        ("cifar10", {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}),
+    ],
+)
 def test_asymmetric_ten_class_tables(name, flips):
     k, rate = 10, 0.35
     labels = balanced_labels(k, 301, seed=4)
@@ -160,7 +260,9 @@ def test_cifar100_asymmetric(mode):
     np.testing.assert_allclose(np.diag(t), 1 - 20 / 50)
     for i in range(k):
         assert t[i, flips[i]] == pytest.approx(20 / 50)
-    np.testing.assert_allclose(t, expected_transition_matrix("asymmetric", rate, k, dataset_name="cifar100", asymmetric_mode=mode))
+    np.testing.assert_allclose(
+        t, expected_transition_matrix("asymmetric", rate, k, dataset_name="cifar100", asymmetric_mode=mode)
+    )
     if mode == "reference_blocks":
         assert flips[4] == 0 and flips[9] == 5 and flips[0] == 1
     else:
@@ -259,7 +361,10 @@ def test_noise_stream_independent_of_subset_seed():
     assert not np.array_equal(a.y_train_clean, b.y_train_clean)  # different examples kept
     np.testing.assert_array_equal(a.is_noisy, b.is_noisy)  # same noise draws
     np.testing.assert_array_equal((a.y_train - a.y_train_clean) % 10, (b.y_train - b.y_train_clean) % 10)
-    c = load_dataset(DataConfig(train_size=1000, subset_mode="random", subset_seed=0), NoiseConfig(kind="symmetric", rate=0.3, seed=6))
+    c = load_dataset(
+        DataConfig(train_size=1000, subset_mode="random", subset_seed=0),
+        NoiseConfig(kind="symmetric", rate=0.3, seed=6),
+    )
     np.testing.assert_array_equal(a.y_train_clean, c.y_train_clean)  # noise seed keeps the subset
     assert not np.array_equal(a.is_noisy, c.is_noisy)
 
@@ -267,18 +372,23 @@ def test_noise_stream_independent_of_subset_seed():
 @pytest.mark.parametrize(
     "data,noise,match",
     [
-        (DataConfig(name="synthetic"), NoiseConfig(kind="asymmetric", rate=0.2),
-         "noise.kind asymmetric: asymmetric noise is defined for mnist, cifar10 and cifar100, not for 'synthetic'"),
+        (
+            DataConfig(name="synthetic"),
+            NoiseConfig(kind="asymmetric", rate=0.2),
+            "noise.kind asymmetric: asymmetric noise is defined for mnist, cifar10 and cifar100, not for 'synthetic'",
+        ),
         (DataConfig(), NoiseConfig(kind="flip", rate=0.2), "noise.kind must be one of none, random_labels"),
         (DataConfig(), NoiseConfig(kind="none", rate=0.2), "noise.rate=0.2 given with noise.kind none"),
         (DataConfig(), NoiseConfig(kind="symmetric", rate=-0.1), r"noise.rate must be in \[0, 1\], got -0.1"),
         (DataConfig(), NoiseConfig(kind="symmetric", rate=float("nan")), r"noise.rate must be in \[0, 1\]"),
-        (DataConfig(name="cifar100"), NoiseConfig(kind="asymmetric", rate=0.2, asymmetric_mode="x"),
-         "noise.asymmetric_mode must be one of superclass, reference_blocks"),
+        (
+            DataConfig(name="cifar100"),
+            NoiseConfig(kind="asymmetric", rate=0.2, asymmetric_mode="x"),
+            "noise.asymmetric_mode must be one of superclass, reference_blocks",
+        ),
     ],
 )
 def test_bad_noise_settings_are_refused_once_by_validation(data, noise, match):
     """Each noise rule lives in :mod:`sdd_jax.validate` alone (``apply_noise`` trusts it)."""
     with pytest.raises(ConfigError, match=match):
         validate(Config(data=data, noise=noise))
-

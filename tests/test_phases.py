@@ -9,8 +9,7 @@ from sdd_jax.phases import PHASES, phase_boundaries, phase_labels, phases
 
 def agg_from_curves(train, test):
     return [
-        {"level": i, "train_acc_mean": float(a), "test_acc_mean": float(b)}
-        for i, (a, b) in enumerate(zip(train, test))
+        {"level": i, "train_acc_mean": float(a), "test_acc_mean": float(b)} for i, (a, b) in enumerate(zip(train, test))
     ]
 
 
@@ -25,8 +24,7 @@ def test_phases_follow_entry_order_and_keys():
     agg = agg_from_curves(train, test)
     perm = np.random.default_rng(1).permutation(len(agg))
     assert phases([agg[i] for i in perm]) == [expected[i] for i in perm]
-    renamed = [{"level": e["level"], "a_mean": e["train_acc_mean"], "b_mean": e["test_acc_mean"]}
-               for e in agg]
+    renamed = [{"level": e["level"], "a_mean": e["train_acc_mean"], "b_mean": e["test_acc_mean"]} for e in agg]
     assert phases(renamed, train_key="a", test_key="b") == expected
 
 
@@ -59,8 +57,7 @@ def test_phases_are_monotone_on_random_curves():
                 assert test[collapse_start] < test[0] - 0.01
             else:
                 assert collapse_start > peak
-                assert (test[collapse_start] < test[0] - 0.01
-                        or train[collapse_start] < train[peak] - 0.10)
+                assert test[collapse_start] < test[0] - 0.01 or train[collapse_start] < train[peak] - 0.10
     assert seen == set(PHASES)
 
 

@@ -13,14 +13,14 @@ class Terminal(io.StringIO):
 
 
 def rows(level, accs=(0.80, 0.82)):
-    return [{"test_acc": a, "train_acc": 0.99, "density": 0.8 ** level} for a in accs]
+    return [{"test_acc": a, "train_acc": 0.99, "density": 0.8**level} for a in accs]
 
 
 def drive(progress, clock, levels=4, epochs=60, seconds_per_epoch=1.5, skip_levels=0):
     """Levels of ``epochs`` epochs each, ``seconds_per_epoch`` on the fake clock per epoch."""
     progress.skip_epochs(skip_levels * epochs)
     for level in range(skip_levels, levels):
-        progress.start_level(level, 0.8 ** level)
+        progress.start_level(level, 0.8**level)
         for epoch in range(epochs):
             clock[0] += seconds_per_epoch
             progress.epoch_done(0.8 if epoch % 5 == 4 else None)
@@ -29,8 +29,9 @@ def drive(progress, clock, levels=4, epochs=60, seconds_per_epoch=1.5, skip_leve
 
 def test_a_log_file_gets_a_line_per_level_and_at_most_one_a_minute():
     clock, stream = [0.0], io.StringIO()
-    with Progress(total_epochs=4 * 60, verbosity=1, desc="quickstart", stream=stream,
-                  clock=lambda: clock[0]) as progress:
+    with Progress(
+        total_epochs=4 * 60, verbosity=1, desc="quickstart", stream=stream, clock=lambda: clock[0]
+    ) as progress:
         drive(progress, clock, skip_levels=1)
     lines = stream.getvalue().splitlines()
     done = [line for line in lines if " done " in line]
@@ -78,8 +79,9 @@ def test_verbose_on_a_terminal_adds_a_line_per_level_and_one_seed_shows_no_sprea
 def test_steps_of_a_named_task_log_at_most_a_line_a_minute_and_one_at_the_end():
     """The analysis counts steps under a task name (its re-dense epochs through epoch_done)."""
     clock, stream = [0.0], io.StringIO()
-    with Progress(total_epochs=30, verbosity=1, desc="run:analyze", stream=stream, clock=lambda: clock[0],
-                  unit="step") as progress:
+    with Progress(
+        total_epochs=30, verbosity=1, desc="run:analyze", stream=stream, clock=lambda: clock[0], unit="step"
+    ) as progress:
         for i in range(30):
             progress.task(f"sharpness, level {i}")
             clock[0] += 7.0  # 210 s in all

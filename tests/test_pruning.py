@@ -223,19 +223,23 @@ def test_random_criterion_per_key():
 
 def test_built_in_criteria_are_registry_entries_with_the_reference_scores():
     assert pruning.CRITERIA[:3] == ("magnitude", "saliency", "random")
-    flags = {name: (criteria.CRITERIA[name].needs_grads, criteria.CRITERIA[name].needs_key)
-             for name in ("magnitude", "saliency", "random")}
+    flags = {
+        name: (criteria.CRITERIA[name].needs_grads, criteria.CRITERIA[name].needs_key)
+        for name in ("magnitude", "saliency", "random")
+    }
     assert flags == {"magnitude": (False, False), "saliency": (True, False), "random": (False, True)}
     params = init_params(8)
     grads = jax.tree_util.tree_map(lambda p: jnp.cos(p * 3.0), params)
     key = jax.random.key(3)
     w, g = kernel_vector(params), kernel_vector(grads)
     np.testing.assert_array_equal(kernel_vector(pruning.scores(params, "magnitude")), np.abs(w))
-    np.testing.assert_array_equal(kernel_vector(pruning.scores(params, "saliency", grads=grads)),
-                                  np.abs(w * g).astype(np.float32))
+    np.testing.assert_array_equal(
+        kernel_vector(pruning.scores(params, "saliency", grads=grads)), np.abs(w * g).astype(np.float32)
+    )
     leaves = jax.tree_util.tree_leaves(params)
-    draws = [np.asarray(jax.random.uniform(k, leaf.shape)) for k, leaf in
-             zip(jax.random.split(key, len(leaves)), leaves)]
+    draws = [
+        np.asarray(jax.random.uniform(k, leaf.shape)) for k, leaf in zip(jax.random.split(key, len(leaves)), leaves)
+    ]
     random_leaves = jax.tree_util.tree_leaves(pruning.scores(params, "random", key=key))
     for got, want in zip(random_leaves, draws):
         np.testing.assert_array_equal(np.asarray(got), want)

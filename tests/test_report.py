@@ -29,19 +29,24 @@ ONESHOT_TEST = (0.6, 0.7)  # one branch level at density 0.25, two seeds: mean 0
 
 def _write_known_results(run_dir):
     """``results.csv`` (and a one-shot branch) written as text, not through sdd_jax.results."""
-    header = ("seed,level,density,sparsity,train_acc,train_acc_clean,train_acc_noisy_subset,train_loss,"
-              "test_acc,test_acc_best,test_loss,learning_distance,learning_distance_unpruned,branch")
+    header = (
+        "seed,level,density,sparsity,train_acc,train_acc_clean,train_acc_noisy_subset,train_loss,"
+        "test_acc,test_acc_best,test_loss,learning_distance,learning_distance_unpruned,branch"
+    )
     lines = [header]
     for level in range(3):
         for seed, step in enumerate((-1, 0, 1)):
             v = {k: repr(round(known[level][0] + step * known[level][1], 10)) for k, known in KNOWN.items()}
-            lines.append(f"{seed},{level},{v['density']},{1 - float(v['density'])!r},{v['train_acc']},1.0,"
-                         f"{v['train_acc_noisy_subset']},0.1,{v['test_acc']},{v['test_acc']},0.5,"
-                         f"{v['learning_distance']},,imp")
+            lines.append(
+                f"{seed},{level},{v['density']},{1 - float(v['density'])!r},{v['train_acc']},1.0,"
+                f"{v['train_acc_noisy_subset']},0.1,{v['test_acc']},{v['test_acc']},0.5,"
+                f"{v['learning_distance']},,imp"
+            )
     (run_dir / "results.csv").write_text("\n".join(lines) + "\n")
     (run_dir / "branches" / "oneshot").mkdir(parents=True)
-    rows = [f"{seed},3,0.25,0.75,0.5,0.5,0.0,0.1,{acc!r},{acc!r},0.5,1.0,,oneshot"
-            for seed, acc in enumerate(ONESHOT_TEST)]
+    rows = [
+        f"{seed},3,0.25,0.75,0.5,0.5,0.0,0.1,{acc!r},{acc!r},0.5,1.0,,oneshot" for seed, acc in enumerate(ONESHOT_TEST)
+    ]
     (run_dir / "branches" / "oneshot" / "results.csv").write_text("\n".join([header, *rows]) + "\n")
 
 
@@ -60,8 +65,7 @@ def test_report_rebuilds_the_figure_from_results_csv(tmp_path, monkeypatch):
     _write_known_results(tmp_path)
     drawn = []
     real_make_figure = sdd_report.make_figure
-    monkeypatch.setattr(sdd_report, "make_figure", lambda *a, **k: drawn.append(real_make_figure(*a, **k))
-                        or drawn[-1])
+    monkeypatch.setattr(sdd_report, "make_figure", lambda *a, **k: drawn.append(real_make_figure(*a, **k)) or drawn[-1])
     out = report(tmp_path)
     assert out["figures"] == [str(tmp_path / "figure.png"), str(tmp_path / "figure.svg")]
     assert all(os.path.getsize(p) > 0 for p in out["figures"])
@@ -78,8 +82,10 @@ def test_report_rebuilds_the_figure_from_results_csv(tmp_path, monkeypatch):
         assert (int(cells[0]), int(cells[1])) == (level, 3)
         density = KNOWN["density"][level][0]
         chex.assert_trees_all_close((float(cells[2]), float(cells[3])), (100 * (1 - density), 100 * density))
-        expected = [(100 * m, 100 * d) for m, d in (KNOWN[c][level] for c in
-                                                    ("test_acc", "train_acc", "train_acc_noisy_subset"))]
+        expected = [
+            (100 * m, 100 * d)
+            for m, d in (KNOWN[c][level] for c in ("test_acc", "train_acc", "train_acc_noisy_subset"))
+        ]
         expected.append(KNOWN["learning_distance"][level])
         chex.assert_trees_all_close(_pairs(line), expected, atol=5e-3)  # printed with 2 decimals
     (oneshot_line,) = [line for line in branch_table.splitlines() if line.strip().startswith("3 ")]
@@ -98,10 +104,16 @@ def test_report_rebuilds_the_figure_from_results_csv(tmp_path, monkeypatch):
     main = out["figure_data"]["main"]
     x = [100 * m for m, _ in KNOWN["density"]]
     test, train = KNOWN["test_acc"], KNOWN["train_acc"]
-    expected = {"x": x, "test_mean": [100 * m for m, _ in test], "test_lo": [100 * (m - d) for m, d in test],
-                "test_hi": [100 * (m + d) for m, d in test], "train_mean": [100 * m for m, _ in train],
-                "train_lo": [100 * (m - d) for m, d in train], "train_hi": [100 * (m + d) for m, d in train],
-                "learning_distance": [m for m, _ in KNOWN["learning_distance"]]}
+    expected = {
+        "x": x,
+        "test_mean": [100 * m for m, _ in test],
+        "test_lo": [100 * (m - d) for m, d in test],
+        "test_hi": [100 * (m + d) for m, d in test],
+        "train_mean": [100 * m for m, _ in train],
+        "train_lo": [100 * (m - d) for m, d in train],
+        "train_hi": [100 * (m + d) for m, d in train],
+        "learning_distance": [m for m, _ in KNOWN["learning_distance"]],
+    }
     for key, values in expected.items():
         _close(main[key], values)
     assert out["figure_data"]["main"]["phases"] == out["phases"]
@@ -165,14 +177,21 @@ def test_combined_results_and_curves_read_straight_into_pandas(tmp_path):
 
     rows = paper_like_rows(seeds=2)
     write_results_csv(rows, tmp_path / "results.csv")
-    oneshot = [dict(r, branch="oneshot", only_here=7) for r in paper_like_rows(seeds=1, rng_seed=3)
-               if r["level"] < 3]
+    oneshot = [dict(r, branch="oneshot", only_here=7) for r in paper_like_rows(seeds=1, rng_seed=3) if r["level"] < 3]
     write_branch(tmp_path, "oneshot", oneshot)
-    curves = {"epoch": [1, 2], "train_loss": [[1.0, 2.0], [0.5, 1.5]], "train_acc": [[0.1, 0.2], [0.3, 0.4]],
-              "test_loss": [None, [0.7, 0.8]], "test_acc": [None, [0.6, 0.65]], "val_acc": [None, [0.5, 0.55]]}
+    curves = {
+        "epoch": [1, 2],
+        "train_loss": [[1.0, 2.0], [0.5, 1.5]],
+        "train_acc": [[0.1, 0.2], [0.3, 0.4]],
+        "test_loss": [None, [0.7, 0.8]],
+        "test_acc": [None, [0.6, 0.65]],
+        "val_acc": [None, [0.5, 0.55]],
+    }
     write_curves_csv(curve_rows("imp", 0, [0, 1], curves), tmp_path / "curves.csv")
-    write_curves_csv(curve_rows("oneshot", 2, [0], {k: v for k, v in curves.items() if k != "val_acc"}),
-                     tmp_path / "branches" / "oneshot" / "curves.csv")
+    write_curves_csv(
+        curve_rows("oneshot", 2, [0], {k: v for k, v in curves.items() if k != "val_acc"}),
+        tmp_path / "branches" / "oneshot" / "curves.csv",
+    )
     out = report(tmp_path)
     assert out["combined"] == [str(tmp_path / "results_all.csv"), str(tmp_path / "curves_all.csv")]
 
@@ -184,8 +203,17 @@ def test_combined_results_and_curves_read_straight_into_pandas(tmp_path):
     assert table.only_here.isna().sum() == len(rows)  # a column one file lacks is empty there
 
     long = pd.read_csv(tmp_path / "curves_all.csv")
-    assert list(long.columns) == ["branch", "seed", "level", "epoch", "train_loss", "train_acc",
-                                  "test_loss", "test_acc", "val_acc"]
+    assert list(long.columns) == [
+        "branch",
+        "seed",
+        "level",
+        "epoch",
+        "train_loss",
+        "train_acc",
+        "test_loss",
+        "test_acc",
+        "val_acc",
+    ]
     assert len(long) == 2 * 2 + 2
     seed1 = long[(long.branch == "imp") & (long.seed == 1)]
     assert seed1.train_loss.tolist() == [2.0, 1.5] and seed1.val_acc.tolist()[1] == 0.55

@@ -7,16 +7,17 @@ import chex
 import numpy as np
 import pytest
 
+from sdd_jax.exports import LAYER_COLUMNS, curve_rows, layer_rows, write_layers_csv
 from sdd_jax.results import (
     RESULT_COLUMNS,
     ResultsError,
     aggregate,
     main_branch,
+    read_csv,
     read_results_csv,
     split_branches,
     write_results_csv,
 )
-
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -150,8 +151,12 @@ def test_aggregate_matches_numpy():
         assert entry["alpha_note"] == "x"
         for c in numeric:
             values = np.array([r[c] for r in group], dtype=np.float64)
-            expected = {"mean": np.mean(values), "std": np.std(values, ddof=1), "min": np.min(values),
-                        "max": np.max(values)}
+            expected = {
+                "mean": np.mean(values),
+                "std": np.std(values, ddof=1),
+                "min": np.min(values),
+                "max": np.max(values),
+            }
             got = {k: entry[f"{c}_{k}"] for k in expected}
             chex.assert_trees_all_close(got, expected, rtol=1e-12)
         assert "seed_mean" not in entry and "level_mean" not in entry
@@ -177,11 +182,15 @@ def test_aggregate_std_is_the_sample_std_nan_for_one_seed_and_ignores_nan():
 
 
 def test_aggregate_groups_branches_and_rejects_bad_input():
-    rows = make_rows(seeds=2, levels=3, branch="imp") + make_rows(seeds=2, levels=2, branch="oneshot",
-                                                                  rng_seed=9)
+    rows = make_rows(seeds=2, levels=3, branch="imp") + make_rows(seeds=2, levels=2, branch="oneshot", rng_seed=9)
     agg = aggregate(rows)
     assert [(e["branch"], e["level"]) for e in agg] == [
-        ("imp", 0), ("imp", 1), ("imp", 2), ("oneshot", 0), ("oneshot", 1)]
+        ("imp", 0),
+        ("imp", 1),
+        ("imp", 2),
+        ("oneshot", 0),
+        ("oneshot", 1),
+    ]
     oneshot0 = [r["test_acc"] for r in rows if r["branch"] == "oneshot" and r["level"] == 0]
     assert agg[3]["test_acc_mean"] == pytest.approx(np.mean(oneshot0))
 
@@ -220,10 +229,12 @@ def test_main_branch_splits_rows_and_split_branches_groups_entries():
 
 
 def test_curve_rows_one_row_per_seed_and_epoch_with_every_curve():
-    from sdd_jax.results import curve_rows
-
-    curves = {"epoch": [3, 4], "train_loss": [[1.0, 2.0], [0.5, 1.5]], "test_acc": [None, [0.6, 0.7]],
-              "val_loss": [[0.9, 0.8], None]}
+    curves = {
+        "epoch": [3, 4],
+        "train_loss": [[1.0, 2.0], [0.5, 1.5]],
+        "test_acc": [None, [0.6, 0.7]],
+        "val_loss": [[0.9, 0.8], None],
+    }
     rows = curve_rows("reinit", 5, [10, 11], curves)
     assert [(r["seed"], r["epoch"]) for r in rows] == [(10, 3), (10, 4), (11, 3), (11, 4)]
     assert all(r["branch"] == "reinit" and r["level"] == 5 for r in rows)
@@ -233,29 +244,32 @@ def test_curve_rows_one_row_per_seed_and_epoch_with_every_curve():
 
 
 def test_layer_rows_spread_per_layer_dicts_into_columns(tmp_path):
-    from sdd_jax.results import LAYER_COLUMNS, layer_rows, read_csv, write_layers_csv
-
-    stored = [{"seed": 4, "density": 0.5, "layer_density": {"b/kernel": 0.25, "a/kernel": 0.75},
-               "layer_learning_distance": {"a/kernel": {"full": 1.0, "unpruned": 0.5},
-                                           "b/kernel": {"full": 2.0, "unpruned": 1.5}},
-               "layer_learning_distance_rewind": {"a/kernel": {"full": 3.0, "unpruned": 2.5}}}]
+    stored = [
+        {
+            "seed": 4,
+            "density": 0.5,
+            "layer_density": {"b/kernel": 0.25, "a/kernel": 0.75},
+            "layer_learning_distance": {
+                "a/kernel": {"full": 1.0, "unpruned": 0.5},
+                "b/kernel": {"full": 2.0, "unpruned": 1.5},
+            },
+            "layer_learning_distance_rewind": {"a/kernel": {"full": 3.0, "unpruned": 2.5}},
+        }
+    ]
     rows = layer_rows("imp", 2, stored)
     assert [r["layer"] for r in rows] == ["a/kernel", "b/kernel"]
-    assert rows[0] == {"branch": "imp", "seed": 4, "level": 2, "layer": "a/kernel", "density": 0.75,
-                       "learning_distance": 1.0, "learning_distance_unpruned": 0.5,
-                       "learning_distance_rewind": 3.0, "learning_distance_rewind_unpruned": 2.5}
+    assert rows[0] == {
+        "branch": "imp",
+        "seed": 4,
+        "level": 2,
+        "layer": "a/kernel",
+        "density": 0.75,
+        "learning_distance": 1.0,
+        "learning_distance_unpruned": 0.5,
+        "learning_distance_rewind": 3.0,
+        "learning_distance_rewind_unpruned": 2.5,
+    }
     write_layers_csv(rows, tmp_path / "layers.csv")
     back = read_csv(tmp_path / "layers.csv")
-    assert list(back[0])[:len(LAYER_COLUMNS)] == list(LAYER_COLUMNS)
+    assert list(back[0])[: len(LAYER_COLUMNS)] == list(LAYER_COLUMNS)
     assert back[1]["learning_distance_rewind"] is None and back[1]["learning_distance"] == 2.0
-
-
-def test_export_names_are_importable_from_results_and_exports():
-    """The curves/layers/combined writers live in ``sdd_jax.exports``; the old ``results.NAME``
-    spelling (used by the run directory and the branches) still finds the same objects."""
-    from sdd_jax import exports, results
-
-    for name in exports.__all__:
-        assert getattr(results, name) is getattr(exports, name)
-    with pytest.raises(AttributeError, match="no_such_name"):
-        results.no_such_name  # noqa: B018

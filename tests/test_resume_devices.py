@@ -15,19 +15,31 @@ TESTS = Path(__file__).resolve().parent
 
 
 def _run(devices: int, workdir: Path, levels: int, seed_devices: int, stop_level: int | None = None) -> dict:
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
+    }
     args = [str(workdir), str(levels), str(seed_devices)] + ([] if stop_level is None else [str(stop_level)])
-    done = subprocess.run([sys.executable, str(TESTS / "resume_devices_checks.py"), *args], env=env,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(TESTS / "resume_devices_checks.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _max_relative_diff(a: list[dict], b: list[dict]) -> float:
     assert [(r["level"], r["seed"]) for r in a] == [(r["level"], r["seed"]) for r in b]
-    diffs = [abs(x[k] - y[k]) / max(abs(y[k]), 1e-12) for x, y in zip(a, b) for k in x
-             if isinstance(x[k], float) and isinstance(y[k], float)]
+    diffs = [
+        abs(x[k] - y[k]) / max(abs(y[k]), 1e-12)
+        for x, y in zip(a, b)
+        for k in x
+        if isinstance(x[k], float) and isinstance(y[k], float)
+    ]
     return max(diffs)
 
 

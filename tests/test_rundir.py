@@ -14,9 +14,14 @@ from sdd_jax.config import Config, override, to_dict
 from sdd_jax.runid import result_fields, result_hash
 from sdd_jax.train import LevelWeights, Weights
 
-DATA = types.SimpleNamespace(metadata={"train_size": 4}, x_train=np.zeros((4, 2), np.float32),
-                             y_train=np.arange(4), y_train_clean=np.arange(4), x_test=np.ones((2, 2), np.float32),
-                             y_test=np.arange(2))
+DATA = types.SimpleNamespace(
+    metadata={"train_size": 4},
+    x_train=np.zeros((4, 2), np.float32),
+    y_train=np.arange(4),
+    y_train_clean=np.arange(4),
+    x_test=np.ones((2, 2), np.float32),
+    y_test=np.arange(2),
+)
 SHAPES = LevelWeights({"w": jnp.zeros((2, 3))}, {}, {"w": jnp.zeros((2, 3))})
 
 
@@ -36,8 +41,9 @@ def test_result_hash_ignores_paths_and_verbosity_but_not_noise():
 
 
 def test_open_run_dir_writes_readable_config(tmp_path):
-    config = override(Config(name="lenet"), {"noise.kind": "symmetric", "noise.rate": 0.2,
-                                             "run.workdir": str(tmp_path)})
+    config = override(
+        Config(name="lenet"), {"noise.kind": "symmetric", "noise.rate": 0.2, "run.workdir": str(tmp_path)}
+    )
     path = open_dir(tmp_path, config).path
     assert path == tmp_path / f"lenet-{result_hash(config)}" and path.is_dir()
     text = (path / "config.json").read_text()
@@ -99,10 +105,28 @@ def test_a_branch_keeps_its_own_levels_and_shares_theta0(tmp_path):
     branch = run.branch("redense-e1", "redense")
     assert branch.theta0.saved() and float(branch.theta0.load().params["w"].sum()) == 6.0
     level = LevelWeights({"w": jnp.full((2, 3), 2.0)}, {}, {"w": jnp.ones((2, 3))})
-    rows = [{"seed": s, **{c: 0.5 for c in ("density", "sparsity", "train_acc", "train_acc_clean",
-                                            "train_acc_noisy_subset", "train_loss", "test_acc",
-                                            "test_acc_best", "test_loss", "learning_distance",
-                                            "learning_distance_unpruned")}} for s in (0, 1)]
+    rows = [
+        {
+            "seed": s,
+            **{
+                c: 0.5
+                for c in (
+                    "density",
+                    "sparsity",
+                    "train_acc",
+                    "train_acc_clean",
+                    "train_acc_noisy_subset",
+                    "train_loss",
+                    "test_acc",
+                    "test_acc_best",
+                    "test_loss",
+                    "learning_distance",
+                    "learning_distance_unpruned",
+                )
+            },
+        }
+        for s in (0, 1)
+    ]
     branch.finish_level(3, level, rows, {"epoch": [1]})
     assert branch.finished_levels() == [3] and run.finished_levels() == []
     assert float(branch.level(3).params["w"][0, 0]) == 2.0

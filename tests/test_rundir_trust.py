@@ -3,7 +3,6 @@ path named, exit code 2, no new file behind), corrupt caches recomputed, files t
 umask, and a run read back from its directory alone."""
 
 import errno
-import json
 import os
 import shutil
 import stat
@@ -22,8 +21,16 @@ from sdd_jax.results import read_results_csv
 from sdd_jax.saved import load_run
 
 TESTS = Path(__file__).resolve().parent
-SMALL = ["--set", "pruning.levels=2", "--set", "data.train_size=256", "--set", "data.test_size=256",
-         "--set", "run.eval_batch_size=256"]
+SMALL = [
+    "--set",
+    "pruning.levels=2",
+    "--set",
+    "data.train_size=256",
+    "--set",
+    "data.test_size=256",
+    "--set",
+    "run.eval_batch_size=256",
+]
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -71,10 +78,23 @@ def copy_run(finished, tmp_path) -> Path:
 
 # ----- one process per run directory -------------------------------------------------------------
 
+
 def test_a_second_process_is_refused_while_the_first_runs(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
-    command = [sys.executable, "-m", "sdd_jax", "run", "smoke", "-q", "--workdir", str(tmp_path),
-               "--set", "optim.epochs=400", "--set", "pruning.levels=0"]
+    command = [
+        sys.executable,
+        "-m",
+        "sdd_jax",
+        "run",
+        "smoke",
+        "-q",
+        "--workdir",
+        str(tmp_path),
+        "--set",
+        "optim.epochs=400",
+        "--set",
+        "pruning.levels=0",
+    ]
     first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
@@ -84,8 +104,13 @@ def test_a_second_process_is_refused_while_the_first_runs(tmp_path):
         assert owner_files, "the first run never took its lock"
         run_dir = owner_files[0].parent
         second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-        branch = subprocess.run([sys.executable, "-m", "sdd_jax", "oneshot", str(run_dir), "--levels", "1", "-q"],
-                                env=env, capture_output=True, text=True, timeout=120)
+        branch = subprocess.run(
+            [sys.executable, "-m", "sdd_jax", "oneshot", str(run_dir), "--levels", "1", "-q"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert first.poll() is None, "the first run must still be running"
     finally:
         first.kill()
@@ -105,6 +130,7 @@ def test_the_same_process_may_open_its_run_again(finished, tmp_path, capsys):
 
 
 # ----- one clear line for every failure --------------------------------------------------------
+
 
 def test_a_workdir_that_is_a_file_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "runs"
@@ -143,8 +169,10 @@ def test_disk_full_in_a_checkpoint_is_one_line_and_the_rerun_is_identical(finish
     def full_disk(self, step, *args, **kwargs):
         calls["n"] += 1
         if "levels" in str(self.directory) and step == 1:  # tensorstore's message, shortened
-            raise ValueError("INTERNAL: Error writing local file \"/x/ocdbt.process_0/d/3f\": "
-                             "[OS error 28: No space left on device] " + "x" * 2000)
+            raise ValueError(
+                'INTERNAL: Error writing local file "/x/ocdbt.process_0/d/3f": '
+                "[OS error 28: No space left on device] " + "x" * 2000
+            )
         return original(self, step, *args, **kwargs)
 
     monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
@@ -169,8 +197,7 @@ def test_a_corrupt_finished_level_is_named_with_its_remedy(finished, tmp_path, c
     run = copy_run(finished, tmp_path)
     _garble(run / "levels" / "2")
     before = files(run)
-    code, _, err = run_cli(capsys, "run", "smoke", "-q", "--workdir", run.parent, *SMALL,
-                           "--set", "pruning.levels=3")
+    code, _, err = run_cli(capsys, "run", "smoke", "-q", "--workdir", run.parent, *SMALL, "--set", "pruning.levels=3")
     assert code == 2
     one_error_line(err, f"{run}/levels/2 is unreadable", f"delete {run}/levels/2 and rerun")
     assert set(files(run)) == set(before)
@@ -256,8 +283,20 @@ def test_a_corrupt_progress_checkpoint_restarts_its_level(finished, tmp_path, ca
 
 def test_a_missing_theta_rewind_restarts_level_zero(tmp_path, capsys, monkeypatch):
     workdir = tmp_path / "runs"
-    args = ["run", "smoke", "-q", "--workdir", workdir, *SMALL, "--set", "optim.epochs=3",
-            "--set", "pruning.rewind_iteration=2", "--set", "run.checkpoint_every_epochs=1"]
+    args = [
+        "run",
+        "smoke",
+        "-q",
+        "--workdir",
+        workdir,
+        *SMALL,
+        "--set",
+        "optim.epochs=3",
+        "--set",
+        "pruning.rewind_iteration=2",
+        "--set",
+        "run.checkpoint_every_epochs=1",
+    ]
     code, _, err = run_cli(capsys, *args, "--set", "pruning.levels=0")
     assert code == 0, err
     straight = read_results_csv(next(workdir.iterdir()) / "results.csv")
@@ -285,6 +324,7 @@ def test_a_missing_theta_rewind_restarts_level_zero(tmp_path, capsys, monkeypatc
 
 # ----- small but real ----------------------------------------------------------------------------
 
+
 def test_files_respect_the_umask_and_leftover_temporaries_are_cleaned(finished, tmp_path, capsys):
     run = copy_run(finished, tmp_path)
     leftover = run / ".results.csv.abc123.tmp"
@@ -301,6 +341,7 @@ def test_files_respect_the_umask_and_leftover_temporaries_are_cleaned(finished, 
 
 
 # ----- reading a run back ------------------------------------------------------------------------
+
 
 def test_a_copied_run_opens_read_only_without_its_data(finished, tmp_path, monkeypatch):
     source, rows = finished

@@ -35,7 +35,9 @@ def write_metadata(data_dir, name, splits, file_format="array_record"):
     with tfds.testing.mock_data(policy=USE_CODE):  # builder from code: no files, no GCS
         info = tfds.builder(name).info
     info.set_file_format(file_format, override=True)
-    info.set_splits(tfds.core.SplitDict([tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0) for s, n in splits.items()]))
+    info.set_splits(
+        tfds.core.SplitDict([tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0) for s, n in splits.items()])
+    )
     variant = data_dir / name / str(info.version)
     variant.mkdir(parents=True, exist_ok=True)
     info.write_to_directory(variant)
@@ -47,8 +49,10 @@ def fake_records(info, n, seed):
     gen = np.random.default_rng(seed)
     shape = tuple(8 if d is None else d for d in info.features["image"].shape)  # variable sizes: one fixed
     k = info.features["label"].num_classes
-    return [{"image": gen.integers(0, 256, shape, dtype=np.uint8), "label": np.int64(gen.integers(k)), "id": f"r{i}"}
-            for i in range(n)]
+    return [
+        {"image": gen.integers(0, 256, shape, dtype=np.uint8), "label": np.int64(gen.integers(k)), "id": f"r{i}"}
+        for i in range(n)
+    ]
 
 
 class BatchedSource:
@@ -130,7 +134,9 @@ def test_reader_keeps_splits_order_and_chunks(tmp_path, monkeypatch, batched):
     write_metadata(tmp_path, "mnist", {"train": 11, "test": 5})
     monkeypatch.setattr(tfds_source, "_CHUNK", 4)
     opened = {}
-    with tfds.testing.mock_data(policy=USE_FILES, data_dir=str(tmp_path), as_data_source_fn=data_source_fn(opened, batched)):
+    with tfds.testing.mock_data(
+        policy=USE_FILES, data_dir=str(tmp_path), as_data_source_fn=data_source_fn(opened, batched)
+    ):
         out = load_tfds("mnist", tmp_path)
     assert sorted(opened) == ["test", "train"]
     for split, n in (("train", 11), ("test", 5)):
@@ -149,8 +155,10 @@ def test_read_source_and_load_dataset_dispatch_to_tfds(tmp_path):
     opened = {}
     with tfds.testing.mock_data(policy=USE_FILES, data_dir=str(tmp_path), as_data_source_fn=data_source_fn(opened)):
         raw = read_source("cifar10", "tfds", str(tmp_path))
-        ds = load_dataset(DataConfig(name="cifar10", source="auto", data_dir=str(tmp_path), validation_size=2),
-                          NoiseConfig(kind="asymmetric", rate=0.5))
+        ds = load_dataset(
+            DataConfig(name="cifar10", source="auto", data_dir=str(tmp_path), validation_size=2),
+            NoiseConfig(kind="asymmetric", rate=0.5),
+        )
     x_train, y_train = stacked(opened["train"].records)
     np.testing.assert_array_equal(raw.x_train, x_train)
     np.testing.assert_array_equal(raw.y_train, y_train)
@@ -193,9 +201,11 @@ def test_unsupported_builds_raise(tmp_path, name, splits, match):
 def test_unprepared_fails_fast_without_download(tmp_path):
     (tmp_path / "mnist" / "3.0.1").mkdir(parents=True)  # an interrupted build: no dataset_info.json
     start = time.monotonic()
-    with tfds.testing.mock_data(policy=USE_FILES, data_dir=str(tmp_path)), \
-            mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare") as download, \
-            mock.patch.object(tfds, "data_source") as data_source:
+    with (
+        tfds.testing.mock_data(policy=USE_FILES, data_dir=str(tmp_path)),
+        mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare") as download,
+        mock.patch.object(tfds, "data_source") as data_source,
+    ):
         with pytest.raises(DataNotFoundError, match="not prepared") as err:
             load_tfds("mnist", tmp_path, download=False)
         with pytest.raises(DataNotFoundError, match="CIFAR-10|cifar-10-batches-py"):
@@ -215,8 +225,10 @@ def test_download_builds_array_record_then_reads(tmp_path):
         write_metadata(tmp_path, builder.name, {"train": 6, "test": 3})
 
     opened = {}
-    with tfds.testing.mock_data(policy=USE_FILES, data_dir=str(tmp_path), as_data_source_fn=data_source_fn(opened)), \
-            mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", autospec=True, side_effect=fake_download):
+    with (
+        tfds.testing.mock_data(policy=USE_FILES, data_dir=str(tmp_path), as_data_source_fn=data_source_fn(opened)),
+        mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", autospec=True, side_effect=fake_download),
+    ):
         out = load_tfds("mnist", tmp_path, download=True)
         again = load_tfds("mnist", tmp_path, download=True)  # prepared now: no second download
     assert calls == [{"file_format": "array_record"}]
@@ -224,8 +236,10 @@ def test_download_builds_array_record_then_reads(tmp_path):
 
 
 def test_failed_download_is_one_data_error(tmp_path):
-    with tfds.testing.mock_data(policy=USE_FILES, data_dir=str(tmp_path)), \
-            mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", side_effect=ConnectionError("offline")):
+    with (
+        tfds.testing.mock_data(policy=USE_FILES, data_dir=str(tmp_path)),
+        mock.patch.object(tfds.core.DatasetBuilder, "download_and_prepare", side_effect=ConnectionError("offline")),
+    ):
         with pytest.raises(DataError, match=r"download failed \(ConnectionError: offline\)"):
             load_tfds("mnist", tmp_path, download=True)
 
@@ -233,8 +247,10 @@ def test_failed_download_is_one_data_error(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None, reason="TensorFlow reads tfrecord builds")
 def test_tfrecord_build_without_tensorflow_is_refused(tmp_path):
     write_metadata(tmp_path, "mnist", {"train": 4, "test": 2}, file_format="tfrecord")
-    with tfds.testing.mock_data(policy=USE_FILES, data_dir=str(tmp_path)), \
-            mock.patch.object(tfds, "data_source") as data_source:
+    with (
+        tfds.testing.mock_data(policy=USE_FILES, data_dir=str(tmp_path)),
+        mock.patch.object(tfds, "data_source") as data_source,
+    ):
         with pytest.raises(DataError, match="stored as tfrecord, which needs TensorFlow"):
             load_tfds("mnist", tmp_path)
     data_source.assert_not_called()

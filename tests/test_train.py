@@ -12,9 +12,9 @@ import pytest
 from sdd_jax import rng as rng_streams
 from sdd_jax import train
 from sdd_jax.config import ModelConfig, OptimConfig
-from sdd_jax.models import build_model
 from sdd_jax.data.device import normalize
 from sdd_jax.engine import Engine
+from sdd_jax.models import build_model
 from sdd_jax.train import DeviceData, TrainingDiverged, check_finite, learning_rate_schedule, steps_per_epoch
 
 N_TRAIN, N_CLASSES = 200, 4
@@ -29,8 +29,15 @@ def data():
 
 
 def make_engine(momentum=0.9, weight_decay=5e-3, batch_size=64, widths=(16,), **kw):
-    optim = OptimConfig(lr=0.05, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
-                        epochs=4, milestones=(2,), gamma=0.5)
+    optim = OptimConfig(
+        lr=0.05,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        batch_size=batch_size,
+        epochs=4,
+        milestones=(2,),
+        gamma=0.5,
+    )
     model = build_model(ModelConfig(name="mlp", widths=widths), N_CLASSES)
     return Engine(model, optim, N_TRAIN, mean=(0.5,), std=(0.25,), **kw)
 
@@ -80,16 +87,20 @@ def test_vmap_over_seeds_equals_a_loop(data):
         stacked, _, _ = engine.train_epoch(stacked, mask, data, epoch)
     for i, seed in enumerate(seeds):
         single = init(engine, [seed])
-        single_mask = jax.tree.map(lambda m: m[i:i + 1], mask)
+        single_mask = jax.tree.map(lambda m: m[i : i + 1], mask)
         for epoch in range(2):
             single, _, _ = engine.train_epoch(single, single_mask, data, epoch)
-        chex.assert_trees_all_close(jax.tree.map(lambda l: l[i], stacked.params),
-                                    jax.tree.map(lambda l: l[0], single.params), rtol=1e-5, atol=1e-6)
+        chex.assert_trees_all_close(
+            jax.tree.map(lambda leaf: leaf[i], stacked.params),
+            jax.tree.map(lambda leaf: leaf[0], single.params),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 def test_jit_equals_no_jit_for_a_step(data):
     engine = make_engine()
-    state = jax.tree.map(lambda l: l[0], init(engine, [0]))
+    state = jax.tree.map(lambda leaf: leaf[0], init(engine, [0]))
     mask = jax.tree.map(jnp.ones_like, state.params)
     images = normalize(data.x[:64], engine.spec.mean, engine.spec.std)
     args = (state, mask, images, data.y[:64], jnp.ones(64), jnp.bool_(True))
@@ -144,8 +155,9 @@ def test_same_seed_twice_gives_bit_identical_state(data):
 def test_different_seeds_differ_in_init_and_data_order(data):
     engine = make_engine()
     state = init(engine, [0, 1])
-    assert not np.array_equal(np.asarray(state.params["fc1"]["kernel"][0]),
-                              np.asarray(state.params["fc1"]["kernel"][1]))
+    assert not np.array_equal(
+        np.asarray(state.params["fc1"]["kernel"][0]), np.asarray(state.params["fc1"]["kernel"][1])
+    )
     assert not np.array_equal(np.asarray(state.rng[0]), np.asarray(state.rng[1]))
 
 
@@ -186,7 +198,9 @@ def test_evaluate_matches_a_direct_computation(data):
     loss, acc, pred = engine.evaluate(state.params, state.batch_stats, mask, data)
     for i in range(2):
         params = jax.tree.map(lambda p, m: p[i] * m[i], state.params, mask)
-        logits = engine.spec.model.apply({"params": params}, normalize(data.x, engine.spec.mean, engine.spec.std), train=False)
+        logits = engine.spec.model.apply(
+            {"params": params}, normalize(data.x, engine.spec.mean, engine.spec.std), train=False
+        )
         expected = np.asarray(jnp.argmax(logits, -1))
         np.testing.assert_array_equal(np.asarray(pred[i]), expected)
         np.testing.assert_allclose(float(acc[i]), np.mean(expected == np.asarray(data.y)), rtol=1e-6)
@@ -232,8 +246,13 @@ def test_python_step_loop_equals_the_scanned_epoch(data):
 
 
 def test_epoch_loop_auto_picks_steps_for_conv_nets_on_cpu():
-    conv = Engine(build_model(ModelConfig(name="vgg11", width_multiplier=0.125), 10),
-                  OptimConfig(batch_size=8), 32, mean=(0.5,) * 3, std=(0.25,) * 3)
+    conv = Engine(
+        build_model(ModelConfig(name="vgg11", width_multiplier=0.125), 10),
+        OptimConfig(batch_size=8),
+        32,
+        mean=(0.5,) * 3,
+        std=(0.25,) * 3,
+    )
     dense = make_engine()
     assert dense.epoch_loop == "scan"
     assert conv.epoch_loop == ("steps" if jax.default_backend() == "cpu" else "scan")
@@ -282,12 +301,15 @@ def test_bfloat16_keeps_parameters_optimiser_state_and_statistics_float32(bf16_r
     assert jax.tree.leaves(state.opt_state) and jax.tree.leaves(state.batch_stats)
     moved = jax.tree.map(lambda a, b: bool(np.any(a != b)), state.batch_stats, start.batch_stats)
     assert all(jax.tree.leaves(moved))
-    one_seed = {"params": jax.tree.map(lambda l: l[0], state.params),
-                "batch_stats": jax.tree.map(lambda l: l[0], state.batch_stats)}
+    one_seed = {
+        "params": jax.tree.map(lambda leaf: leaf[0], state.params),
+        "batch_stats": jax.tree.map(lambda leaf: leaf[0], state.batch_stats),
+    }
     images = normalize(data.x[:8], engine.spec.mean, engine.spec.std)
     eval_logits = jax.eval_shape(lambda v: engine.spec.model.apply(v, images, train=False), one_seed)
     train_logits, updates = jax.eval_shape(
-        lambda v: engine.spec.model.apply(v, images, train=True, mutable=["batch_stats"]), one_seed)
+        lambda v: engine.spec.model.apply(v, images, train=True, mutable=["batch_stats"]), one_seed
+    )
     chex.assert_type([eval_logits, train_logits], jnp.float32)
     chex.assert_type(jax.tree.leaves(updates), jnp.float32)
     loss, acc, _ = engine.evaluate(state.params, state.batch_stats, mask, data)

@@ -23,9 +23,17 @@ SKIP = shutil.ignore_patterns(".git", "build", "dist", "runs", "*.egg-info", "__
 # The smoke preset cut to seconds: 2 pruning levels after the dense one, 256 training examples.
 RUN = ["--set", "pruning.levels=2", "--set", "data.train_size=256", "--set", "data.test_size=200", "-q"]
 # The cheapest analysis settings (tests/test_analysis_cli.py's, and the stored sparse stage read, not replayed).
-ANALYZE = ["analysis.interp_points=3", "analysis.curve_points=3", "analysis.lanczos_steps=3",
-           "analysis.hutchinson_probes=2", "analysis.hessian_batches=1", "analysis.bn_batches=1",
-           "analysis.bootstrap=20", "analysis.redense_epochs=1", "analysis.replay_sparse=false"]
+ANALYZE = [
+    "analysis.interp_points=3",
+    "analysis.curve_points=3",
+    "analysis.lanczos_steps=3",
+    "analysis.hutchinson_probes=2",
+    "analysis.hessian_batches=1",
+    "analysis.bn_batches=1",
+    "analysis.bootstrap=20",
+    "analysis.redense_epochs=1",
+    "analysis.replay_sparse=false",
+]
 USER_PACKAGE = 'WHOSE = "the user\'s own experiments package"\n'
 
 
@@ -53,8 +61,9 @@ def _env() -> dict:
 
 
 def _ok(args: list, cwd: Path, env: dict | None = None) -> str:
-    done = subprocess.run([str(a) for a in args], cwd=cwd, env=env or _env(), capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run(
+        [str(a) for a in args], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, f"{args}: exit {done.returncode}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -95,8 +104,15 @@ def test_wheel_holds_every_subpackage_and_no_top_level_experiments(installed):
 
 def test_installed_cli_runs_and_analyzes_beside_a_user_experiments_package(installed, tmp_path):
     python, bin_dir, _, user = installed
-    where = _ok([python, "-c", "import sdd_jax, sdd_jax.presets as p, sysconfig; "
-                 "print(sdd_jax.__file__); print(p.__file__); print(sysconfig.get_paths()['purelib'])"], user)
+    where = _ok(
+        [
+            python,
+            "-c",
+            "import sdd_jax, sdd_jax.presets as p, sysconfig; "
+            "print(sdd_jax.__file__); print(p.__file__); print(sysconfig.get_paths()['purelib'])",
+        ],
+        user,
+    )
     package_file, presets_file, site = where.split()
     assert Path(package_file).is_relative_to(python.parents[1]), f"sdd_jax came from {package_file}, not the venv"
     assert Path(presets_file) == Path(site) / "sdd_jax" / "presets" / "__init__.py"
@@ -122,9 +138,11 @@ def test_source_checkout_finds_the_presets_without_an_install(tmp_path):
     (user / "experiments").mkdir(parents=True)
     (user / "experiments" / "__init__.py").write_text(USER_PACKAGE)
     env = {**_env(), "PYTHONPATH": str(ROOT)}
-    code = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in "
-            "(getattr(f, '__module__', '') or '')]; import experiments, sdd_jax.presets as p, sdd_jax.cli; "
-            "print(p.__file__); print(experiments.__file__); sys.exit(sdd_jax.cli.main(['presets']))")
+    code = (
+        "import sys; sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in "
+        "(getattr(f, '__module__', '') or '')]; import experiments, sdd_jax.presets as p, sdd_jax.cli; "
+        "print(p.__file__); print(experiments.__file__); sys.exit(sdd_jax.cli.main(['presets']))"
+    )
     out = _ok([sys.executable, "-c", code], user, env).splitlines()
     assert out[:2] == [str(ROOT / "experiments" / "__init__.py"), str(user / "experiments" / "__init__.py")]
     assert any(line.startswith("smoke ") for line in out[2:])

@@ -21,8 +21,9 @@ def reliability(confidence: np.ndarray, correct: np.ndarray, bins: int = ECE_BIN
     confidence = np.asarray(confidence, np.float64)
     correct = np.asarray(correct, np.float64)
     if confidence.ndim != 1 or confidence.shape != correct.shape or confidence.size == 0:
-        raise ValueError(f"confidence and correct must be 1-D of one non-zero length, got "
-                         f"{confidence.shape} and {correct.shape}")
+        raise ValueError(
+            f"confidence and correct must be 1-D of one non-zero length, got {confidence.shape} and {correct.shape}"
+        )
     if bins < 1:
         raise ValueError(f"analysis.ece_bins must be >= 1, got {bins}")
     edges = np.linspace(0.0, 1.0, bins + 1)
@@ -74,5 +75,9 @@ def memorisation(pred: np.ndarray, y_noisy: np.ndarray, y_clean: np.ndarray) -> 
     relabelled = y_noisy != y_clean
     split = accuracy_split(pred, y_noisy, y_clean, relabelled)
     true = float(np.mean(pred[relabelled] == y_clean[relabelled])) if relabelled.any() else float("nan")
-    return {"train_acc": split["train_acc"], "train_acc_clean": split["train_acc_clean"],
-            "noisy_subset_acc_noisy": split["train_acc_noisy_subset"], "noisy_subset_acc_true": true}
+    return {
+        "train_acc": split["train_acc"],
+        "train_acc_clean": split["train_acc_clean"],
+        "noisy_subset_acc_noisy": split["train_acc_noisy_subset"],
+        "noisy_subset_acc_true": true,
+    }

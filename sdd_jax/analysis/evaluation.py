@@ -40,8 +40,9 @@ def _logits(spec: Spec, params, batch_stats, mask, images):
     return spec.model.apply(variables, normalize(images, spec.mean, spec.std), train=False).astype(jnp.float32)
 
 
-def evaluate_labels(spec: Spec, params: PyTree, batch_stats: PyTree, mask: PyTree, x: jax.Array,
-                    labels: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+def evaluate_labels(
+    spec: Spec, params: PyTree, batch_stats: PyTree, mask: PyTree, x: jax.Array, labels: tuple[jax.Array, ...]
+) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy and accuracy of the masked network on ``x`` (n, ...) against each label
     array of ``labels`` (each (n,) int32): two arrays of shape (len(labels),). One forward pass
     per eval batch; evaluation-mode BatchNorm, no augmentation (as :func:`sdd_jax.train.evaluate`,
@@ -67,8 +68,7 @@ def logits(spec: Spec, params: PyTree, batch_stats: PyTree, mask: PyTree, x: jax
     return out.reshape(-1, out.shape[-1])[:n]
 
 
-def recompute_batch_stats(spec: Spec, params: PyTree, batch_stats: PyTree, mask: PyTree,
-                          images: jax.Array) -> PyTree:
+def recompute_batch_stats(spec: Spec, params: PyTree, batch_stats: PyTree, mask: PyTree, images: jax.Array) -> PyTree:
     """BatchNorm running statistics recomputed for ``params`` on the fixed training batches
     ``images`` (batches, batch, ...): the plain average over the batches of the statistics each
     BatchNorm layer computes in training mode (mean, and the variance as the running statistic

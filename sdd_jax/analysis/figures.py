@@ -76,8 +76,11 @@ def redense(data: dict):
         cv = c["redense"]["curves"]
         epochs = np.asarray(cv["epoch"])
         switch = sum(s == "sparse" for s in cv["stage"])
-        for key, label, color in (("train_acc", "train (noisy labels)", "C3"), ("train_acc_clean", "train (true labels)", "C1"),
-                                  ("test_acc", "test", "C0")):
+        for key, label, color in (
+            ("train_acc", "train (noisy labels)", "C3"),
+            ("train_acc_clean", "train (true labels)", "C1"),
+            ("test_acc", "test", "C0"),
+        ):
             y = 100 * _mean(cv[key])
             ok = np.isfinite(y)
             axes[0, j].plot(epochs[ok], y[ok], color=color, lw=1.2, label=label, gid=f"redense_{key}")
@@ -102,11 +105,17 @@ def interpolation(data: dict):
     for j, (role, c) in enumerate(chosen.items()):
         it = c["interpolation"]
         a = np.asarray(it["alpha"])
-        for key, label, color in (("train_loss", "train (noisy labels)", "C3"),
-                                  ("train_loss_clean", "train (true labels)", "C1"), ("test_loss", "test", "C0")):
+        for key, label, color in (
+            ("train_loss", "train (noisy labels)", "C3"),
+            ("train_loss_clean", "train (true labels)", "C1"),
+            ("test_loss", "test", "C0"),
+        ):
             axes[0, j].plot(a, np.mean(it[key], axis=0), color=color, lw=1.2, label=label, gid=f"interp_{key}")
-        for key, label, color in (("train_acc", "train (noisy labels)", "C3"),
-                                  ("train_acc_clean", "train (true labels)", "C1"), ("test_acc", "test", "C0")):
+        for key, label, color in (
+            ("train_acc", "train (noisy labels)", "C3"),
+            ("train_acc_clean", "train (true labels)", "C1"),
+            ("test_acc", "test", "C0"),
+        ):
             axes[1, j].plot(a, 100 * np.mean(it[key], axis=0), color=color, lw=1.2, label=label)
         axes[0, j].set_title(_title(role, c["level"], _density_of(data, c["level"])), fontsize=9)
         axes[1, j].set_xlabel("α (0: sparse, 1: re-dense)")
@@ -119,14 +128,21 @@ def interpolation(data: dict):
 
 def landscape(data: dict):
     fig, axes = _figure(2, 1, width=4.2, height=3.2)
-    for k, (solution, title) in enumerate((("sparse", "sparse solutions (unpruned coordinates)"),
-                                           ("redense", "re-dense solutions"))):
+    for k, (solution, title) in enumerate(
+        (("sparse", "sparse solutions (unpruned coordinates)"), ("redense", "re-dense solutions"))
+    ):
         ax = axes[0, k]
         for j, (role, c) in enumerate(data["chosen"].items()):
             ls = c["landscape"]
             d = _density_of(data, c["level"])
-            ax.plot(ls["alpha"], np.mean(ls[solution]["train_loss"], axis=0), color=f"C{j}", lw=1.3,
-                    label=f"{role}, {100 * d:.3g}%", gid=f"landscape_{solution}_{c['level']}")
+            ax.plot(
+                ls["alpha"],
+                np.mean(ls[solution]["train_loss"], axis=0),
+                color=f"C{j}",
+                lw=1.3,
+                label=f"{role}, {100 * d:.3g}%",
+                gid=f"landscape_{solution}_{c['level']}",
+            )
             ax.plot(ls["alpha"], np.mean(ls[solution]["test_loss"], axis=0), color=f"C{j}", lw=1.0, ls="--")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("α (filter-normalised direction)")
@@ -150,9 +166,12 @@ def _beside_test(ax, x, test, y, ylabel, color, gid):
 def distance_sharpness(data: dict):
     ps, x = data["per_seed"], 100 * data["density"]
     fig, axes = _figure(2, 2, width=4.2, height=3.0)
-    panels = (("learning_distance", "learning distance ‖θ0 − m⊙θT‖"),
-              ("learning_distance_unpruned", "‖m⊙(θT − θ0)‖ (unpruned)"),
-              ("lambda_max", "λmax (unpruned subspace)"), ("hessian_trace", "Hessian trace (unpruned)"))
+    panels = (
+        ("learning_distance", "learning distance ‖θ0 − m⊙θT‖"),
+        ("learning_distance_unpruned", "‖m⊙(θT − θ0)‖ (unpruned)"),
+        ("lambda_max", "λmax (unpruned subspace)"),
+        ("hessian_trace", "Hessian trace (unpruned)"),
+    )
     for ax, (key, label) in zip(axes.ravel(), panels):
         _beside_test(ax, x, ps["test_acc"], ps[key], label, "C2" if "distance" in key else "C4", key)
     fig.suptitle("candidate explanations beside test accuracy", fontsize=10)
@@ -175,8 +194,14 @@ def reinit(data: dict):
     fig, ax, ps, x = _over_sparsity(data)
     ax.plot(x, 100 * np.nanmean(ps["test_acc"], axis=0), "o-", ms=2.5, label="lottery ticket (θk)", gid="lottery")
     r = data["reinit"]
-    ax.plot([100 * e["density_mean"] for e in r], [100 * e["test_acc_mean"] for e in r], "s--", ms=2.5,
-            label="random re-initialisation", gid="reinit")
+    ax.plot(
+        [100 * e["density_mean"] for e in r],
+        [100 * e["test_acc_mean"] for e in r],
+        "s--",
+        ms=2.5,
+        label="random re-initialisation",
+        gid="reinit",
+    )
     _test_accuracy_axes(ax, x)
     return fig
 
@@ -210,8 +235,7 @@ def level_curves(data: dict):
         for key, label, color in (("train_acc", "train", "C3"), ("test_acc", "test", "C0")):
             y = 100 * _mean(cv[key])
             ok = np.isfinite(y)
-            ax.plot(epochs[ok], y[ok], color=color, lw=1.2, marker="." if key == "test_acc" else None,
-                    label=label)
+            ax.plot(epochs[ok], y[ok], color=color, lw=1.2, marker="." if key == "test_acc" else None, label=label)
         ax.set_title(_title(role, c["level"], _density_of(data, c["level"])), fontsize=9)
         ax.set_xlabel("epoch")
     axes[0, 0].set_ylabel("accuracy (%)")
@@ -255,10 +279,17 @@ def calibration(data: dict):
 
 def draw_all(folder: Path, data: dict) -> list[str]:
     """Draw every figure of the module docstring into ``folder`` (PNG and SVG); returns the paths."""
-    makers = [("redense", redense), ("interpolation", interpolation), ("landscape", landscape),
-              ("distance_sharpness", distance_sharpness), ("best_vs_last", best_vs_last),
-              ("generalisation_gap", generalisation_gap), ("level_curves", level_curves),
-              ("reliability", reliability), ("calibration", calibration)]
+    makers = [
+        ("redense", redense),
+        ("interpolation", interpolation),
+        ("landscape", landscape),
+        ("distance_sharpness", distance_sharpness),
+        ("best_vs_last", best_vs_last),
+        ("generalisation_gap", generalisation_gap),
+        ("level_curves", level_curves),
+        ("reliability", reliability),
+        ("calibration", calibration),
+    ]
     if data.get("reinit"):
         makers.append(("reinit", reinit))
     paths = []

@@ -16,7 +16,8 @@ are pytrees shaped like the parameters.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -32,8 +33,9 @@ MatVec = Callable[[PyTree], PyTree]
 
 def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     """``Σ_leaves <a, b>`` in float32 (a scalar)."""
-    return sum(jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32)) for x, y in
-               zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    return sum(
+        jnp.vdot(x.astype(jnp.float32), y.astype(jnp.float32)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
 
 
 def tree_normalize(v: PyTree) -> PyTree:
@@ -53,8 +55,9 @@ def masked_hvp(loss: Callable[[PyTree], jax.Array], params: PyTree, mask: PyTree
     return hvp
 
 
-def dataset_hvp(spec: Spec, params: PyTree, batch_stats: PyTree, mask: PyTree, images: jax.Array,
-                labels: jax.Array) -> MatVec:
+def dataset_hvp(
+    spec: Spec, params: PyTree, batch_stats: PyTree, mask: PyTree, images: jax.Array, labels: jax.Array
+) -> MatVec:
     """The masked HVP of the mean training loss over fixed batches: ``images`` (batches, batch,
     ...) normalised inside as in training, ``labels`` (batches, batch) int32. The batches are
     looped over with ``lax.scan`` (memory of one batch) and their HVPs averaged; evaluation-mode
@@ -194,16 +197,17 @@ def gaussian_like(key: jax.Array, tree: PyTree, mask: PyTree | None = None) -> P
     """Standard normal entries shaped like ``tree`` (float32), zero where ``mask`` is 0."""
     leaves, treedef = jax.tree.flatten(tree)
     keys = jax.random.split(key, len(leaves))
-    z = jax.tree.unflatten(treedef, [jax.random.normal(k, jnp.shape(x), jnp.float32)
-                                     for k, x in zip(keys, leaves)])
+    z = jax.tree.unflatten(treedef, [jax.random.normal(k, jnp.shape(x), jnp.float32) for k, x in zip(keys, leaves)])
     return z if mask is None else apply_mask(z, mask)
 
 
-def hutchinson_samples(matvec: MatVec, like: PyTree, key: jax.Array, probes: int,
-                       mask: PyTree | None = None) -> jax.Array:
+def hutchinson_samples(
+    matvec: MatVec, like: PyTree, key: jax.Array, probes: int, mask: PyTree | None = None
+) -> jax.Array:
     """``probes`` Hutchinson samples ``zᵀAz`` with Rademacher ``z`` (zero where ``mask`` is 0):
     each is an unbiased estimate of ``tr(A)`` restricted to the unmasked coordinates (Hutchinson,
     1989); their mean is the estimate, their standard error ``std/√probes``. Shape (probes,)."""
+
     def one(k):
         z = rademacher_like(k, like, mask)
         return tree_vdot(z, matvec(z))
@@ -211,9 +215,19 @@ def hutchinson_samples(matvec: MatVec, like: PyTree, key: jax.Array, probes: int
     return jax.lax.map(one, jax.random.split(key, int(probes)))
 
 
-def sharpness(spec: Spec, params: PyTree, batch_stats: PyTree, mask: PyTree, images: jax.Array,
-              labels: jax.Array, key: jax.Array, *, steps: int, probes: int,
-              method: str = "lanczos") -> tuple[jax.Array, jax.Array]:
+def sharpness(
+    spec: Spec,
+    params: PyTree,
+    batch_stats: PyTree,
+    mask: PyTree,
+    images: jax.Array,
+    labels: jax.Array,
+    key: jax.Array,
+    *,
+    steps: int,
+    probes: int,
+    method: str = "lanczos",
+) -> tuple[jax.Array, jax.Array]:
     """For one seed: (top eigenvalue ``λmax`` of the Hessian restricted to the unpruned
     coordinates, ``probes`` Hutchinson samples of its trace) of the mean training loss over the
     fixed batches ``images``/``labels`` (see :func:`dataset_hvp`). ``key`` draws the Lanczos start

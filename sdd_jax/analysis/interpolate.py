@@ -27,14 +27,26 @@ def lerp(a: PyTree, b: PyTree, alpha: jax.Array) -> PyTree:
     return jax.tree.map(lambda x, y: ((1.0 - alpha) * x + alpha * y).astype(x.dtype), a, b)
 
 
-def curve(spec, a, b, mask: PyTree, alphas: jax.Array, x_train: jax.Array, y_train: tuple,
-          x_test: jax.Array, y_test: jax.Array, bn_images: jax.Array, chunk: int = 1):
+def curve(
+    spec,
+    a,
+    b,
+    mask: PyTree,
+    alphas: jax.Array,
+    x_train: jax.Array,
+    y_train: tuple,
+    x_test: jax.Array,
+    y_test: jax.Array,
+    bn_images: jax.Array,
+    chunk: int = 1,
+):
     """For one seed, the interpolation from :class:`~sdd_jax.train.Weights` ``a`` to ``b`` (both
     evaluated through ``mask``; all ones for a sparse-to-dense path) at each of ``alphas`` (P,):
     ``(train_loss, train_acc)`` each (P, len(y_train)) against every label array of ``y_train``
     (noisy, clean), and ``(test_loss, test_acc)`` each (P,). ``bn_images`` (batches, batch, ...)
     are the fixed training batches for BatchNorm statistics (unused without BatchNorm).
     ``chunk`` points are evaluated at once (``lax.map`` with ``batch_size``: memory vs speed)."""
+
     def at(alpha):
         params = lerp(a.params, b.params, alpha)
         stats = recompute_batch_stats(spec, params, a.batch_stats, mask, bn_images)

@@ -61,12 +61,23 @@ def along(params: PyTree, direction: PyTree, alpha: jax.Array) -> PyTree:
     return jax.tree.map(lambda w, d: (w + alpha * d).astype(w.dtype), params, direction)
 
 
-def curve(spec, weights, mask: PyTree, direction: PyTree, alphas: jax.Array, x_train: jax.Array,
-          y_train: tuple, x_test: jax.Array, y_test: jax.Array, chunk: int = 1):
+def curve(
+    spec,
+    weights,
+    mask: PyTree,
+    direction: PyTree,
+    alphas: jax.Array,
+    x_train: jax.Array,
+    y_train: tuple,
+    x_test: jax.Array,
+    y_test: jax.Array,
+    chunk: int = 1,
+):
     """For one seed, the network ``weights.params + α·direction`` (through ``mask``, with the
     solution's BatchNorm statistics) at each of ``alphas`` (P,): ``(train_loss, train_acc)`` each
     (P, len(y_train)) against every label array of ``y_train``, and ``(test_loss, test_acc)``
     each (P,). ``chunk`` points are evaluated at once."""
+
     def at(alpha):
         params = along(weights.params, direction, alpha)
         tr = evaluate_labels(spec, params, weights.batch_stats, mask, x_train, y_train)

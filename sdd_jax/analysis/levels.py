@@ -53,7 +53,6 @@ def chosen_levels(rows: list[dict], finished: list[int], levels: list[int] | Non
         return choose_levels(rows)
     missing = [lv for lv in levels if lv not in finished]
     if missing:
-        raise AnalysisError(f"--levels {missing} are not finished levels of {run_name} "
-                            f"(finished: {finished})")
+        raise AnalysisError(f"--levels {missing} are not finished levels of {run_name} (finished: {finished})")
     names = {lv: role for role, lv in choose_levels(rows).items()}
     return {names.get(lv, f"level {lv}"): lv for lv in dict.fromkeys(levels)}

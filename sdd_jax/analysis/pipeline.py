@@ -42,8 +42,11 @@ from sdd_jax import imp, rng
 from sdd_jax.analysis import calibration as calib
 from sdd_jax.analysis import evaluation, figures, hessian, interpolate, landscape, report, tables
 from sdd_jax.analysis.cache import StepCache, on_device
-from sdd_jax.analysis.levels import AnalysisError, chosen_levels
-from sdd_jax.analysis.levels import choose_levels  # noqa: F401 (the pipeline's public name before levels.py)
+from sdd_jax.analysis.levels import (
+    AnalysisError,
+    choose_levels,  # noqa: F401 (the pipeline's public name before levels.py)
+    chosen_levels,
+)
 from sdd_jax.analysis.redense import last_learning_rate, redense_level
 from sdd_jax.analysis.settings import AnalysisConfig, as_dict, parse, settings_hash
 from sdd_jax.atomic import atomic_write_json
@@ -58,6 +61,7 @@ ANALYSIS_DIR = "analysis"
 
 
 # ----- the analysis ------------------------------------------------------------------------------
+
 
 class Analysis:
     """The analysis of one run: its experiment, settings, chosen levels and jitted functions."""
@@ -82,8 +86,9 @@ class Analysis:
         base = {"redense": self.redense_hash}
         self.caches = {
             "calibration": self._cache("calibration", ("ece_bins",)),
-            "sharpness": self._cache("sharpness", ("hessian_batches", "lanczos_steps", "hutchinson_probes",
-                                                   "eigen_method", "seed")),
+            "sharpness": self._cache(
+                "sharpness", ("hessian_batches", "lanczos_steps", "hutchinson_probes", "eigen_method", "seed")
+            ),
             "interpolation": self._cache("interpolation", ("interp_points", "bn_batches", "seed"), **base),
             "landscape": self._cache("landscape", ("curve_points", "curve_range", "seed"), **base),
             "redense": self._cache("redense", keys, lr=self.redense_lr),
@@ -115,8 +120,9 @@ class Analysis:
         return {
             "calibration": sum(not self.caches["calibration"].has(lv) for lv in finished),
             "sharpness": sum(not self.caches["sharpness"].has(lv) for lv in finished),
-            "redense": sum(self.sparse_epochs[lv] + self.redense_epochs[lv] for lv in chosen
-                           if not self.caches["redense"].has(lv)),
+            "redense": sum(
+                self.sparse_epochs[lv] + self.redense_epochs[lv] for lv in chosen if not self.caches["redense"].has(lv)
+            ),
             "interpolation": sum(not self.caches["interpolation"].has(lv) for lv in chosen),
             "landscape": 2 * sum(not self.caches["landscape"].has(lv) for lv in chosen),
         }
@@ -137,10 +143,16 @@ class Analysis:
         for i in range(len(self.seeds)):
             c = calib.calibration(logits[i], ds.y_test, self.cfg.ece_bins)
             m = calib.memorisation(pred[i], ds.y_train, ds.y_train_clean)
-            for k, v in {"test_acc": c["acc"], "ece": c["ece"], "nll": c["nll"], "brier": c["brier"],
-                         **m, "bin_count": c["reliability"]["count"],
-                         "bin_confidence": c["reliability"]["confidence"],
-                         "bin_accuracy": c["reliability"]["accuracy"]}.items():
+            for k, v in {
+                "test_acc": c["acc"],
+                "ece": c["ece"],
+                "nll": c["nll"],
+                "brier": c["brier"],
+                **m,
+                "bin_count": c["reliability"]["count"],
+                "bin_confidence": c["reliability"]["confidence"],
+                "bin_accuracy": c["reliability"]["accuracy"],
+            }.items():
                 out.setdefault(k, []).append(v)
         bar.step()
         return cache.put(level, out)
@@ -153,18 +165,29 @@ class Analysis:
         bar.task(f"sharpness, level {level}")
         cfg = self.cfg
         if not hasattr(self, "_sharp_fn"):
-            fn = partial(hessian.sharpness, self.spec, steps=cfg.lanczos_steps, probes=cfg.hutchinson_probes,
-                         method=cfg.eigen_method)
+            fn = partial(
+                hessian.sharpness,
+                self.spec,
+                steps=cfg.lanczos_steps,
+                probes=cfg.hutchinson_probes,
+                method=cfg.eigen_method,
+            )
             self._sharp_fn = self._mapped(fn, (0, 0, 0, None, None, 0))
             self._hessian_batches = self._fixed_batches("hessian_batches", cfg.hessian_batches)
         keys = jnp.stack([rng.stream_key(cfg.seed, "analysis/hessian", s, level) for s in self.seeds])
-        lam, samples = self._sharp_fn(weights.params, weights.batch_stats, weights.mask,
-                                      *self._hessian_batches, keys)
+        lam, samples = self._sharp_fn(weights.params, weights.batch_stats, weights.mask, *self._hessian_batches, keys)
         samples = np.asarray(samples, np.float64)
         bar.step()
-        return cache.put(level, {"lambda_max": np.asarray(lam, np.float64), "trace": samples.mean(1),
-                                 "trace_se": samples.std(1, ddof=1) / np.sqrt(samples.shape[1])
-                                 if samples.shape[1] > 1 else np.full(len(self.seeds), np.nan)})
+        return cache.put(
+            level,
+            {
+                "lambda_max": np.asarray(lam, np.float64),
+                "trace": samples.mean(1),
+                "trace_se": samples.std(1, ddof=1) / np.sqrt(samples.shape[1])
+                if samples.shape[1] > 1
+                else np.full(len(self.seeds), np.nan),
+            },
+        )
 
     # -- 3. re-dense training
     def _redense_store(self) -> RunStore:
@@ -184,8 +207,15 @@ class Analysis:
             return cache.get(level), on_device(Weights(tree["params"], tree["batch_stats"]))
         bar.task(f"re-dense, level {level}")
         curves, _, redensed, info = redense_level(
-            self.exp, self.run, level, epochs=self.redense_epochs[level], lr=self.redense_lr,
-            momentum=self.cfg.redense_momentum, replay=self.cfg.replay_sparse, progress=bar)
+            self.exp,
+            self.run,
+            level,
+            epochs=self.redense_epochs[level],
+            lr=self.redense_lr,
+            momentum=self.cfg.redense_momentum,
+            replay=self.cfg.replay_sparse,
+            progress=bar,
+        )
         if level not in store.finished_levels():
             store.save_level(level, {"params": redensed.params, "batch_stats": redensed.batch_stats}, {"info": info})
         return cache.put(level, {"curves": curves, "info": info}), on_device(redensed)
@@ -203,15 +233,32 @@ class Analysis:
             self._bn_batches = self._fixed_batches("bn_batches", cfg.bn_batches)[0]
         alphas = jnp.linspace(0.0, 1.0, cfg.interp_points)
         dense = jax.tree.map(jnp.ones_like, sparse.mask)
-        out = self._interp_fn(sparse.weights, redensed, dense, alphas, self.exp.train.x,
-                              (self.exp.train.y, self.y_clean), self.exp.test.x, self.exp.test.y,
-                              self._bn_batches)
+        out = self._interp_fn(
+            sparse.weights,
+            redensed,
+            dense,
+            alphas,
+            self.exp.train.x,
+            (self.exp.train.y, self.y_clean),
+            self.exp.test.x,
+            self.exp.test.y,
+            self._bn_batches,
+        )
         tl, ta, sl, sa = (np.asarray(o, np.float64) for o in out)
         bar.step()
-        return cache.put(level, {"alpha": np.asarray(alphas), "train_loss": tl[..., 0], "train_acc": ta[..., 0],
-                                 "train_loss_clean": tl[..., 1], "train_acc_clean": ta[..., 1],
-                                 "test_loss": sl, "test_acc": sa,
-                                 "batch_norm_batches": cfg.bn_batches if jax.tree.leaves(sparse.batch_stats) else 0})
+        return cache.put(
+            level,
+            {
+                "alpha": np.asarray(alphas),
+                "train_loss": tl[..., 0],
+                "train_acc": ta[..., 0],
+                "train_loss_clean": tl[..., 1],
+                "train_acc_clean": ta[..., 1],
+                "test_loss": sl,
+                "test_acc": sa,
+                "batch_norm_batches": cfg.bn_batches if jax.tree.leaves(sparse.batch_stats) else 0,
+            },
+        )
 
     # -- 5. 1-D curves
     def landscape(self, level: int, sparse, redensed: Weights, bar: Progress) -> dict:
@@ -230,11 +277,24 @@ class Analysis:
         for name, weights, mask in (("sparse", sparse.weights, sparse.mask), ("redense", redensed, dense)):
             bar.task(f"1-D curve ({name}), level {level}")
             direction = self._direction_fn(keys, weights.params, mask)
-            out = self._curve_fn(weights, mask, direction, alphas, self.exp.train.x,
-                                 (self.exp.train.y, self.y_clean), self.exp.test.x, self.exp.test.y)
+            out = self._curve_fn(
+                weights,
+                mask,
+                direction,
+                alphas,
+                self.exp.train.x,
+                (self.exp.train.y, self.y_clean),
+                self.exp.test.x,
+                self.exp.test.y,
+            )
             tl, ta, sl, sa = (np.asarray(o, np.float64) for o in out)
-            result[name] = {"train_loss": tl[..., 0], "train_acc": ta[..., 0], "train_loss_clean": tl[..., 1],
-                            "test_loss": sl, "test_acc": sa}
+            result[name] = {
+                "train_loss": tl[..., 0],
+                "train_acc": ta[..., 0],
+                "train_loss_clean": tl[..., 1],
+                "test_loss": sl,
+                "test_acc": sa,
+            }
             bar.step()
         return cache.put(level, result)
 
@@ -245,8 +305,9 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
     return ours, [o for o in overrides if o not in ours]
 
 
-def analyze(run_dir: str | os.PathLike, levels: list[int] | None = None, overrides: list[str] = (),
-            quiet: bool = False) -> dict:
+def analyze(
+    run_dir: str | os.PathLike, levels: list[int] | None = None, overrides: list[str] = (), quiet: bool = False
+) -> dict:
     """Analyse the finished run in ``run_dir`` (see the module docstring); returns the paths
     written (``report``, ``tables``, ``figures``) and the ``seconds`` taken.
 
@@ -269,14 +330,17 @@ def analyze(run_dir: str | os.PathLike, levels: list[int] | None = None, overrid
     finished = run.finished_levels()
     in_csv = sorted({int(r["level"]) for r in rows})
     if in_csv != finished:
-        raise AnalysisError(f"{results_csv} lists levels {in_csv} but {run_dir / 'levels'} holds {finished}: "
-                            f"rerun `sdd-jax run` (or `sdd-jax report`) to bring them in line")
+        raise AnalysisError(
+            f"{results_csv} lists levels {in_csv} but {run_dir / 'levels'} holds {finished}: "
+            f"rerun `sdd-jax run` (or `sdd-jax report`) to bring them in line"
+        )
     chosen = chosen_levels(rows, finished, levels, run.path.name)
     an = Analysis(exp, run, cfg, chosen, 0 if quiet else exp.config.run.verbosity)
     an.root.mkdir(exist_ok=True)
-    atomic_write_json(an.root / "settings.json", {"analysis": as_dict(cfg), "levels": chosen,
-                                                   "redense_lr": an.redense_lr,
-                                                   "redense_epochs": an.redense_epochs})
+    atomic_write_json(
+        an.root / "settings.json",
+        {"analysis": as_dict(cfg), "levels": chosen, "redense_lr": an.redense_lr, "redense_epochs": an.redense_epochs},
+    )
     work = an.work(finished)
     total = sum(work.values())
     bar = Progress(total, an.verbosity if total else 0, f"{exp.config.name}:analyze", unit="step")
@@ -286,8 +350,10 @@ def analyze(run_dir: str | os.PathLike, levels: list[int] | None = None, overrid
             weights = None
             if not (an.caches["calibration"].has(level) and an.caches["sharpness"].has(level)):
                 weights = on_device(run.level(level))
-            per_level[level] = {"calibration": an.calibration(level, weights, bar),
-                                "sharpness": an.sharpness(level, weights, bar)}
+            per_level[level] = {
+                "calibration": an.calibration(level, weights, bar),
+                "sharpness": an.sharpness(level, weights, bar),
+            }
         chosen_data = {}
         for role, level in chosen.items():
             redense_data, redensed = an.redense(level, bar)
@@ -309,8 +375,7 @@ def analyze(run_dir: str | os.PathLike, levels: list[int] | None = None, overrid
     seconds = time.time() - started
     report_path = report.write(an.root, data, written, figure_paths, cfg, seconds)
     _prune_stale_figures(an.root / "figures", figure_paths)
-    return {"report": report_path, "tables": written, "figures": figure_paths, "seconds": seconds,
-            "data": data}
+    return {"report": report_path, "tables": written, "figures": figure_paths, "seconds": seconds, "data": data}
 
 
 def _prune_stale_figures(folder: Path, keep: list[str]) -> None:

@@ -56,9 +56,14 @@ def _evaluate(exp: Experiment, engine, state: TrainState, mask) -> dict:
     train_loss, train_acc, pred = engine.evaluate(state.params, state.batch_stats, mask, exp.train)
     test_loss, test_acc, _ = engine.evaluate(state.params, state.batch_stats, mask, exp.test)
     split = metrics.accuracy_split(np.asarray(pred), ds.y_train, ds.y_train_clean, ds.y_train != ds.y_train_clean)
-    return {"train_loss": np.asarray(train_loss), "train_acc": np.asarray(train_acc),
-            "train_acc_clean": split["train_acc_clean"], "train_acc_noisy_subset": split["train_acc_noisy_subset"],
-            "test_loss": np.asarray(test_loss), "test_acc": np.asarray(test_acc)}
+    return {
+        "train_loss": np.asarray(train_loss),
+        "train_acc": np.asarray(train_acc),
+        "train_acc_clean": split["train_acc_clean"],
+        "train_acc_noisy_subset": split["train_acc_noisy_subset"],
+        "test_loss": np.asarray(test_loss),
+        "test_acc": np.asarray(test_acc),
+    }
 
 
 def _append(curves: dict, epoch: int, stage: str, values: dict) -> None:
@@ -69,20 +74,32 @@ def _append(curves: dict, epoch: int, stage: str, values: dict) -> None:
         curves[k].append(None if v is None else np.asarray(v, np.float64).tolist())
 
 
-def _train(exp: Experiment, plan: LevelPlan, state: TrainState, mask, stage: str, curves: dict, level: int,
-           progress: Progress) -> TrainState:
+def _train(
+    exp: Experiment, plan: LevelPlan, state: TrainState, mask, stage: str, curves: dict, level: int, progress: Progress
+) -> TrainState:
     """``plan``'s epochs through the level runner's loop (nothing written), every epoch
     evaluated into ``curves`` as ``stage``."""
+
     def after_epoch(epoch, trained):
         _append(curves, len(curves["epoch"]) + 1, stage, _evaluate(exp, plan.engine, trained, mask))
 
-    state, _ = train_epochs(exp, None, plan, state, mask, level=level, progress=progress, evaluate=False,
-                            after_epoch=after_epoch)
+    state, _ = train_epochs(
+        exp, None, plan, state, mask, level=level, progress=progress, evaluate=False, after_epoch=after_epoch
+    )
     return state
 
 
-def redense_level(exp: Experiment, run: RunDir, level: int, *, epochs: int, lr: float,
-                  momentum: str = "keep", replay: bool = True, progress: Progress | None = None):
+def redense_level(
+    exp: Experiment,
+    run: RunDir,
+    level: int,
+    *,
+    epochs: int,
+    lr: float,
+    momentum: str = "keep",
+    replay: bool = True,
+    progress: Progress | None = None,
+):
     """Sparse then dense training at ``level`` (stacked over seeds). Returns ``(curves, sparse,
     redense, info)``: per-epoch curves (``epoch`` 1.., ``stage`` sparse|redense, and
     :data:`CURVE_KEYS`, each a list of per-seed values or None), the sparse and the re-densed
@@ -95,22 +112,32 @@ def redense_level(exp: Experiment, run: RunDir, level: int, *, epochs: int, lr: 
     mask = stored.mask
     plan = imp.schedule_plan(exp, level, schedule)
     curves = {"epoch": [], "stage": [], **{k: [] for k in CURVE_KEYS}}
-    info = {"level": level, "sparse_epochs": plan.num_epochs, "epochs": epochs, "lr": lr,
-            "momentum": momentum if replay else "reset", "replay": replay}
+    info = {
+        "level": level,
+        "sparse_epochs": plan.num_epochs,
+        "epochs": epochs,
+        "lr": lr,
+        "momentum": momentum if replay else "reset",
+        "replay": replay,
+    }
     if replay:
         start = imp.schedule_start(schedule, level)
         previous = run.level(level - 1).weights if start == imp.PREVIOUS else None
         state = imp.start_state(exp, run, plan, start, mask, previous)
         state = _train(exp, plan, state, mask, "sparse", curves, level, progress)
-        diff = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0)),
-                            jax.device_get(state.params), jax.device_get(stored.params))
+        diff = jax.tree.map(
+            lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)), initial=0.0)),
+            jax.device_get(state.params),
+            jax.device_get(stored.params),
+        )
         info["replay_max_abs_diff"] = max(jax.tree.leaves(diff))
         sparse = Weights(*jax.device_get((state.params, state.batch_stats)))
     else:
         level_curves = run.store.level_metrics(level)["curves"]
         for i in range(len(level_curves["epoch"])):
-            _append(curves, i + 1, "sparse", {k: level_curves.get(k, [None])[i] for k in CURVE_KEYS
-                                              if k in level_curves})
+            _append(
+                curves, i + 1, "sparse", {k: level_curves.get(k, [None])[i] for k in CURVE_KEYS if k in level_curves}
+            )
             progress.step()
         sparse = stored.weights
         state = None

@@ -43,8 +43,9 @@ def correlation_markdown(rows: list[dict], n_resamples: int | None = None) -> st
             cells = []
             for m in CORRELATIONS:
                 r = next(r for r in sub if r["candidate"] == cand and r["method"] == m)
-                cells.append(f"{_num(r['value'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]"
-                             + _dropped(r, n_resamples))
+                cells.append(
+                    f"{_num(r['value'])} [{_num(r['ci_low'])}, {_num(r['ci_high'])}]" + _dropped(r, n_resamples)
+                )
             out.append(f"| {cand} | " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
@@ -55,8 +56,10 @@ def phase_markdown(rows: list[dict], n_resamples: int | None = None) -> str:
     out = ["| quantity | level | test accuracy (%) | 95% CI |", "|---|---|---|---|"]
     for r in rows:
         level = "" if r["level"] is None else str(r["level"])
-        out.append(f"| {r['quantity']} | {level} | {_pct(r['value'])} | "
-                   f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]{_dropped(r, n_resamples)} |")
+        out.append(
+            f"| {r['quantity']} | {level} | {_pct(r['value'])} | "
+            f"[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]{_dropped(r, n_resamples)} |"
+        )
     return "\n".join(out)
 
 
@@ -65,28 +68,46 @@ def write(root: Path, data: dict, tables: list[str], figures: list[str], cfg, se
     rel = lambda p: os.path.relpath(p, root)  # noqa: E731
     pngs = [p for p in figures if p.endswith(".png")]
     levels, x = data["levels"], data["density"]
-    chosen = "\n".join(f"- **{role}**: level {c['level']} ({100 * x[levels.index(c['level'])]:.3g}% of the "
-                       f"weights, {data['phases'][levels.index(c['level'])]} phase), re-dense at lr "
-                       f"{c['redense']['info']['lr']:g} for {c['redense']['info']['epochs']} epochs"
-                       + ("" if c["redense"]["info"].get("replay_max_abs_diff") is None else
-                          f" (replayed sparse stage: max |Δw| {c['redense']['info']['replay_max_abs_diff']:.2g}"
-                          " from the stored level)")
-                       for role, c in data["chosen"].items())
+    chosen = "\n".join(
+        f"- **{role}**: level {c['level']} ({100 * x[levels.index(c['level'])]:.3g}% of the "
+        f"weights, {data['phases'][levels.index(c['level'])]} phase), re-dense at lr "
+        f"{c['redense']['info']['lr']:g} for {c['redense']['info']['epochs']} epochs"
+        + (
+            ""
+            if c["redense"]["info"].get("replay_max_abs_diff") is None
+            else f" (replayed sparse stage: max |Δw| {c['redense']['info']['replay_max_abs_diff']:.2g}"
+            " from the stored level)"
+        )
+        for role, c in data["chosen"].items()
+    )
     ps = data["per_seed"]
-    sharp = ["| level | weights (%) | phase | test acc (%) | λmax | Hessian trace | ECE (%) | NLL | Brier |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    sharp = [
+        "| level | weights (%) | phase | test acc (%) | λmax | Hessian trace | ECE (%) | NLL | Brier |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for j, lv in enumerate(levels):
-        m = {k: float(np.nanmean(ps[k][:, j])) for k in ("test_acc", "lambda_max", "hessian_trace", "ece", "nll", "brier")}
-        sharp.append(f"| {lv} | {100 * x[j]:.3g} | {data['phases'][j]} | {100 * m['test_acc']:.2f} | "
-                     f"{m['lambda_max']:.3g} | {m['hessian_trace']:.4g} | {100 * m['ece']:.2f} | {m['nll']:.3f} | "
-                     f"{m['brier']:.3f} |")
-    bn = (f"BatchNorm statistics are recomputed at every α on {cfg.bn_batches} fixed training batches."
-          if data["has_batch_norm"] else "The model has no BatchNorm: every α is evaluated exactly.")
-    phase_table = (phase_markdown(data["phase_stats"], cfg.bootstrap) if data["phase_stats"]
-                   else "The run has no dip and recovery to measure.")
-    text = f"""# Analysis of {data['run']}
+        m = {
+            k: float(np.nanmean(ps[k][:, j]))
+            for k in ("test_acc", "lambda_max", "hessian_trace", "ece", "nll", "brier")
+        }
+        sharp.append(
+            f"| {lv} | {100 * x[j]:.3g} | {data['phases'][j]} | {100 * m['test_acc']:.2f} | "
+            f"{m['lambda_max']:.3g} | {m['hessian_trace']:.4g} | {100 * m['ece']:.2f} | {m['nll']:.3f} | "
+            f"{m['brier']:.3f} |"
+        )
+    bn = (
+        f"BatchNorm statistics are recomputed at every α on {cfg.bn_batches} fixed training batches."
+        if data["has_batch_norm"]
+        else "The model has no BatchNorm: every α is evaluated exactly."
+    )
+    phase_table = (
+        phase_markdown(data["phase_stats"], cfg.bootstrap)
+        if data["phase_stats"]
+        else "The run has no dip and recovery to measure."
+    )
+    text = f"""# Analysis of {data["run"]}
 
-{len(data['seeds'])} seed(s), {len(levels)} levels, schedule `{data['schedule']}`; analysed in
+{len(data["seeds"])} seed(s), {len(levels)} levels, schedule `{data["schedule"]}`; analysed in
 {seconds:.0f} s (`sdd-jax analyze`; cached steps are not recomputed). Means over seeds; intervals
 are percentile bootstraps over seeds ({cfg.bootstrap} resamples), coarse with few seeds (n/a with
 one seed; resamples with an undefined statistic are dropped and counted).
@@ -104,7 +125,7 @@ those of the Hessian of the training loss restricted to the unpruned weights
 ({cfg.hessian_batches} fixed training batches, {cfg.lanczos_steps} {cfg.eigen_method} steps,
 {cfg.hutchinson_probes} Hutchinson probes).
 
-{correlation_markdown(data['correlations'], cfg.bootstrap)}
+{correlation_markdown(data["correlations"], cfg.bootstrap)}
 ## Phases
 
 Test accuracy at the dense, worst (bottom of the dip) and best levels; `dip` = dense − worst,
@@ -120,7 +141,7 @@ Sharpness and calibration of the test predictions at every level (`levels.csv`, 
 
 ## Figures
 
-Interpolation: {data['chosen'] and bn} 1-D curves: a Gaussian direction per seed, each filter
+Interpolation: {data["chosen"] and bn} 1-D curves: a Gaussian direction per seed, each filter
 rescaled to the norm of the solution's filter, biases and BatchNorm parameters left out;
 {cfg.curve_points} points in [−{cfg.curve_range:g}, {cfg.curve_range:g}].
 

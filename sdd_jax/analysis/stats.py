@@ -16,7 +16,8 @@ statistic depends on which seeds were trained, not more.
 from __future__ import annotations
 
 import warnings
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats as sps
@@ -48,8 +49,14 @@ class Interval(NamedTuple):
     dropped: int
 
 
-def bootstrap_interval(per_seed: tuple[np.ndarray, ...], statistic: Callable[..., float], *,
-                       n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0) -> Interval:
+def bootstrap_interval(
+    per_seed: tuple[np.ndarray, ...],
+    statistic: Callable[..., float],
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Interval:
     """``statistic(*means)`` on the means over seeds of the arrays ``per_seed`` (each (seeds, ...),
     the same seeds in the same order: resampled together), and its percentile bootstrap interval
     at ``confidence`` from ``n_resamples`` resamples of the seeds (``scipy.stats.bootstrap``,
@@ -71,9 +78,15 @@ def bootstrap_interval(per_seed: tuple[np.ndarray, ...], statistic: Callable[...
         return Interval(value, float("nan"), float("nan"), 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = sps.bootstrap((np.arange(n),), on, n_resamples=int(n_resamples), vectorized=False,
-                               confidence_level=confidence, method="percentile",
-                               rng=np.random.default_rng(seed))
+        result = sps.bootstrap(
+            (np.arange(n),),
+            on,
+            n_resamples=int(n_resamples),
+            vectorized=False,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
     lo, hi = result.confidence_interval
     distribution = np.asarray(result.bootstrap_distribution, np.float64)
     finite = np.isfinite(distribution)
@@ -86,17 +99,26 @@ def bootstrap_interval(per_seed: tuple[np.ndarray, ...], statistic: Callable[...
     return Interval(value, float(lo), float(hi), dropped)
 
 
-def bootstrap_over_seeds(per_seed: tuple[np.ndarray, ...], statistic: Callable[..., float], *,
-                         n_resamples: int = 1000, confidence: float = 0.95,
-                         seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_over_seeds(
+    per_seed: tuple[np.ndarray, ...],
+    statistic: Callable[..., float],
+    *,
+    n_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
     """``(value, low, high)`` of :func:`bootstrap_interval` (without the count of dropped
     resamples)."""
-    return bootstrap_interval(per_seed, statistic, n_resamples=n_resamples, confidence=confidence,
-                              seed=seed)[:3]
+    return bootstrap_interval(per_seed, statistic, n_resamples=n_resamples, confidence=confidence, seed=seed)[:3]
 
 
-def correlation_table(test_acc: np.ndarray, candidates: dict[str, np.ndarray], levels: np.ndarray,
-                      scopes: dict[str, np.ndarray] | None = None, **bootstrap) -> list[dict]:
+def correlation_table(
+    test_acc: np.ndarray,
+    candidates: dict[str, np.ndarray],
+    levels: np.ndarray,
+    scopes: dict[str, np.ndarray] | None = None,
+    **bootstrap,
+) -> list[dict]:
     """Rows ``{scope, candidate, method, value, ci_low, ci_high, ci_dropped, levels}``: the rank
     correlation across levels between the mean test accuracy and the mean of each candidate (each
     (seeds, levels)), for each scope (a boolean mask over levels; default all levels), with
@@ -107,17 +129,29 @@ def correlation_table(test_acc: np.ndarray, candidates: dict[str, np.ndarray], l
     for scope, keep in scopes.items():
         for name, values in candidates.items():
             for method in CORRELATIONS:
+
                 def stat(t, c, method=method, keep=keep):
                     return rank_correlation(t[keep], c[keep], method)
 
                 value, lo, hi, dropped = bootstrap_interval((test_acc, values), stat, **bootstrap)
-                rows.append({"scope": scope, "candidate": name, "method": method, "value": value,
-                             "ci_low": lo, "ci_high": hi, "ci_dropped": dropped, "levels": int(np.sum(keep))})
+                rows.append(
+                    {
+                        "scope": scope,
+                        "candidate": name,
+                        "method": method,
+                        "value": value,
+                        "ci_low": lo,
+                        "ci_high": hi,
+                        "ci_dropped": dropped,
+                        "levels": int(np.sum(keep)),
+                    }
+                )
     return rows
 
 
-def phase_statistics(test_acc: np.ndarray, levels: np.ndarray, dense: int, worst: int, best: int,
-                     **bootstrap) -> list[dict]:
+def phase_statistics(
+    test_acc: np.ndarray, levels: np.ndarray, dense: int, worst: int, best: int, **bootstrap
+) -> list[dict]:
     """Rows ``{quantity, level, value, ci_low, ci_high, ci_dropped}`` for the mean test accuracy at the
     ``dense``, ``worst`` and ``best`` levels, the ``dip`` (dense − worst) and the ``recovery``
     (best − worst) and the ``gain`` (best − dense), with bootstrap intervals over seeds. The three
@@ -135,6 +169,7 @@ def phase_statistics(test_acc: np.ndarray, levels: np.ndarray, dense: int, worst
     rows = []
     for name, (level, fn) in quantities.items():
         value, lo, hi, dropped = bootstrap_interval((test_acc,), fn, **bootstrap)
-        rows.append({"quantity": name, "level": level, "value": value, "ci_low": lo, "ci_high": hi,
-                     "ci_dropped": dropped})
+        rows.append(
+            {"quantity": name, "level": level, "value": value, "ci_low": lo, "ci_high": hi, "ci_dropped": dropped}
+        )
     return rows

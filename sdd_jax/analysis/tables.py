@@ -37,9 +37,19 @@ CANDIDATES = {
     "Hessian trace": "hessian_trace",
     "train accuracy": "train_acc",
 }
-RESULT_COLUMNS = ("density", "test_acc", "test_acc_best", "train_acc", "train_acc_clean", "train_loss",
-                  "test_loss", "learning_distance", "learning_distance_unpruned", "learning_distance_rewind",
-                  "learning_distance_rewind_unpruned")
+RESULT_COLUMNS = (
+    "density",
+    "test_acc",
+    "test_acc_best",
+    "train_acc",
+    "train_acc_clean",
+    "train_loss",
+    "test_loss",
+    "learning_distance",
+    "learning_distance_unpruned",
+    "learning_distance_rewind",
+    "learning_distance_rewind_unpruned",
+)
 
 
 def _matrix(rows: list[dict], column: str, seeds: list[int], levels: list[int]) -> np.ndarray:
@@ -74,22 +84,36 @@ def collect(rows: list[dict], per_level: dict, chosen: dict, cfg, run, exp) -> d
     phase_rows = []
     roles = {role: lv for role, lv in _roles(per_seed["test_acc"], levels).items()}
     if {"dense", "worst", "best"} <= set(roles):
-        phase_rows = stats.phase_statistics(per_seed["test_acc"], np.array(levels), roles["dense"],
-                                            roles["worst"], roles["best"], **boot)
+        phase_rows = stats.phase_statistics(
+            per_seed["test_acc"], np.array(levels), roles["dense"], roles["worst"], roles["best"], **boot
+        )
     reinit = None
     reinit_csv = run.path / "branches" / "reinit" / "results.csv"
     if reinit_csv.is_file():
         reinit_rows = read_results_csv(reinit_csv)
         if reinit_rows:
             reinit = aggregate(reinit_rows)
-    reliability = {role: {k: per_level[c["level"]]["calibration"][k] for k in
-                          ("bin_count", "bin_confidence", "bin_accuracy", "ece")}
-                   for role, c in chosen.items()}
+    reliability = {
+        role: {
+            k: per_level[c["level"]]["calibration"][k] for k in ("bin_count", "bin_confidence", "bin_accuracy", "ece")
+        }
+        for role, c in chosen.items()
+    }
     return {
-        "run": run.path.name, "name": exp.config.name, "seeds": seeds, "levels": levels,
-        "phases": labels, "density": np.nanmean(per_seed["density"], axis=0), "per_seed": per_seed,
-        "chosen": chosen, "correlations": correlations, "phase_stats": phase_rows, "reinit": reinit,
-        "reliability": reliability, "ece_bins": cfg.ece_bins, "schedule": exp.config.pruning.schedule,
+        "run": run.path.name,
+        "name": exp.config.name,
+        "seeds": seeds,
+        "levels": levels,
+        "phases": labels,
+        "density": np.nanmean(per_seed["density"], axis=0),
+        "per_seed": per_seed,
+        "chosen": chosen,
+        "correlations": correlations,
+        "phase_stats": phase_rows,
+        "reinit": reinit,
+        "reliability": reliability,
+        "ece_bins": cfg.ece_bins,
+        "schedule": exp.config.pruning.schedule,
         "has_batch_norm": any(c["interpolation"].get("batch_norm_batches") for c in chosen.values()),
     }
 
@@ -112,8 +136,9 @@ def _csv(columns: list[str], rows: list[list]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if v is None else (repr(float(v)) if isinstance(v, (float, np.floating)) else v)
-                         for v in row])
+        writer.writerow(
+            ["" if v is None else (repr(float(v)) if isinstance(v, (float, np.floating)) else v) for v in row]
+        )
     return buf.getvalue()
 
 
@@ -130,16 +155,36 @@ def write(root: Path, data: dict) -> list[str]:
     files = {}
     files["correlations.csv"] = _csv(
         ["scope", "candidate", "method", "value", "ci_low", "ci_high", "levels"],
-        [[r[k] for k in ("scope", "candidate", "method", "value", "ci_low", "ci_high", "levels")]
-         for r in data["correlations"]])
-    files["phase_stats.csv"] = _csv(["quantity", "level", "value", "ci_low", "ci_high"],
-                                    [[r[k] for k in ("quantity", "level", "value", "ci_low", "ci_high")]
-                                     for r in data["phase_stats"]])
-    level_cols = ["density", "test_acc", "train_acc", "lambda_max", "hessian_trace", "hessian_trace_se",
-                  "ece", "nll", "brier", "noisy_subset_acc_noisy", "noisy_subset_acc_true"]
-    files["levels.csv"] = _csv(["level", "phase", "seed", *level_cols],
-                               [[lv, data["phases"][j], s, *[ps[c][i, j] for c in level_cols]]
-                                for j, lv in enumerate(levels) for i, s in enumerate(seeds)])
+        [
+            [r[k] for k in ("scope", "candidate", "method", "value", "ci_low", "ci_high", "levels")]
+            for r in data["correlations"]
+        ],
+    )
+    files["phase_stats.csv"] = _csv(
+        ["quantity", "level", "value", "ci_low", "ci_high"],
+        [[r[k] for k in ("quantity", "level", "value", "ci_low", "ci_high")] for r in data["phase_stats"]],
+    )
+    level_cols = [
+        "density",
+        "test_acc",
+        "train_acc",
+        "lambda_max",
+        "hessian_trace",
+        "hessian_trace_se",
+        "ece",
+        "nll",
+        "brier",
+        "noisy_subset_acc_noisy",
+        "noisy_subset_acc_true",
+    ]
+    files["levels.csv"] = _csv(
+        ["level", "phase", "seed", *level_cols],
+        [
+            [lv, data["phases"][j], s, *[ps[c][i, j] for c in level_cols]]
+            for j, lv in enumerate(levels)
+            for i, s in enumerate(seeds)
+        ],
+    )
     keys = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy_subset", "test_loss", "test_acc")
     rows = []
     for role, c in data["chosen"].items():

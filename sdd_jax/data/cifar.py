@@ -32,8 +32,22 @@ def _allowed_globals() -> dict[tuple[str, str], object]:
         allowed[(f"{module}.multiarray", "_reconstruct")] = _np_core.multiarray._reconstruct
         allowed[(f"{module}.multiarray", "scalar")] = _np_core.multiarray.scalar
         allowed[(f"{module}.numeric", "_frombuffer")] = _np_core.numeric._frombuffer
-    for name in ("list", "dict", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int",
-                 "float", "complex", "bool", "slice", "range"):
+    for name in (
+        "list",
+        "dict",
+        "tuple",
+        "set",
+        "frozenset",
+        "bytes",
+        "bytearray",
+        "str",
+        "int",
+        "float",
+        "complex",
+        "bool",
+        "slice",
+        "range",
+    ):
         allowed[("builtins", name)] = getattr(builtins, name)
         allowed[("__builtin__", name)] = allowed[("builtins", name)]
     return allowed

@@ -53,15 +53,25 @@ def load_dataset(data: DataConfig, noise: NoiseConfig) -> Dataset:
 
     rest, val_idx = subset.split_validation(pool, data.validation_size, rng_lib.numpy_rng(data.subset_seed, "split"))
     keep = subset.choose_subset(
-        raw.y_train[rest], data.train_size, data.subset_mode, data.class_balanced, raw.num_classes,
+        raw.y_train[rest],
+        data.train_size,
+        data.subset_mode,
+        data.class_balanced,
+        raw.num_classes,
         rng_lib.numpy_rng(data.subset_seed, "subset"),
     )
     train_idx = rest[keep]
     x_train, y_clean = raw.x_train[train_idx], raw.y_train[train_idx]
 
     y_noisy, is_noisy = noise_lib.apply_noise(
-        y_clean, raw.num_classes, noise.kind, noise.rate, rng_lib.numpy_rng(noise.seed, "noise"),
-        dataset_name=data.name, exact=noise.exact, asymmetric_mode=noise.asymmetric_mode,
+        y_clean,
+        raw.num_classes,
+        noise.kind,
+        noise.rate,
+        rng_lib.numpy_rng(noise.seed, "noise"),
+        dataset_name=data.name,
+        exact=noise.exact,
+        asymmetric_mode=noise.asymmetric_mode,
     )
 
     x_test, y_test = raw.x_test, raw.y_test

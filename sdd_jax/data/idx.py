@@ -44,7 +44,9 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise DataError(f"{name}: IDX header promises {shape} ({expected} bytes) but the file holds {len(raw) - header}")
+        raise DataError(
+            f"{name}: IDX header promises {shape} ({expected} bytes) but the file holds {len(raw) - header}"
+        )
     data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
     return data.astype(dtype.newbyteorder("="), copy=True)
 

@@ -66,9 +66,7 @@ def asymmetric_flips(dataset_name: str, num_classes: int | None, asymmetric_mode
         else:
             flips = classes.cifar100_block_flips()
     else:
-        raise DataError(
-            f"asymmetric noise is defined for mnist, cifar10 and cifar100, not for {dataset_name!r}"
-        )
+        raise DataError(f"asymmetric noise is defined for mnist, cifar10 and cifar100, not for {dataset_name!r}")
     if num_classes is not None and num_classes != expected_k:
         raise DataError(f"asymmetric noise for {name} expects {expected_k} classes, got num_classes={num_classes}")
     return dict(flips)
@@ -84,9 +82,7 @@ def _check(labels: np.ndarray, num_classes: int, kind: str, rate: float) -> np.n
     if labels.size and not np.issubdtype(labels.dtype, np.integer):
         raise DataError(f"labels must be integers, got dtype {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise DataError(
-            f"labels out of range [0, {num_classes}): min {labels.min()}, max {labels.max()}"
-        )
+        raise DataError(f"labels out of range [0, {num_classes}): min {labels.min()}, max {labels.max()}")
     return labels.astype(np.int64)
 
 
@@ -154,4 +150,3 @@ def transition_matrix(clean: np.ndarray, noisy: np.ndarray, num_classes: int) ->
     np.add.at(counts, (clean.astype(np.int64), noisy.astype(np.int64)), 1.0)
     totals = counts.sum(axis=1, keepdims=True)
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
-

@@ -62,7 +62,9 @@ def _check_arrays(name: str, x_train, y_train, x_test, y_test, num_classes: int)
         if y.size and (y.min() < 0 or y.max() >= num_classes):
             raise DataError(f"{name}: {split} labels out of range [0, {num_classes}): min {y.min()}, max {y.max()}")
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(f"{name}: train examples of shape {x_train.shape[1:]} but test examples of shape {x_test.shape[1:]}")
+        raise DataError(
+            f"{name}: train examples of shape {x_train.shape[1:]} but test examples of shape {x_test.shape[1:]}"
+        )
     if x_train.shape[0] == 0:
         raise DataError(f"{name}: empty training set")
     if x_train.dtype == np.uint8:
@@ -100,8 +102,14 @@ def _make(name: str, arrays: dict, num_classes: int | None, source: dict) -> Raw
     if x_train.dtype != np.uint8:
         x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
     return RawData(
-        x_train=x_train, y_train=y_train.astype(np.int32), x_test=x_test, y_test=y_test.astype(np.int32),
-        num_classes=int(num_classes), mean=tuple(mean), std=tuple(std), source=source,
+        x_train=x_train,
+        y_train=y_train.astype(np.int32),
+        x_test=x_test,
+        y_test=y_test.astype(np.int32),
+        num_classes=int(num_classes),
+        mean=tuple(mean),
+        std=tuple(std),
+        source=source,
     )
 
 
@@ -135,8 +143,10 @@ def load_npz(path: str | os.PathLike, name: str = "npz") -> dict:
         raise
     except ValueError as err:
         if "pickle" in str(err):  # an object array: refused, whatever numpy suggests
-            raise DataError(f"{path} is not a valid .npz file for this reader: it holds object "
-                            f"(pickled) arrays, which are never loaded") from None
+            raise DataError(
+                f"{path} is not a valid .npz file for this reader: it holds object "
+                f"(pickled) arrays, which are never loaded"
+            ) from None
         raise DataError(f"{path} is not a valid .npz file ({err})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise DataError(f"{path} is not a valid .npz file ({err})") from None
@@ -171,7 +181,9 @@ def parse_synthetic(name: str) -> dict[str, int]:
     """``synthetic[_HxWxC][_cK][_nN][_tT]`` -> sizes (defaults 32x32x3, 10 classes, 512/128)."""
     match = SYNTHETIC_PATTERN.fullmatch(name)
     if match is None:
-        raise DataError(f"bad synthetic data set name {name!r}; expected synthetic[_HxWxC][_cK][_nN][_tT], e.g. synthetic_28x28x1_c10_n256_t64")
+        raise DataError(
+            f"bad synthetic data set name {name!r}; expected synthetic[_HxWxC][_cK][_nN][_tT], e.g. synthetic_28x28x1_c10_n256_t64"
+        )
     h, w, c, k, n, t = match.groups()
     spec = dict(SYNTHETIC_DEFAULTS)
     if h is not None:
@@ -224,7 +236,9 @@ def resolve_source(name: str, source: str, data_dir: str | None) -> str:
     return "tfds"
 
 
-def read_source(name: str, source: str = "auto", data_dir: str | None = None, download: bool = False, seed: int = 0) -> RawData:
+def read_source(
+    name: str, source: str = "auto", data_dir: str | None = None, download: bool = False, seed: int = 0
+) -> RawData:
     """Read the data set ``name`` with the reader ``source`` picks (``seed``: synthetic only)."""
     if not isinstance(name, str) or not name:
         raise DataError(f"data set name must be a non-empty string, got {name!r}")
@@ -233,9 +247,16 @@ def read_source(name: str, source: str = "auto", data_dir: str | None = None, do
         raise DataError(f"data set {name!r} with source {reader!r} needs data.data_dir")
     if reader == "embedded":
         arrays = embedded.load_embedded_mnist()
-        return _make(name, arrays, 10, {"reader": "embedded", "asset": embedded.ASSET_NAME, "sha256": embedded.ASSET_SHA256})
+        return _make(
+            name, arrays, 10, {"reader": "embedded", "asset": embedded.ASSET_NAME, "sha256": embedded.ASSET_SHA256}
+        )
     if reader == "mnist1d":
-        return _make(name, load_mnist1d(), 10, {"reader": "mnist1d", "generator": "mnist1d.data.make_dataset(get_dataset_args())"})
+        return _make(
+            name,
+            load_mnist1d(),
+            10,
+            {"reader": "mnist1d", "generator": "mnist1d.data.make_dataset(get_dataset_args())"},
+        )
     if reader == "synthetic":
         arrays = make_synthetic(name, seed)
         return _make(name, arrays, arrays["num_classes"], {"reader": "synthetic", "seed": int(seed)})
@@ -245,11 +266,21 @@ def read_source(name: str, source: str = "auto", data_dir: str | None = None, do
         return _make(name, arrays, 10 if name == "mnist" else None, {"reader": "idx", "location": str(folder)})
     if reader == "cifar_python":
         arrays = cifar.load_cifar_python(name, data_dir)
-        return _make(name, arrays, cifar.CIFAR_LAYOUT[name][4], {"reader": "cifar_python", "location": str(cifar.find_cifar_dir(name, data_dir))})
+        return _make(
+            name,
+            arrays,
+            cifar.CIFAR_LAYOUT[name][4],
+            {"reader": "cifar_python", "location": str(cifar.find_cifar_dir(name, data_dir))},
+        )
     if reader == "tiny_imagenet_folder":
         arrays = tiny_imagenet.load_tiny_imagenet(data_dir)
         where = tiny_imagenet.find_tiny_imagenet_dir(data_dir)
-        return _make(name, arrays, arrays["num_classes"], {"reader": "tiny_imagenet_folder", "location": str(where), "image_size": tiny_imagenet.IMAGE_SIZE})
+        return _make(
+            name,
+            arrays,
+            arrays["num_classes"],
+            {"reader": "tiny_imagenet_folder", "location": str(where), "image_size": tiny_imagenet.IMAGE_SIZE},
+        )
     if reader == "npz":
         arrays = load_npz(data_dir, name)
         return _make(name, arrays, arrays.get("num_classes"), {"reader": "npz", "location": arrays["location"]})
@@ -261,4 +292,6 @@ def read_source(name: str, source: str = "auto", data_dir: str | None = None, do
             files = "the MNIST IDX files" if name == "mnist" else f"the {cifar.CIFAR_LAYOUT[name][0]} batches"
             raise DataNotFoundError(f"{err}; or put {files} in data.data_dir") from None
         raise
-    return _make(name, arrays, arrays["num_classes"], {"reader": "tfds", "tfds_name": name, "location": arrays["location"]})
+    return _make(
+        name, arrays, arrays["num_classes"], {"reader": "tfds", "tfds_name": name, "location": arrays["location"]}
+    )

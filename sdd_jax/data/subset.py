@@ -67,6 +67,8 @@ def choose_subset(
     for c in range(num_classes):
         members = order[ordered_labels == c]
         if members.size < quotas[c]:
-            raise DataError(f"class-balanced train_size {size} needs {quotas[c]} examples of class {c}, only {members.size} available")
+            raise DataError(
+                f"class-balanced train_size {size} needs {quotas[c]} examples of class {c}, only {members.size} available"
+            )
         kept.append(members[: quotas[c]])
     return np.sort(np.concatenate(kept))

@@ -64,10 +64,14 @@ def _keys(info) -> tuple[str, str]:
         image_key, label_key = "image", "label"
     features = info.features
     if image_key not in features or label_key not in features:
-        raise DataError(f"tfds dataset {info.name!r} has no ({image_key!r}, {label_key!r}) features; not an image-classification set")
+        raise DataError(
+            f"tfds dataset {info.name!r} has no ({image_key!r}, {label_key!r}) features; not an image-classification set"
+        )
     shape = tuple(features[image_key].shape)
     if len(shape) != 3 or any(d is None for d in shape):
-        raise DataError(f"tfds dataset {info.name!r} has images of variable shape {shape}; only fixed-size images are supported")
+        raise DataError(
+            f"tfds dataset {info.name!r} has images of variable shape {shape}; only fixed-size images are supported"
+        )
     if not hasattr(features[label_key], "num_classes"):
         raise DataError(f"tfds dataset {info.name!r}: feature {label_key!r} is not a class label")
     return image_key, label_key
@@ -92,7 +96,9 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None = None, download: bo
     builder = tfds_builder(name, data_dir)
     prepared = builder.is_prepared()
     if not prepared and not download:
-        raise DataNotFoundError(f"tfds dataset {name!r} is not prepared in {builder.data_dir}; " + _prepare_hint(name, data_dir))
+        raise DataNotFoundError(
+            f"tfds dataset {name!r} is not prepared in {builder.data_dir}; " + _prepare_hint(name, data_dir)
+        )
     data_dir = None if data_dir is None else os.path.expanduser(os.fspath(data_dir))
     if not prepared:  # download=True: the only place the network is ever used
         try:
@@ -104,10 +110,11 @@ def load_tfds(name: str, data_dir: str | os.PathLike | None = None, download: bo
     file_format = str(getattr(file_format, "value", file_format) or "")
     if file_format == "array_record":
         try:
-            sources = tfds.data_source(name, split=list(_split_names(builder.info)), data_dir=data_dir,
-                                       download=False)
+            sources = tfds.data_source(name, split=list(_split_names(builder.info)), data_dir=data_dir, download=False)
         except Exception as err:
-            raise DataError(f"tfds dataset {name!r}: cannot open its array_record files ({type(err).__name__}: {err})") from None
+            raise DataError(
+                f"tfds dataset {name!r}: cannot open its array_record files ({type(err).__name__}: {err})"
+            ) from None
         image_key, label_key = _keys(builder.info)
         out = {}
         for split, source in zip(("train", "test"), sources):

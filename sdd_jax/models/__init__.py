@@ -17,7 +17,7 @@ Each family (names, builder, prunable rule, convolutional or not) is an entry of
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 

@@ -21,7 +21,7 @@ docstring for the running-variance convention, where it differs from ``flax.line
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -108,8 +108,9 @@ def conv(
     return layer(x)
 
 
-def dense(x: jax.Array, features: int, *, name: str, bias_init: str = "zeros",
-          dtype: DTypeLike = jnp.float32) -> jax.Array:
+def dense(
+    x: jax.Array, features: int, *, name: str, bias_init: str = "zeros", dtype: DTypeLike = jnp.float32
+) -> jax.Array:
     """A dense layer with bias, Kaiming-normal kernel, computing in ``dtype`` (float32 parameters)."""
     layer = nn.Dense(
         features,

@@ -8,7 +8,8 @@ Layers are named ``fc1 .. fcK`` (hidden) and ``out`` (classifier). As in OpenLTH
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -47,8 +48,7 @@ class MLP(nn.Module):
         return logits.astype(jnp.float32)
 
 
-def mlp(widths: Sequence[int], num_classes: int = 10, bias_init: str = "zeros",
-        dtype: DTypeLike = jnp.float32) -> MLP:
+def mlp(widths: Sequence[int], num_classes: int = 10, bias_init: str = "zeros", dtype: DTypeLike = jnp.float32) -> MLP:
     """A ReLU MLP with the given hidden widths (an empty tuple gives a linear classifier)."""
     return MLP(widths=tuple(int(w) for w in widths), num_classes=num_classes, bias_init=bias_init, dtype=dtype)
 
@@ -57,8 +57,7 @@ def build(model_cfg: Any, num_classes: int, dtype: DTypeLike) -> MLP:
     """``lenet_300_100`` (widths 300, 100) or ``mlp`` (``model.widths``), widths scaled by
     ``model.width_multiplier``."""
     widths = LENET_300_100 if model_cfg.name == "lenet_300_100" else tuple(model_cfg.widths)
-    return mlp(tuple(scaled(w, model_cfg.width_multiplier) for w in widths), num_classes, model_cfg.bias_init,
-               dtype)
+    return mlp(tuple(scaled(w, model_cfg.width_multiplier) for w in widths), num_classes, model_cfg.bias_init, dtype)
 
 
 _HIDDEN = re.compile(r"fc\d+")
@@ -69,5 +68,6 @@ def is_prunable(keys: tuple[str, ...]) -> bool:
     return len(keys) == 2 and keys[1] == "kernel" and bool(_HIDDEN.fullmatch(keys[0]))
 
 
-FAMILY = register_family(Family("mlp", ("lenet_300_100", "mlp"), build, is_prunable, convolutional=False,
-                                modules=(MLP,)))
+FAMILY = register_family(
+    Family("mlp", ("lenet_300_100", "mlp"), build, is_prunable, convolutional=False, modules=(MLP,))
+)

@@ -14,7 +14,8 @@ module registers itself when imported (:mod:`sdd_jax.models` imports the built-i
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 from jax.typing import DTypeLike

@@ -16,7 +16,8 @@ as torchvision's ``layer1.0``) holding ``conv1..3``/``bn1..3`` and ``shortcut_co
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -52,9 +53,7 @@ class BasicBlock(nn.Module):
         out = bn("bn2")(cv(out, self.planes, 3, name="conv2"))
         shortcut = x
         if self.strides != 1 or x.shape[-1] != self.planes:
-            shortcut = bn("shortcut_bn")(
-                cv(x, self.planes, 1, strides=self.strides, name="shortcut_conv")
-            )
+            shortcut = bn("shortcut_bn")(cv(x, self.planes, 1, strides=self.strides, name="shortcut_conv"))
         return nn.relu(out + shortcut)
 
 
@@ -111,8 +110,13 @@ class ResNet(nn.Module):
         return logits.astype(jnp.float32)
 
 
-def resnet(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_init: str = "zeros",
-           dtype: DTypeLike = jnp.float32) -> ResNet:
+def resnet(
+    depth: int,
+    num_classes: int = 10,
+    width_multiplier: float = 1,
+    bias_init: str = "zeros",
+    dtype: DTypeLike = jnp.float32,
+) -> ResNet:
     """The CIFAR ResNet of ``depth`` (18, 34, 50, 101, 152), channels scaled by ``width_multiplier``."""
     if depth not in DEPTHS:
         raise ValueError(f"unknown ResNet depth {depth}; valid: {', '.join(map(str, DEPTHS))}")
@@ -122,8 +126,9 @@ def resnet(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_
 
 def build(model_cfg: Any, num_classes: int, dtype: DTypeLike) -> ResNet:
     """``resnet<depth>`` with channels scaled by ``model.width_multiplier``."""
-    return resnet(int(model_cfg.name[len("resnet"):]), num_classes, model_cfg.width_multiplier,
-                  model_cfg.bias_init, dtype)
+    return resnet(
+        int(model_cfg.name[len("resnet") :]), num_classes, model_cfg.width_multiplier, model_cfg.bias_init, dtype
+    )
 
 
 _IN_BLOCK = re.compile(r"conv\d+|shortcut_conv")
@@ -135,9 +140,14 @@ def is_prunable(keys: tuple[str, ...]) -> bool:
     ``shortcut_conv`` inside a block ``layer<stage>_<index>``; never a bias or BatchNorm."""
     if len(keys) == 2:
         return keys == ("conv_stem", "kernel") or keys == ("fc", "kernel")
-    return (len(keys) == 3 and keys[2] == "kernel" and bool(_BLOCK.fullmatch(keys[0]))
-            and bool(_IN_BLOCK.fullmatch(keys[1])))
+    return (
+        len(keys) == 3
+        and keys[2] == "kernel"
+        and bool(_BLOCK.fullmatch(keys[0]))
+        and bool(_IN_BLOCK.fullmatch(keys[1]))
+    )
 
 
-FAMILY = register_family(Family("resnet", tuple(f"resnet{d}" for d in DEPTHS), build, is_prunable,
-                                convolutional=True, modules=(ResNet,)))
+FAMILY = register_family(
+    Family("resnet", tuple(f"resnet{d}" for d in DEPTHS), build, is_prunable, convolutional=True, modules=(ResNet,))
+)

@@ -10,7 +10,8 @@ the ``vgg`` family (model names ``vgg11``, ``vgg13``, ``vgg16``, ``vgg19``).
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -55,14 +56,14 @@ class VGG(nn.Module):
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
             else:
                 index += 1
-                x = conv(x, int(spec), 3, name=f"conv{index}", use_bias=True, bias_init=self.bias_init,
-                         dtype=self.dtype)
+                x = conv(
+                    x, int(spec), 3, name=f"conv{index}", use_bias=True, bias_init=self.bias_init, dtype=self.dtype
+                )
                 x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name=f"bn{index}")(x))
         if x.shape[1] < 2 or x.shape[2] < 2:
             pools = sum(1 for s in self.plan if s == "M") + 1
             raise ValueError(
-                f"VGG input {height}x{width} is too small: {pools} 2x2 poolings need at least "
-                f"{2**pools}x{2**pools}"
+                f"VGG input {height}x{width} is too small: {pools} 2x2 poolings need at least {2**pools}x{2**pools}"
             )
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = jnp.reshape(x, (x.shape[0], -1))
@@ -70,8 +71,13 @@ class VGG(nn.Module):
         return logits.astype(jnp.float32)
 
 
-def vgg(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_init: str = "zeros",
-        dtype: DTypeLike = jnp.float32) -> VGG:
+def vgg(
+    depth: int,
+    num_classes: int = 10,
+    width_multiplier: float = 1,
+    bias_init: str = "zeros",
+    dtype: DTypeLike = jnp.float32,
+) -> VGG:
     """The CIFAR VGG of ``depth`` (11, 13, 16, 19), channels scaled by ``width_multiplier``."""
     if depth not in PLANS:
         raise ValueError(f"unknown VGG depth {depth}; valid: {', '.join(map(str, PLANS))}")
@@ -81,7 +87,7 @@ def vgg(depth: int, num_classes: int = 10, width_multiplier: float = 1, bias_ini
 
 def build(model_cfg: Any, num_classes: int, dtype: DTypeLike) -> VGG:
     """``vgg<depth>`` with channels scaled by ``model.width_multiplier``."""
-    return vgg(int(model_cfg.name[len("vgg"):]), num_classes, model_cfg.width_multiplier, model_cfg.bias_init, dtype)
+    return vgg(int(model_cfg.name[len("vgg") :]), num_classes, model_cfg.width_multiplier, model_cfg.bias_init, dtype)
 
 
 _CONV = re.compile(r"conv\d+")
@@ -92,5 +98,6 @@ def is_prunable(keys: tuple[str, ...]) -> bool:
     return len(keys) == 2 and keys[1] == "kernel" and bool(_CONV.fullmatch(keys[0]))
 
 
-FAMILY = register_family(Family("vgg", tuple(f"vgg{d}" for d in PLANS), build, is_prunable, convolutional=True,
-                                modules=(VGG,)))
+FAMILY = register_family(
+    Family("vgg", tuple(f"vgg{d}" for d in PLANS), build, is_prunable, convolutional=True, modules=(VGG,))
+)
