@@ -10,7 +10,7 @@ and its branches (the results file itself: :mod:`sdd_jax.results`).
   ``pandas.read_csv`` reads them as they are).
 
 Cells are written as :func:`sdd_jax.results.write_csv` writes them (floats by ``repr``, read back
-exactly). Every name here is importable from :mod:`sdd_jax.results` too.
+exactly).
 
 Host only: numpy and the standard library.
 """
