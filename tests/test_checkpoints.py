@@ -306,5 +306,5 @@ def test_orbax_info_logs_are_dropped_warnings_kept(store, caplog):
 
 
 def test_store_needs_existing_run_dir(tmp_path):
-    with pytest.raises(FileNotFoundError, match="prepare_run_dir"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         ck.RunStore(tmp_path / "nope")

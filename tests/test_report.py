@@ -173,7 +173,7 @@ def test_a_branch_never_blocks_the_main_run(tmp_path, capsys):
 def test_combined_results_and_curves_read_straight_into_pandas(tmp_path):
     import pandas as pd
 
-    from sdd_jax.results import curve_rows, write_curves_csv
+    from sdd_jax.exports import curve_rows, write_curves_csv
 
     rows = paper_like_rows(seeds=2)
     write_results_csv(rows, tmp_path / "results.csv")

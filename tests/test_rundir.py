@@ -95,7 +95,7 @@ def test_the_quickstart_identity_is_pinned():
     serialisation orphans users' runs. If that is intended, say so and update the pin."""
     from sdd_jax import presets
 
-    assert rundir.result_hash(presets.get("quickstart")) == "95ebac173541"
+    assert result_hash(presets.get("quickstart")) == "95ebac173541"
 
 
 def test_a_branch_keeps_its_own_levels_and_shares_theta0(tmp_path):
