@@ -125,11 +125,11 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, analysed, capsys):
     ]
     capsys.readouterr()
     for args, says in refused:
-        before = _snapshot(run_dir / "analysis")
+        before = _snapshot(run_dir)
         assert cli.main(args) == 2, args
         err = capsys.readouterr().err
         assert says(err) and err.count("\n") == 1, (args, err)
-        assert _snapshot(run_dir / "analysis") == before, args  # analysis/ untouched: no file, no mtime
+        assert _snapshot(run_dir) == before, args  # the run and its analysis/ untouched: no file, no mtime
         assert not list(tmp_path.iterdir()), args
 
 

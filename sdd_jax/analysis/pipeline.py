@@ -326,15 +326,15 @@ def analyze(
     rows = [r for r in read_results_csv(results_csv) if r.get("branch", "imp") == "imp"]
     if not rows:
         raise ResultsError(f"{results_csv} has no rows of the main run")
+    in_csv = sorted({int(r["level"]) for r in rows})
+    chosen = chosen_levels(rows, in_csv, levels, run_dir.resolve().name)  # refused before the run is opened
     exp, run = open_run(run_dir, theirs + (["run.verbosity=0"] if quiet else []))
     finished = run.finished_levels()
-    in_csv = sorted({int(r["level"]) for r in rows})
     if in_csv != finished:
         raise AnalysisError(
             f"{results_csv} lists levels {in_csv} but {run_dir / 'levels'} holds {finished}: "
             f"rerun `sdd-jax run` (or `sdd-jax report`) to bring them in line"
         )
-    chosen = chosen_levels(rows, finished, levels, run.path.name)
     an = Analysis(exp, run, cfg, chosen, 0 if quiet else exp.config.run.verbosity)
     an.root.mkdir(exist_ok=True)
     atomic_write_json(
