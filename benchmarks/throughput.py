@@ -41,12 +41,12 @@ import time
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 
 from sdd_jax import rng as rng_streams
 from sdd_jax.config import ModelConfig, OptimConfig
 from sdd_jax.engine import Engine, seed_mesh
+from sdd_jax.estimate import device_facts
 from sdd_jax.models import build_model, prunable_predicate
 from sdd_jax.train import DeviceData
 
@@ -288,12 +288,7 @@ def main(argv=None) -> None:
                 "flop_share": {n: r["flop_share"] and round(r["flop_share"], 4) for n, r in results.items()},
                 "train_flops_per_example": train_flops and round(train_flops),
                 "matmul_flops_per_second": round(peak),
-                "device": str(jax.devices()[0]),
-                "device_kind": jax.devices()[0].device_kind,
-                "devices": [str(d) for d in jax.devices()],
-                "backend": jax.default_backend(),
-                "jax_version": jax.__version__,
-                "jaxlib_version": jaxlib.__version__,
+                **device_facts(),
             }
         )
     )

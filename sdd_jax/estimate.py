@@ -41,6 +41,18 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
+def device_facts() -> dict:
+    """What a timing was measured on: the devices, the backend and the JAX versions."""
+    return {
+        "device": str(jax.devices()[0]),
+        "device_kind": jax.devices()[0].device_kind,
+        "devices": [str(d) for d in jax.devices()],
+        "backend": jax.default_backend(),
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+    }
+
+
 def evaluations_per_level(first_epoch: int, epochs: int, every: int) -> int:
     """Test-set evaluations while training epochs ``first_epoch .. epochs - 1`` (as
     ``sdd_jax.level.train_epochs``: every ``every`` epochs and after the last)."""
@@ -143,12 +155,7 @@ def estimate(config: Config, epochs: int, preset: str, overrides: list[str]) -> 
         "projected_eval_seconds": round(eval_seconds, 1),
         "projected_seconds": round(total, 1),
         "projected_hours": round(total / 3600, 3),
-        "device": str(jax.devices()[0]),
-        "device_kind": jax.devices()[0].device_kind,
-        "devices": [str(d) for d in jax.devices()],
-        "backend": jax.default_backend(),
-        "jax_version": jax.__version__,
-        "jaxlib_version": jaxlib.__version__,
+        **device_facts(),
     }
     lines = [] if note is None else [note]
     lines.append(

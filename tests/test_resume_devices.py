@@ -17,7 +17,7 @@ TESTS = Path(__file__).resolve().parent
 def _run(devices: int, workdir: Path, levels: int, seed_devices: int, stop_level: int | None = None) -> dict:
     env = {
         **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false",
         "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
     }
     args = [str(workdir), str(levels), str(seed_devices)] + ([] if stop_level is None else [str(stop_level)])
