@@ -2,7 +2,7 @@
 
 On a Cloud TPU pod slice (or any multi-process JAX job) every host runs the same command on the
 same config. Each process builds the same data set, the seed mesh spans the devices of every
-host (:func:`sdd_jax.engine.seed_mesh` over ``jax.devices()``), and the compiled programs run as
+host (:func:`sdd_jax.seed_axis.seed_mesh` over ``jax.devices()``), and the compiled programs run as
 one. What differs between processes:
 
 * only process 0 (:func:`is_primary`) writes the run directory's files (JSON, ``results.csv``,

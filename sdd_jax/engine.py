@@ -3,7 +3,7 @@ a leading seed axis, run all at once or in chunks of seeds, on one device or on 
 
 :class:`Engine` holds no training state: it builds the jitted functions once (each compiles once
 per input shape, the train state donated) and composes them. How the seed axis is mapped is
-decided in one place, :func:`over_seeds`:
+decided in one place, :func:`sdd_jax.seed_axis.over_seeds`:
 
 * ``vmap``: the seeds as one batched program. Ideal for MLPs; convolution kernels batched over
   seeds lower to grouped convolutions, which GPUs run far below ordinary ones.
@@ -11,7 +11,7 @@ decided in one place, :func:`over_seeds`:
   every convolution is an ordinary one, and a seed runs the same program whatever the number of
   seeds beside it (bit-identical alone or among others).
 
-With a :func:`seed_mesh`, the seeds are split over the ``seeds`` axis of the mesh
+With a :func:`sdd_jax.seed_axis.seed_mesh`, the seeds are split over the ``seeds`` axis of the mesh
 (``shard_map``: no communication between seeds), each device mapping its own seeds as above;
 an optional ``data`` axis splits each seed's batch (BatchNorm statistics are then reduced over
 that seed's whole batch, never across seeds).
@@ -23,7 +23,6 @@ training labels stacked the same way (``y_train`` mapped instead of shared).
 
 from __future__ import annotations
 
-import warnings
 from functools import partial
 
 import chex
@@ -35,76 +34,11 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sdd_jax import models, train
-from sdd_jax.choices import AUTO, EPOCH_LOOPS, SEED_EXECUTIONS
+from sdd_jax.choices import AUTO, EPOCH_LOOPS
 from sdd_jax.config import OptimConfig
 from sdd_jax.distributed import put, to_host
+from sdd_jax.seed_axis import over_seeds
 from sdd_jax.train import DeviceData, TrainState
-
-
-def map_seeds_sequentially(fn, in_axes):
-    """``fn`` applied to one seed after another (``lax.map``) over the leading axis of the
-    arguments whose ``in_axes`` entry is 0; the others are shared."""
-
-    def mapped(*args):
-        seeded = tuple(a for a, axis in zip(args, in_axes) if axis == 0)
-
-        def one(per_seed):
-            it = iter(per_seed)
-            return fn(*[next(it) if axis == 0 else a for a, axis in zip(args, in_axes)])
-
-        return jax.lax.map(one, seeded)
-
-    return mapped
-
-
-def over_seeds(fn, in_axes, execution: str = "vmap", mesh: Mesh | None = None):
-    """``fn`` mapped over the leading seed axis of the arguments whose ``in_axes`` entry is 0
-    (``execution``: ``vmap`` or ``sequential``), split over ``mesh``'s ``seeds`` axis if given."""
-    if execution not in SEED_EXECUTIONS:
-        raise ValueError(f"run.seed_execution must be 'vmap', 'sequential' or 'auto', got {execution!r}")
-    local = jax.vmap(fn, in_axes=in_axes) if execution == "vmap" else map_seeds_sequentially(fn, in_axes)
-    if mesh is None:
-        return local
-    in_specs = tuple(P("seeds") if axis == 0 else P() for axis in in_axes)
-    return jax.shard_map(
-        local, mesh=mesh, in_specs=in_specs, out_specs=P("seeds"), axis_names={"seeds"}, check_vma=False
-    )
-
-
-def seed_mesh(n_seeds: int, seed_devices: int = 0, data_devices: int = 1, devices=None) -> Mesh | None:
-    """A ``(seeds, data)`` mesh over ``devices`` (default: all), or ``None`` for one device.
-
-    ``seed_devices`` = 0 takes as many devices as divide ``n_seeds`` (a warning names the idle
-    ones and the seed counts that would use them all); a given count must divide ``n_seeds``.
-    ``data_devices`` splits each seed's batch (the batch size must be divisible by it).
-    Raises :class:`ValueError` naming the setting when the devices do not suffice.
-    """
-    devices = list(jax.devices() if devices is None else devices)
-    if data_devices < 1 or seed_devices < 0:
-        raise ValueError(
-            f"run.data_devices must be >= 1 and run.seed_devices >= 0, got {data_devices} and {seed_devices}"
-        )
-    available = len(devices) // data_devices
-    if available < 1:
-        raise ValueError(f"run.data_devices={data_devices} exceeds the {len(devices)} devices")
-    if seed_devices == 0:
-        seed_devices = max(d for d in range(1, min(available, n_seeds) + 1) if n_seeds % d == 0)
-        if seed_devices < min(available, n_seeds):
-            warnings.warn(
-                f"{n_seeds} seeds use {seed_devices} of {available} seed devices (the seed "
-                f"count must be a multiple of the devices used); run {available} or a "
-                f"multiple of it to use them all",
-                stacklevel=2,
-            )
-    elif seed_devices > available or n_seeds % seed_devices:
-        raise ValueError(
-            f"run.seed_devices={seed_devices} must divide run.seeds={n_seeds} and "
-            f"fit the {available} devices left by run.data_devices={data_devices}"
-        )
-    if seed_devices * data_devices == 1:
-        return None
-    grid = np.array(devices[: seed_devices * data_devices]).reshape(seed_devices, data_devices)
-    return Mesh(grid, ("seeds", "data"))
 
 
 def resolve_seed_execution(execution: str, convolutional: bool | nn.Module) -> str:

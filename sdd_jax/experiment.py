@@ -21,8 +21,9 @@ import numpy as np
 from sdd_jax import criteria, distributed, masks, pruning, rng
 from sdd_jax.config import Config, OptimConfig
 from sdd_jax.data import Dataset, load_dataset
-from sdd_jax.engine import Engine, seed_mesh
+from sdd_jax.engine import Engine
 from sdd_jax.models import build_model, is_convolutional, prunable_predicate
+from sdd_jax.seed_axis import seed_mesh
 from sdd_jax.train import DeviceData, LevelWeights, TrainState, Weights, seeds_rng_data
 from sdd_jax.validate import validate
 

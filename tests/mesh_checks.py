@@ -26,8 +26,9 @@ from sdd_jax.config import (
     RunConfig,
     override,
 )
-from sdd_jax.engine import Engine, seed_mesh  # noqa: E402
+from sdd_jax.engine import Engine  # noqa: E402
 from sdd_jax.rundir import RunDir  # noqa: E402
+from sdd_jax.seed_axis import seed_mesh  # noqa: E402
 from sdd_jax.train import DeviceData  # noqa: E402
 
 

@@ -19,8 +19,9 @@ import pytest
 from sdd_jax import engine as engine_lib
 from sdd_jax import rng
 from sdd_jax.config import ModelConfig, OptimConfig
-from sdd_jax.engine import Engine, resolve_seed_execution, seed_mesh
+from sdd_jax.engine import Engine, resolve_seed_execution
 from sdd_jax.models import build_model
+from sdd_jax.seed_axis import over_seeds, seed_mesh
 from sdd_jax.train import DeviceData
 
 TESTS = Path(__file__).resolve().parent
@@ -85,7 +86,7 @@ def test_auto_seed_execution_is_sequential_only_for_conv_nets_on_gpus(monkeypatc
     assert resolve_seed_execution("auto", mlp) == "vmap"
     assert resolve_seed_execution("sequential", mlp) == "sequential"
     with pytest.raises(ValueError, match="seed_execution"):
-        engine_lib.over_seeds(lambda x: x, (0,), "parallel")
+        over_seeds(lambda x: x, (0,), "parallel")
 
 
 def _sequential_epochs(seeds, epochs=1):

@@ -51,10 +51,11 @@ from sdd_jax.analysis.redense import last_learning_rate, redense_level
 from sdd_jax.analysis.settings import AnalysisConfig, as_dict, parse, settings_hash
 from sdd_jax.atomic import atomic_write_json
 from sdd_jax.checkpoints import RunStore
-from sdd_jax.engine import has_convolutions, over_seeds
+from sdd_jax.engine import has_convolutions
 from sdd_jax.progress import Progress
 from sdd_jax.results import ResultsError, read_results_csv
 from sdd_jax.runopen import open_run
+from sdd_jax.seed_axis import over_seeds
 from sdd_jax.train import Weights
 
 ANALYSIS_DIR = "analysis"
