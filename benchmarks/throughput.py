@@ -45,9 +45,10 @@ import numpy as np
 
 from sdd_jax import rng as rng_streams
 from sdd_jax.config import ModelConfig, OptimConfig
-from sdd_jax.engine import Engine, seed_mesh
+from sdd_jax.engine import Engine
 from sdd_jax.estimate import device_facts
 from sdd_jax.models import build_model, prunable_predicate
+from sdd_jax.seed_axis import seed_mesh
 from sdd_jax.train import DeviceData
 
 # Per model: input shape, default examples, normalisation, and the paper's optimiser/augmentation.
