@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list the presets, one line each")
 
-    def add_overrides(p):
+    def add_overrides(p, workdir: bool = True):
         p.add_argument(
             "--set",
             dest="overrides",
@@ -40,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
             help="override a config value by its dotted key (repeatable)",
         )
         p.add_argument("--seeds", type=int, help="number of seeds trained together (run.seeds)")
-        p.add_argument("--workdir", help="where run directories are created (run.workdir)")
+        if workdir:
+            p.add_argument("--workdir", help="where run directories are created (run.workdir)")
 
     show = sub.add_parser("show", help="print the resolved config of a preset as JSON")
     show.add_argument("preset")
@@ -102,15 +103,7 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a preset's sweep takes here, from a few timed epochs of its dense level (nothing is written)",
     )
     estimate.add_argument("preset")
-    estimate.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value by its dotted key (repeatable)",
-    )
-    estimate.add_argument("--seeds", type=int, help="number of seeds trained together (run.seeds)")
+    add_overrides(estimate, workdir=False)  # nothing is written
     estimate.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epoch")
     return parser
 
