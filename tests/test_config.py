@@ -174,3 +174,19 @@ def test_analysis_settings_use_the_same_rules_and_messages():
         with pytest.raises(ConfigError) as info:
             analysis_settings.parse([assignment])
         assert str(info.value) == message
+
+
+def test_a_mistyped_key_or_preset_is_answered_with_the_closest_name():
+    cfg = presets.get("quickstart")
+    with pytest.raises(ConfigError) as err:
+        override(cfg, ["noise.rat=0.4"])
+    assert "did you mean 'noise.rate'" in str(err.value) and "Valid keys" not in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        override(cfg, ["zz.q=1"])
+    assert "did you mean" not in str(err.value) and "noise.rate" in str(err.value)
+    with pytest.raises(presets.UnknownPreset) as err:
+        presets.get("lenet_mnst")
+    assert "did you mean 'lenet_mnist'" in str(err.value)
+    with pytest.raises(presets.UnknownPreset) as err:
+        presets.get("lenet_mnist-noise4")
+    assert "did you mean 'noise40'" in str(err.value)
