@@ -17,9 +17,9 @@ Variants are derived here by name suffix:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable
 
+from sdd_jax.choices import did_you_mean
 from sdd_jax.config import Config
 
 from . import lenet_mnist, quickstart, resnet18_cifar, resnet101_tinyimagenet, smoke, vgg16_cifar
@@ -56,12 +56,6 @@ class UnknownPreset(KeyError):
         return self.args[0]
 
 
-def _did_you_mean(word: str, choices) -> str:
-    """``" (did you mean 'x'?)"`` for the closest of ``choices`` (difflib ratio >= 0.75), else ``""``."""
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def _apply_variant(config: Config, variant: str) -> Config:
     if variant in NOISE_VARIANTS:
         kind, rate = NOISE_VARIANTS[variant]
@@ -72,7 +66,7 @@ def _apply_variant(config: Config, variant: str) -> Config:
     if variant in DTYPE_VARIANTS:
         return dataclasses.replace(config, model=dataclasses.replace(config.model, dtype=DTYPE_VARIANTS[variant]))
     raise UnknownPreset(
-        f"unknown preset variant {variant!r}{_did_you_mean(variant, VARIANTS)}; variants: {', '.join(VARIANTS)}"
+        f"unknown preset variant {variant!r}{did_you_mean(variant, VARIANTS)}; variants: {', '.join(VARIANTS)}"
     )
 
 
@@ -81,7 +75,7 @@ def get(name: str) -> Config:
     base, *variants = name.split("-")
     if base not in BASE:
         raise UnknownPreset(
-            f"unknown preset {name!r}{_did_you_mean(base, BASE)}; presets: {', '.join(BASE)} (variants: {', '.join(VARIANTS)})"
+            f"unknown preset {name!r}{did_you_mean(base, BASE)}; presets: {', '.join(BASE)} (variants: {', '.join(VARIANTS)})"
         )
     config = BASE[base]()
     for variant in variants:

@@ -9,6 +9,9 @@ family is one module that registers itself.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 AUTO = "auto"  # "let the library pick": run.epoch_loop, run.seed_execution, run.distributed, data.source
 
 # data (sdd_jax.data.sources, sdd_jax.data.subset)
@@ -36,3 +39,12 @@ VERBOSITY = (0, 1, 2)  # quiet, progress, verbose
 # analysis (sdd_jax.analysis.settings)
 EIGEN_METHODS = ("lanczos", "power")
 MOMENTUM_MODES = ("keep", "reset")
+
+
+def did_you_mean(word: str, names: Iterable[str], n: int = 1) -> str:
+    """``" (did you mean 'a' or 'b'?)"``: up to ``n`` of ``names`` close to ``word`` (difflib ratio >= 0.75), else ``""``.
+
+    Used by every "unknown name" message (``--set`` keys, presets, variants).
+    """
+    close = difflib.get_close_matches(word, list(names), n=n, cutoff=0.75)
+    return f" (did you mean {' or '.join(repr(name) for name in close)}?)" if close else ""

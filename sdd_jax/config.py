@@ -15,12 +15,13 @@ Units: iterations are SGD steps counted from the start of training (an epoch is
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from .choices import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -269,10 +270,9 @@ def override(config: Config, assignments: list[str] | dict[str, Any]) -> Config:
     valid = flat_keys(config)
     for key, value in items:
         if key not in valid:
-            close = difflib.get_close_matches(key, list(valid), n=3, cutoff=0.75)
-            if close:
-                hint = " or ".join(repr(k) for k in close)
-                raise ConfigError(f"unknown config key {key!r}; did you mean {hint}?")
+            hint = did_you_mean(key, valid, n=3)
+            if hint:
+                raise ConfigError(f"unknown config key {key!r}{hint}")
             listing = "\n  ".join(f"{k} ({type_name(t)})" for k, t in valid.items())
             raise ConfigError(f"unknown config key {key!r}. Valid keys:\n  {listing}")
         coerced = _coerce(value, valid[key], key)
