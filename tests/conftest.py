@@ -2,12 +2,25 @@
 when it is absent; the package itself never needs it."""
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 # Single-threaded XLA CPU kernels: test processes (often several under pytest-xdist) share few cores.
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+
+# One XLA compilation cache for the whole session (every test, both xdist workers and the
+# subprocesses they start): most tests build an engine for the same small configurations, and
+# compiling their programs again was most of the suite's time. A cache hit loads the very
+# executable a compile gives (keyed by the program, the XLA flags and the jax version), so no number
+# changes. ``max_size`` turns on jax's file lock, which several processes writing at once need.
+_CACHE_ENV = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    "JAX_COMPILATION_CACHE_MAX_SIZE": str(4 << 30),
+}
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,7 +34,30 @@ def shared_dir() -> Path:
     return path
 
 
+def pytest_configure(config):
+    """The session's compilation cache: made by the first pytest process (the xdist controller,
+    whose environment the workers inherit), removed by it at the end; a cache directory already
+    named in the environment is used as it is."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    path = tempfile.mkdtemp(prefix="sdd-jax-test-xla-cache-")
+    os.environ.update(_CACHE_ENV, JAX_COMPILATION_CACHE_DIR=path)
+    config.add_cleanup(lambda: shutil.rmtree(path, ignore_errors=True))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups (``--dist loadgroup``, pyproject.toml)
 def pytest_collection_modifyitems(config, items):
     """The slow reproduction test first: under ``pytest -n 2`` one worker runs it from the start
-    while the other takes the rest, instead of the suite waiting for it at the end."""
+    while the other takes the rest, instead of the suite waiting for it at the end. Tests that share
+    a module-scoped fixture (a training run, a subprocess of simulated devices) form one xdist
+    group, so that one worker builds the fixture once instead of each worker building its own."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: order kept otherwise
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        shared = sorted(
+            name
+            for name, defs in (info.name2fixturedefs.items() if info else ())
+            if defs and defs[-1].scope == "module"
+        )
+        if shared:
+            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{'+'.join(shared)}"))

@@ -1,4 +1,4 @@
-"""BatchNorm numerics of a thin ResNet-18 (×0.125): statistics recomputed on one batch differ from
+"""BatchNorm numerics of a thin ResNet (stem and two BasicBlocks, 8 and 16 channels): statistics recomputed on one batch differ from
 that batch's train-mode normalisation only by PyTorch's unbiased running variance, and bfloat16
 compute keeps the statistics reduced and stored in float32 (its departure is activation rounding)."""
 
@@ -7,19 +7,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from thin_models import thin_resnet as thin_resnet_module
 
 from sdd_jax.analysis import evaluation
 from sdd_jax.models.init import BN_MOMENTUM, BatchNorm
-from sdd_jax.models.resnet import resnet
 from sdd_jax.train import Spec
 
 MEAN, STD = (0.5,), (0.25,)
 
 
 def thin_resnet(dtype=jnp.float32, batches=2, batch=4):
-    model = resnet(18, 10, 0.125, dtype=dtype)
+    model = thin_resnet_module(10, 8, dtype=dtype)
     images = jax.random.uniform(jax.random.key(0), (batches, batch, 16, 16, 3))
-    variables = jax.jit(lambda x: resnet(18, 10, 0.125).init(jax.random.key(1), x, train=False))(images[0])
+    variables = jax.jit(lambda x: thin_resnet_module(10, 8).init(jax.random.key(1), x, train=False))(images[0])
     spec = Spec(
         model=model,
         optimizer=optax.identity(),
@@ -80,7 +80,7 @@ def test_one_batch_recomputed_statistics_reproduce_train_mode_up_to_the_unbiased
     # Training normalises with the biased batch variance; the running variance stores the unbiased one
     # (torch.nn.BatchNorm2d, and torch.optim.swa_utils.update_bn). Undo the n/(n-1) layer by layer:
     sizes = bn_sizes(spec, {"params": params, "batch_stats": stats}, x)
-    assert len(sizes) == 20 and min(sizes.values()) == 4 * 2 * 2  # the last stage: 2x2 maps
+    assert len(sizes) == 6 and min(sizes.values()) == 4 * 8 * 8  # stem, 2 + 3 in the blocks; 8x8 maps last
     biased = jax.tree_util.tree_map_with_path(
         lambda path, t: (
             t * (sizes[tuple(k.key for k in path[:-1])] - 1) / sizes[tuple(k.key for k in path[:-1])]
@@ -130,7 +130,7 @@ def test_bfloat16_statistics_of_a_thin_resnet_depart_by_activation_rounding_only
     spec32, params, _, images = thin_resnet(batches=1, batch=8)
     x = normalised(images[0])
     f32 = jax.jit(lambda p: batch_statistics(spec32.model, p, x))(params)
-    b16 = jax.jit(lambda p: batch_statistics(resnet(18, 10, 0.125, dtype=jnp.bfloat16), p, x))(params)
+    b16 = jax.jit(lambda p: batch_statistics(thin_resnet_module(10, 8, dtype=jnp.bfloat16), p, x))(params)
     chex.assert_trees_all_equal_dtypes(f32, b16)
     assert all(t.dtype == jnp.float32 for t in jax.tree.leaves(b16))
     ulp = 2.0**-8  # bfloat16's relative rounding

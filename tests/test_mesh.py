@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from thin_models import thin_resnet
 
 from sdd_jax import engine as engine_lib
 from sdd_jax import rng
@@ -90,7 +91,7 @@ def test_auto_seed_execution_is_sequential_only_for_conv_nets_on_gpus(monkeypatc
 
 
 def _sequential_epochs(seeds, epochs=1):
-    model = build_model(ModelConfig(name="resnet18", width_multiplier=0.0625), 10)
+    model = thin_resnet(10)
     optim = OptimConfig(lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=16, epochs=epochs)
     x = np.random.default_rng(0).integers(0, 256, (48, 16, 16, 3), dtype=np.uint8)
     data = DeviceData(jnp.asarray(x), jnp.asarray(np.arange(48) % 10, jnp.int32))
