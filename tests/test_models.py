@@ -606,7 +606,7 @@ def test_bfloat16_computes_in_bfloat16_and_returns_float32_logits(name):
     cfg, shape = THIN[name]
     x = normal(12, shape)
     fp32, bf16 = (build_model(_with_dtype(cfg, d), 10) for d in ("float32", "bfloat16"))
-    variables = fp32.init(stream_key(1, "init"), x, train=False)
+    variables = jax.jit(functools.partial(fp32.init, train=False))(stream_key(1, "init"), x)
     forward = {m: jax.jit(lambda v, x, m=m: m.apply(v, x, train=False)) for m in (fp32, bf16)}
 
     assert _matmul_dtypes(jax.make_jaxpr(forward[bf16])(variables, x).jaxpr) == {"bfloat16"}
@@ -617,7 +617,7 @@ def test_bfloat16_computes_in_bfloat16_and_returns_float32_logits(name):
     scale = float(jnp.max(jnp.abs(logits_32)))
     chex.assert_trees_all_close(logits_16, logits_32, rtol=0.05, atol=0.05 * scale)  # ... to bf16 precision
     if name != "mlp":
-        _, updates = bf16.apply(variables, x, train=True, mutable=["batch_stats"])
+        _, updates = jax.jit(lambda v, x: bf16.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
         chex.assert_type(jax.tree.leaves(updates), jnp.float32)
 
 
