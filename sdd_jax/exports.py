@@ -80,7 +80,11 @@ def _leading_columns(rows: Sequence[Mapping[str, Any]], leading: Sequence[str]) 
 
 
 def curve_rows(
-    branch: str, level: int, seeds: Sequence[int], curves: Mapping[str, Sequence], identity: Mapping[str, Any] = {}
+    branch: str,
+    level: int,
+    seeds: Sequence[int],
+    curves: Mapping[str, Sequence],
+    identity: Mapping[str, Any] | None = None,
 ) -> list[dict]:
     """One row per seed and epoch of a level's ``curves`` (as stored in ``levels/<k>/metrics``:
     ``epoch``, a list of epoch numbers from 1, and per curve one entry per epoch, each a list with
@@ -93,7 +97,7 @@ def curve_rows(
     rows = []
     for i, seed in enumerate(seeds):
         for e, epoch in enumerate(epochs):
-            row = {"branch": branch, **identity, "seed": seed, "level": level, "epoch": epoch}
+            row = {"branch": branch, **(identity or {}), "seed": seed, "level": level, "epoch": epoch}
             for name in names:
                 value = curves[name][e]
                 row[name] = value[i] if isinstance(value, (list, tuple)) else value
@@ -107,7 +111,7 @@ def _layer_quantity(key: str) -> str:
 
 
 def layer_rows(
-    branch: str, level: int, metric_rows: Sequence[Mapping[str, Any]], identity: Mapping[str, Any] = {}
+    branch: str, level: int, metric_rows: Sequence[Mapping[str, Any]], identity: Mapping[str, Any] | None = None
 ) -> list[dict]:
     """One row per seed and layer from a level's stored result rows: each per-layer dict of a row
     becomes columns (``layer_density`` -> ``density``; a distance stored as ``{"full",
@@ -130,7 +134,14 @@ def layer_rows(
                     cells[name] = v
         for layer in sorted(per_layer):
             rows.append(
-                {"branch": branch, **identity, "seed": row["seed"], "level": level, "layer": layer, **per_layer[layer]}
+                {
+                    "branch": branch,
+                    **(identity or {}),
+                    "seed": row["seed"],
+                    "level": level,
+                    "layer": layer,
+                    **per_layer[layer],
+                }
             )
     return rows
 
