@@ -138,7 +138,7 @@ def run_branch(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> Pa
             )
     path = branch.write_results()
     if run.results_path.is_file():
-        exports.write_combined(run.path)
+        exports.write_combined(run.path, config=run.config)
     return path
 
 

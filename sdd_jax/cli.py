@@ -4,7 +4,8 @@ sdd-jax presets
 sdd-jax show PRESET [--set key=value ...]
 sdd-jax run PRESET [--set key=value ...] [--seeds N] [--workdir DIR] [-q | -v]
 sdd-jax oneshot RUN_DIR --levels 4,8,12      (also: reinit, random-prune, redense)
-sdd-jax report RUN_DIR
+sdd-jax report RUN_DIR|STUDY_DIR
+sdd-jax compare STUDY_DIR|RUN_DIR... --by KEY [--panel KEY] [--distance] [--branches] [--out DIR]
 sdd-jax analyze RUN_DIR [--levels 0,17,27,34] [--set analysis.key=value ...] [-q]
 sdd-jax estimate PRESET [--set key=value ...] [--seeds N] [--epochs 2]
 """
@@ -75,8 +76,18 @@ def _parser() -> argparse.ArgumentParser:
         )
         branch.add_argument("-q", "--quiet", action="store_true")
 
-    rep = sub.add_parser("report", help="rebuild the table and figures from results.csv")
+    rep = sub.add_parser("report", help="rebuild the table and figures from results.csv (a study: its comparison)")
     rep.add_argument("run_dir")
+
+    cmp = sub.add_parser(
+        "compare", help="configurations side by side: one figure and table of study or run directories"
+    )
+    cmp.add_argument("paths", nargs="+", metavar="STUDY_DIR|RUN_DIR")
+    cmp.add_argument("--by", help="colour by: a dotted config key (noise.rate), an identity column or init")
+    cmp.add_argument("--panel", help="one panel per value of this key")
+    cmp.add_argument("--distance", action="store_true", help="the learning distance in a second row of panels")
+    cmp.add_argument("--branches", action="store_true", help="each branch of a run directory as a series too")
+    cmp.add_argument("--out", help="where the files go (default: a single study's directory, else ./comparison)")
 
     analyze = sub.add_parser(
         "analyze",
@@ -177,10 +188,14 @@ def os_error_line(err: OSError) -> str:
 def _dispatch(args) -> int:
     if args.command == "presets":
         from sdd_jax import presets
+        from sdd_jax.presets import studies
 
-        rows = presets.listing()
-        width = max(len(name) for name, _ in rows)
+        rows, study_rows = presets.listing(), studies.study_listing()
+        width = max(len(name) for name, _ in rows + study_rows)
         for name, description in rows:
+            print(f"{name:<{width}}  {description}")
+        print("\nstudy presets (sdd-jax sweep NAME; sdd-jax compare draws them):")
+        for name, description in study_rows:
             print(f"{name:<{width}}  {description}")
         return 0
     if args.command == "show":
@@ -195,6 +210,10 @@ def _dispatch(args) -> int:
         return _run(args)
     if args.command == "report":
         return _report(Path(args.run_dir))
+    if args.command == "compare":
+        from sdd_jax.compare import compare
+
+        return _print_comparison(compare(args.paths, args.by, args.panel, args.distance, args.out, args.branches))
     if args.command == "analyze":
         return _analyze(args)
     if args.command == "estimate":
@@ -317,7 +336,19 @@ def _levels_status(run_dir: Path, done: list[int]) -> str:
     )
 
 
+def _print_comparison(result: dict) -> int:
+    print(f"{result['title']}\n\n{result['table']}")
+    paths = result["paths"]
+    print(f"figure: {', '.join(paths['figures'])}\ntable: {paths['table']}, {paths['csv']}")
+    print(f"rows of every series: {paths['results_all']}, {paths['curves_all']}")
+    return 0
+
+
 def _report(run_dir: Path) -> int:
+    if (run_dir / "study.json").is_file():
+        from sdd_jax.compare import report_study
+
+        return _print_comparison(report_study(run_dir))
     if not (run_dir / "results.csv").is_file():
         raise FileNotFoundError(f"{run_dir / 'results.csv'} not found: is {run_dir} a run directory?")
     return _finish(run_dir, quiet=False, report_only=True)

@@ -20,6 +20,7 @@ Host only: the standard library.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 IDENTITY_COLUMNS: tuple[str, ...] = (
@@ -55,3 +56,17 @@ def identity_columns(config: Any, branch: str) -> dict[str, Any]:
         "schedule": config.pruning.schedule,
         "init": init_of(branch),
     }
+
+
+def with_identity(rows: Iterable[Mapping[str, Any]], config: Any, main_branch: str = "imp") -> list[dict[str, Any]]:
+    """``rows`` (result, curve or layer rows of the run of ``config``) with ``branch`` first and
+    then every identity column, those a row lacks or leaves empty filled from ``config`` for the
+    row's ``branch`` (``main_branch`` when it has none): the rows of a run written before the
+    identity columns existed, made comparable. Values a row has are kept."""
+    out = []
+    for row in rows:
+        branch = row.get("branch") or main_branch
+        identity = identity_columns(config, branch)
+        filled = {c: identity[c] if row.get(c) is None else row[c] for c in IDENTITY_COLUMNS}
+        out.append({"branch": branch, **filled, **{k: v for k, v in row.items() if k not in filled and k != "branch"}})
+    return out

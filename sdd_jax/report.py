@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from sdd_jax.atomic import atomic_write_text
+from sdd_jax.config import ConfigError, load_json
 from sdd_jax.exports import write_combined
 from sdd_jax.figure import figure_data, make_figure, save_figure
 from sdd_jax.phases import phases
@@ -26,14 +27,15 @@ def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options
     """Read ``run_dir/results.csv`` and its branches' (a branch file that cannot be used is left
     out with a warning: see :func:`sdd_jax.results.branch_rows`); write ``run_dir/summary.txt``,
     ``run_dir/figure.png`` and ``.svg``, and the combined ``results_all.csv`` and
-    ``curves_all.csv`` (:func:`sdd_jax.exports.write_combined`). Returns the paths (``results``,
+    ``curves_all.csv`` (:func:`sdd_jax.exports.write_combined`; identity columns that files
+    written before they existed lack are filled from ``config.json``). Returns the paths (``results``,
     ``summary``, ``figures``, ``combined``), the ``table`` text, the main branch's ``aggregate``
     and ``phases``, and the plotted ``figure_data``. Raises ``FileNotFoundError`` or
     :class:`sdd_jax.results.ResultsError` when ``results.csv`` is missing or malformed."""
     run_dir = os.fspath(run_dir)
     results = os.path.join(run_dir, RESULTS_FILE)
     rows = run_rows(run_dir)
-    combined = write_combined(run_dir, rows)
+    combined = write_combined(run_dir, rows, _stored_config(run_dir))
     table = summary_table(rows, **phase_options)
     summary = os.path.join(run_dir, SUMMARY_FILE)
     atomic_write_text(summary, table)
@@ -52,3 +54,13 @@ def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options
         "phases": phases(agg, **phase_options),
         "figure_data": data,
     }
+
+
+def _stored_config(run_dir: str):
+    """The run's config from ``run_dir/config.json``; ``None`` when there is none or it cannot be
+    read (the report is rebuilt from the results files alone)."""
+    path = os.path.join(run_dir, "config.json")
+    try:
+        return load_json(path) if os.path.isfile(path) else None
+    except (ConfigError, OSError):
+        return None

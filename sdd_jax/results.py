@@ -2,12 +2,14 @@
 
 A run directory (and each of its branches under ``branches/NAME/``) holds:
 
-* ``results.csv``  one row per seed and pruning level (see :data:`RESULT_COLUMNS`; accuracies are
-  fractions in [0, 1], ``density`` is the fraction of prunable weights left);
+* ``results.csv``  one row per seed and pruning level: ``branch``, the identity columns of
+  :mod:`sdd_jax.identity` (what configuration the row belongs to), then :data:`RESULT_COLUMNS`
+  (accuracies are fractions in [0, 1], ``density`` is the fraction of prunable weights left);
 * ``curves.csv``, ``layers.csv`` and the combined ``results_all.csv``/``curves_all.csv``: written by
   :mod:`sdd_jax.exports` (its names, such as :func:`write_combined`, are importable from here too).
 
-Every row carries its ``branch`` (``imp`` for the main run). This module writes and reads those
+Every row carries its ``branch`` (``imp`` for the main run) and its identity columns, so that the
+rows of any runs stacked together are told apart without joins. This module writes and reads those
 files, collects a run's rows, splits them into the main curve and the branches, and averages them
 over seeds.
 
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from sdd_jax.atomic import atomic_write_text
+from sdd_jax.identity import IDENTITY_COLUMNS
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "seed",
@@ -53,8 +56,10 @@ LAYERS_FILE = "layers.csv"
 COMBINED_RESULTS_FILE = "results_all.csv"
 COMBINED_CURVES_FILE = "curves_all.csv"
 
+# The columns that say what a row belongs to, first in every results file (when present).
+LEADING_COLUMNS: tuple[str, ...] = ("branch", *IDENTITY_COLUMNS)
 # Group keys: never averaged.
-_KEY_COLUMNS = ("seed", "level", "branch")
+_KEY_COLUMNS = ("seed", "level", *LEADING_COLUMNS)
 
 
 class ResultsError(ValueError):
@@ -102,14 +107,26 @@ def _parse_cell(text: str) -> Any:
         return text
 
 
+def ordered_columns(rows: Sequence[Mapping[str, Any]], leading: Sequence[str]) -> list[str]:
+    """The header of a results file of ``rows``: :data:`LEADING_COLUMNS` that some row has
+    (``branch``, then the identity columns), then ``leading``, then every other key sorted."""
+    keys: dict[str, None] = {}
+    for row in rows:
+        keys.update(dict.fromkeys(row))
+    first = [c for c in LEADING_COLUMNS if c in keys and c not in leading]
+    head = [*first, *leading]
+    return head + sorted(k for k in keys if k not in head)
+
+
 def result_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    extra: set[str] = set()
+    """The header of a results file of ``rows``: ``branch`` and the identity columns (those
+    present), :data:`RESULT_COLUMNS`, then every other key sorted. :class:`ResultsError` names a
+    row lacking a required column."""
     for i, row in enumerate(rows):
         missing = [c for c in RESULT_COLUMNS if c not in row]
         if missing:
             raise ResultsError(f"result row {i} lacks required column(s) {', '.join(missing)}")
-        extra.update(k for k in row if k not in RESULT_COLUMNS)
-    return list(RESULT_COLUMNS) + sorted(extra)
+    return ordered_columns(rows, RESULT_COLUMNS)
 
 
 def write_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, columns: Sequence[str]) -> str:
@@ -129,8 +146,9 @@ def write_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, column
 def write_results_csv(rows: Iterable[Mapping[str, Any]], path: str | os.PathLike) -> str:
     """Write result rows atomically (temp file in the same folder, then ``os.replace``).
 
-    Columns: :data:`RESULT_COLUMNS` in order, then every other key in sorted order (a row
-    without an extra key gets an empty cell). A row lacking a required column raises
+    Columns: ``branch`` and the identity columns when the rows have them
+    (:data:`LEADING_COLUMNS`), :data:`RESULT_COLUMNS` in order, then every other key in sorted
+    order (a row without an extra key gets an empty cell). A row lacking a required column raises
     :class:`ResultsError` naming it. Floats are written with ``repr`` so they read back exactly.
     Returns the path written.
     """
@@ -198,50 +216,58 @@ def _numeric_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return out
 
 
+def _series(row: Mapping[str, Any]) -> tuple:
+    """What a row belongs to: its ``branch`` and identity columns (``None`` where it has none)."""
+    return tuple(_plain(row.get(c)) for c in LEADING_COLUMNS)
+
+
 def _group(rows: Sequence[Mapping[str, Any]]) -> dict[tuple, list[Mapping[str, Any]]]:
-    """Rows grouped by (branch, level), groups in order of first appearance of the branch and
-    ascending level. A repeated (branch, level, seed) is an error."""
+    """Rows grouped by (branch and identity columns, level), groups in order of first appearance
+    of the branch and identity and ascending level. A repeated (branch, identity, level, seed) is
+    an error."""
     groups: dict[tuple, list] = {}
     seen: set[tuple] = set()
-    branch_order: dict[Any, int] = {}
+    series_order: dict[tuple, int] = {}
     for i, row in enumerate(rows):
         for c in ("seed", "level"):
             if c not in row:
                 raise ResultsError(f"result row {i} lacks required column {c}")
-        branch = row.get("branch")
+        series = _series(row)
         level = _plain(row["level"])
         if not _is_number(level) or int(level) != level:
             raise ResultsError(f"result row {i}: level must be an integer, got {level!r}")
-        ident = (branch, int(level), _plain(row["seed"]))
+        ident = (series, int(level), _plain(row["seed"]))
         if ident in seen:
+            branch = series[0]
             where = f"branch {branch!r}, " if branch is not None else ""
             raise ResultsError(f"duplicate result row for {where}level {ident[1]}, seed {ident[2]}")
         seen.add(ident)
-        branch_order.setdefault(branch, len(branch_order))
-        groups.setdefault((branch, int(level)), []).append(row)
-    return dict(sorted(groups.items(), key=lambda kv: (branch_order[kv[0][0]], kv[0][1])))
+        series_order.setdefault(series, len(series_order))
+        groups.setdefault((series, int(level)), []).append(row)
+    return dict(sorted(groups.items(), key=lambda kv: (series_order[kv[0][0]], kv[0][1])))
 
 
 def aggregate(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Average result rows over seeds, one dict per level (per branch and level when rows have a
-    ``branch`` column), sorted by level.
+    """Average result rows over seeds, one dict per level (per branch, identity and level when
+    rows have a ``branch`` column or identity columns), sorted by level.
 
-    Each dict has ``level``, ``n_seeds`` (rows in the group), ``branch`` when present, and for
-    every numeric column ``c`` (all but ``seed`` and ``level``): ``c_mean``, ``c_std`` (the
-    sample standard deviation over seeds, ``ddof=1``; NaN for one seed), ``c_min`` and
-    ``c_max``. NaN and empty
-    cells are left out of these statistics (all missing gives NaN). Non-numeric columns that
-    agree across the group's seeds are copied as they are.
+    Each dict has ``level``, ``branch`` and the identity columns when present (keys, never
+    averaged: ``noise_rate`` is one), ``n_seeds`` (rows in the group), and for every other
+    numeric column ``c`` (all but ``seed`` and ``level``): ``c_mean``, ``c_std`` (the sample
+    standard deviation over seeds, ``ddof=1``; NaN for one seed), ``c_min`` and ``c_max``. NaN
+    and empty cells are left out of these statistics (all missing gives NaN). Non-numeric
+    columns that agree across the group's seeds are copied as they are.
     """
     rows = list(rows)
     if not rows:
         raise ResultsError("no result rows to aggregate")
     numeric = _numeric_columns(rows)
     out = []
-    for (branch, level), group in _group(rows).items():
+    for (series, level), group in _group(rows).items():
         entry: dict[str, Any] = {"level": level}
-        if branch is not None:
-            entry["branch"] = branch
+        for c, value in zip(LEADING_COLUMNS, series):
+            if value is not None:
+                entry[c] = value
         entry["n_seeds"] = len(group)
         for c in numeric:
             values = np.array(

@@ -6,7 +6,8 @@ Layout of one run (``<workdir>/<config.name>-<result_hash>``)::
     result_fields.json    the settings that identify the results (checked on every start)
     dataset.json          sizes, noise statistics and the data fingerprint (checked on every start)
     execution.json        settings outside the identity that can move the last float bits
-    results.csv           one row per seed and finished level
+    results.csv           one row per seed and finished level (``branch`` and the identity
+                          columns of :mod:`sdd_jax.identity` first, in every results file)
     curves.csv            one row per seed, finished level and epoch (the training curves)
     layers.csv            one row per seed, finished level and prunable layer
     trees/theta0          θ0, the initial weights
@@ -39,6 +40,7 @@ from sdd_jax.atomic import atomic_write_json
 from sdd_jax.checkpoints import CheckpointNotFoundError, RunStore, UnreadableCheckpointError
 from sdd_jax.config import Config, ConfigError, from_dict, to_dict
 from sdd_jax.distributed import barrier, is_primary, to_host
+from sdd_jax.identity import IDENTITY_COLUMNS, identity_columns
 from sdd_jax.runid import (
     data_fingerprint,
     read_json,  # noqa: F401
@@ -165,7 +167,7 @@ def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights,
     path = _prepare_run_dir(config.run.workdir, config)
     atomic_write_json(stored, metadata)
     _check_execution(path, execution, before)
-    return RunDir(path, shapes, seeds)
+    return RunDir(path, shapes, seeds, config=config)
 
 
 # ----- the directory ------------------------------------------------------------------------------
@@ -214,7 +216,9 @@ class RunDir:
     iteration k) are :class:`SavedWeights`. A branch (:meth:`branch`) keeps its own levels,
     progress and results, and shares θ0/θk with its run. ``row_fields(level, row)``, when given,
     returns columns that replace or extend a stored result row in ``results.csv`` (a re-dense
-    branch places its rows at the density of the level it started from).
+    branch places its rows at the density of the level it started from). ``config``: the run's
+    config, whose identity columns (:func:`sdd_jax.identity.identity_columns`) every row of the
+    results files carries after ``branch``.
     """
 
     def __init__(
@@ -226,8 +230,10 @@ class RunDir:
         branch: str = results.MAIN_BRANCH,
         parent: RunDir | None = None,
         row_fields: Callable[[int, dict], dict] | None = None,
+        config: Config | None = None,
     ):
         self.path = Path(path)
+        self.config = config
         self.shapes = shapes
         self.seeds = list(seeds)
         self.name = branch
@@ -242,7 +248,9 @@ class RunDir:
         """The branch ``name`` (the label of its rows) kept in ``branches/<dirname>`` (created)."""
         path = self.path / "branches" / dirname
         path.mkdir(parents=True, exist_ok=True)
-        return RunDir(path, self.shapes, self.seeds, branch=name, parent=self, row_fields=row_fields)
+        return RunDir(
+            path, self.shapes, self.seeds, branch=name, parent=self, row_fields=row_fields, config=self.config
+        )
 
     # -- levels
     def finished_levels(self) -> list[int]:
@@ -298,6 +306,11 @@ class RunDir:
         self.store.clear_progress(level)
 
     # -- results
+    @property
+    def identity(self) -> dict:
+        """The identity columns of this run's (or branch's) rows; empty without a config."""
+        return identity_columns(self.config, self.name) if self.config is not None else {}
+
     def level_metrics(self, level: int) -> dict:
         """The stored metrics of a finished level: ``rows`` (one per seed, per-layer dicts
         included) and ``curves``."""
@@ -314,7 +327,7 @@ class RunDir:
                 flat = {k: v for k, v in row.items() if not isinstance(v, dict)}
                 if self.row_fields is not None:
                     flat.update(self.row_fields(level, flat))
-                rows.append({"branch": self.name, "level": level, **flat})
+                rows.append({"branch": self.name, **self.identity, "level": level, **flat})
         return rows
 
     def curve_rows(self) -> list[dict]:
@@ -323,14 +336,14 @@ class RunDir:
         for level in self.finished_levels():
             metrics = self.level_metrics(level)
             seeds = [row["seed"] for row in metrics["rows"]]
-            rows += exports.curve_rows(self.name, level, seeds, metrics["curves"])
+            rows += exports.curve_rows(self.name, level, seeds, metrics["curves"], self.identity)
         return rows
 
     def layer_rows(self) -> list[dict]:
         """One row per seed, finished level and prunable layer (:func:`sdd_jax.exports.layer_rows`)."""
         rows = []
         for level in self.finished_levels():
-            rows += exports.layer_rows(self.name, level, self.level_metrics(level)["rows"])
+            rows += exports.layer_rows(self.name, level, self.level_metrics(level)["rows"], self.identity)
         return rows
 
     @property
@@ -347,10 +360,14 @@ class RunDir:
 
     def results_complete(self) -> bool:
         """Whether ``results.csv`` has a row for every seed of every finished level (and
-        ``curves.csv`` and ``layers.csv``, written before it, exist)."""
+        ``curves.csv`` and ``layers.csv``, written before it, exist), with the identity columns
+        (files written before they existed are rewritten with them)."""
         if not all(
             (self.path / name).is_file() for name in (results.RESULTS_FILE, results.CURVES_FILE, results.LAYERS_FILE)
         ):
             return False
-        have = {(r["level"], r["seed"]) for r in results.read_results_csv(self.results_path)}
+        stored = results.read_results_csv(self.results_path)
+        if self.config is not None and stored and any(c not in stored[0] for c in IDENTITY_COLUMNS):
+            return False
+        have = {(r["level"], r["seed"]) for r in stored}
         return have == {(level, seed) for level in self.finished_levels() for seed in self.seeds}

@@ -15,6 +15,7 @@ from sdd_jax.checkpoints import RunStore
 from sdd_jax.config import Config, DataConfig, ModelConfig, NoiseConfig, OptimConfig, PruningConfig, RunConfig, override
 from sdd_jax.data import load_dataset
 from sdd_jax.engine import Engine
+from sdd_jax.identity import IDENTITY_COLUMNS
 from sdd_jax.rundir import RunDir
 from sdd_jax.train import LevelWeights
 
@@ -554,9 +555,10 @@ def test_run_imp_writes_the_summary_figure_and_tidy_files_like_the_command(lotte
     assert (run_dir / "summary.txt").read_text() == summary_table(main)
     assert (run_dir / "figure.png").read_bytes().startswith(b"\x89PNG")
     assert "<svg" in (run_dir / "figure.svg").read_text()
-    # results_all.csv: branch first, then the main run's own columns and values
+    # results_all.csv: branch and the identity columns first, then the main run's own columns and values
     combined = results.read_results_csv(run_dir / "results_all.csv")
-    assert (run_dir / "results_all.csv").read_text().startswith("branch,seed,level,density,")
+    lead = ",".join(["branch", *IDENTITY_COLUMNS, "seed", "level", "density"])
+    assert (run_dir / "results_all.csv").read_text().startswith(lead + ",")
     assert [{k: r[k] for k in main[0]} for r in combined if r["branch"] == "imp"] == main
 
 
@@ -565,7 +567,7 @@ def test_curves_and_layers_csv_hold_every_epoch_and_layer(lottery_run):
 
     config, run_dir, (exp, run), levels = lottery_run
     curves = pd.read_csv(run_dir / "curves.csv")
-    assert list(curves.columns[:4]) == ["branch", "seed", "level", "epoch"]
+    assert list(curves.columns[:12]) == ["branch", *IDENTITY_COLUMNS, "seed", "level", "epoch"]
     assert len(curves) == len(config.seed_list) * len(levels) * config.optim.epochs
     for level in levels:
         stored = run.store.level_metrics(level)["curves"]

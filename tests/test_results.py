@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sdd_jax.exports import LAYER_COLUMNS, curve_rows, layer_rows, write_layers_csv
+from sdd_jax.identity import IDENTITY_COLUMNS
 from sdd_jax.results import (
     RESULT_COLUMNS,
     ResultsError,
@@ -58,6 +59,38 @@ def make_rows(seeds=3, levels=6, rng_seed=0, branch=None, extra=True):
 # ---------------------------------------------------------------------------------------------
 # CSV
 # ---------------------------------------------------------------------------------------------
+
+
+def _identified(rows, rate, init="lottery"):
+    """``rows`` with a branch and identity columns appended last (the writer must move them first)."""
+    identity = {
+        "preset": "p",
+        "model": "m",
+        "dataset": "d",
+        "noise_kind": "random_labels",
+        "noise_rate": rate,
+        "criterion": "magnitude",
+        "schedule": "lottery",
+        "init": init,
+    }
+    return [{**r, "branch": "imp", **identity} for r in rows]
+
+
+def test_branch_and_identity_columns_lead_and_are_keys_never_averaged(tmp_path):
+    low, high = _identified(make_rows(2, 3, 1), 0.2), _identified(make_rows(2, 3, 2), 0.8)
+    path = tmp_path / "results.csv"
+    write_results_csv(low + high, path)
+    header = path.read_text().splitlines()[0].split(",")
+    assert header == ["branch", *IDENTITY_COLUMNS, *RESULT_COLUMNS, "alpha_note", "zeta_extra"]
+    back = read_results_csv(path)
+    agg = aggregate(back)  # the same (branch, level, seed) in two configurations: two groups, no duplicate
+    assert [(e["noise_rate"], e["level"]) for e in agg] == [(0.2, 0), (0.2, 1), (0.2, 2), (0.8, 0), (0.8, 1), (0.8, 2)]
+    assert all("noise_rate_mean" not in e and e["init"] == "lottery" and e["n_seeds"] == 2 for e in agg)
+    for entry in agg:
+        mine = [r["test_acc"] for r in back if r["noise_rate"] == entry["noise_rate"] and r["level"] == entry["level"]]
+        assert entry["test_acc_mean"] == pytest.approx(np.mean(mine)) and len(mine) == 2
+    with pytest.raises(ResultsError, match="duplicate result row"):
+        aggregate(low + low)
 
 
 def test_csv_round_trip_preserves_values_types_and_extra_columns(tmp_path):
