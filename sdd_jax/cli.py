@@ -7,6 +7,9 @@ sdd-jax oneshot RUN_DIR --levels 4,8,12      (also: reinit, random-prune, redens
 sdd-jax report RUN_DIR
 sdd-jax analyze RUN_DIR [--levels 0,17,27,34] [--set analysis.key=value ...] [-q]
 sdd-jax estimate PRESET [--set key=value ...] [--seeds N] [--epochs 2]
+sdd-jax export RUN_DIR --level K [--seed S] [--format npz|bcoo] [--out PATH]
+
+PRESET is a preset name (sdd-jax presets) or a Python file defining config() (my_preset.py).
 """
 
 from __future__ import annotations
@@ -16,11 +19,48 @@ import errno
 import json
 import os
 import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
 
 from sdd_jax.config import ConfigError, override, to_dict
+
+PRESET_HELP = "a preset name (sdd-jax presets, variants included) or a Python file defining config()"
+
+# Per branch command: (one-line help, what it does, what --levels means for it).
+BRANCH_HELP = {
+    "oneshot": (
+        "one-shot pruning from the dense model to the density of level k",
+        "Prune the dense level-0 network once, by the run's criterion, to exactly the kept count of "
+        "iterative level k (0.8^k of the prunable weights for 20% per level), then retrain it by the "
+        "run's schedule. Needs level 0 of the run only (the paper's Tiny-ImageNet protocol: a dense run, "
+        "then oneshot --levels 1,...,16).",
+        "comma-separated k values: the one-shot densities are those of iterative levels k (they need not be finished)",
+    ),
+    "reinit": (
+        "level k's masks with a new random initialisation",
+        "Keep the masks of the run's level k but draw new initial weights (the init stream with a "
+        "branch salt), and retrain from the rewind iteration as lottery retraining does: the winning "
+        "ticket against a random re-initialisation (the paper's Fig. 10).",
+        "comma-separated finished levels of the run whose masks are re-initialised",
+    ),
+    "random-prune": (
+        "random masks with level k's per-layer counts",
+        "Draw a random mask with the same number of kept weights in every layer as the run's level k, "
+        "and retrain it by the run's schedule (lottery: from the rewind weights): does the learned mask "
+        "matter, or only the per-layer density?",
+        "comma-separated finished levels of the run whose per-layer counts are copied",
+    ),
+    "redense": (
+        "reopen all pruned weights after level k and train them",
+        "Start from the trained weights of the run's level k, release every pruned weight at 0 and "
+        "train the whole network for pruning.redense_epochs epochs at the fixed pruning.redense_lr "
+        "(the paper's Fig. 6). Requires --set pruning.redense_epochs=N (N > 0); each epochs/lr setting "
+        "is its own branch (redense-e<epochs>-lr<lr>).",
+        "comma-separated finished levels of the run to re-dense",
+    ),
+}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -43,37 +83,44 @@ def _parser() -> argparse.ArgumentParser:
         if workdir:
             p.add_argument("--workdir", help="where run directories are created (run.workdir)")
 
-    show = sub.add_parser("show", help="print the resolved config of a preset as JSON")
-    show.add_argument("preset")
+    show = sub.add_parser(
+        "show", help="print the resolved config of a preset (or a preset file) as JSON, its description generated"
+    )
+    show.add_argument("preset", help=PRESET_HELP)
     add_overrides(show)
 
     run = sub.add_parser("run", help="an iterative-pruning run (resumes if interrupted)")
-    run.add_argument("preset")
+    run.add_argument("preset", help=PRESET_HELP)
     add_overrides(run)
     loud = run.add_mutually_exclusive_group()
     loud.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     loud.add_argument("-v", "--verbose", action="store_true", help="a line per finished level")
 
-    for name, text in (
-        ("oneshot", "one-shot pruning from the dense model to the density of level k"),
-        ("reinit", "level k's masks with a new random initialisation"),
-        ("random-prune", "random masks with level k's per-layer counts"),
-        ("redense", "reopen all pruned weights after level k and train them"),
-    ):
-        branch = sub.add_parser(name, help=text)
-        branch.add_argument("run_dir")
-        branch.add_argument(
-            "--levels", required=True, help="comma-separated levels (one-shot: k values, density 0.8^k)"
+    for name, (text, what, levels_help) in BRANCH_HELP.items():
+        branch = sub.add_parser(
+            name,
+            help=text,
+            description="\n\n".join(
+                textwrap.fill(p, 88)
+                for p in (what, "The branch is written to RUN_DIR/branches/ and drawn beside the main curve.")
+            ),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        branch.add_argument("run_dir", help="a run directory (runs/<preset>-<hash>) whose levels are finished")
+        branch.add_argument("--levels", required=True, help=levels_help)
         branch.add_argument(
             "--set",
             dest="overrides",
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="pruning.redense_epochs/redense_lr, run.* only",
+            help=(
+                "pruning.redense_epochs=N (required, N > 0), pruning.redense_lr=LR and run.* execution settings"
+                if name == "redense"
+                else "run.* execution settings only (seeds_per_chunk, verbosity, ...)"
+            ),
         )
-        branch.add_argument("-q", "--quiet", action="store_true")
+        branch.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
 
     rep = sub.add_parser("report", help="rebuild the table and figures from results.csv")
     rep.add_argument("run_dir")
@@ -102,18 +149,33 @@ def _parser() -> argparse.ArgumentParser:
         "estimate",
         help="how long a preset's sweep takes here, from a few timed epochs of its dense level (nothing is written)",
     )
-    estimate.add_argument("preset")
+    estimate.add_argument("preset", help=PRESET_HELP)
     add_overrides(estimate, workdir=False)  # nothing is written
     estimate.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epoch")
+
+    export = sub.add_parser(
+        "export",
+        help="write a level's pruned network as a sparse model and check its logits",
+        description="Write one seed's network of a finished level with its prunable kernels stored sparse "
+        "(npz: values and flat indices per prunable leaf; bcoo: jax.experimental.sparse.BCOO's layout), the "
+        "other leaves and the BatchNorm statistics dense; print its size, and check on test examples that its "
+        "sparse logits equal the dense masked network's.",
+    )
+    export.add_argument("run_dir")
+    export.add_argument("--level", type=int, required=True, help="a finished pruning level k")
+    export.add_argument("--seed", type=int, help="which seed's network (default: the run's first seed)")
+    export.add_argument("--format", choices=("npz", "bcoo"), default="npz", help="sparse layout (default npz)")
+    export.add_argument("--out", help="output file (default RUN_DIR/exports/level<k>-seed<s>[.bcoo].npz)")
     return parser
 
 
 def resolve(preset: str, overrides: list[str], seeds: int | None = None, workdir: str | None = None):
-    """The config of ``preset`` (a name of :mod:`sdd_jax.presets`) with command-line overrides
-    applied."""
+    """The config of ``preset`` (a name of :mod:`sdd_jax.presets`, or a Python file defining
+    ``config()``: :mod:`sdd_jax.preset_file`) with command-line overrides applied."""
     from sdd_jax import presets
+    from sdd_jax.preset_file import is_preset_file, load_preset_file
 
-    config = presets.get(preset)
+    config = load_preset_file(preset) if is_preset_file(preset) else presets.get(preset)
     extra = list(overrides)
     if seeds is not None:
         extra.append(f"run.seeds={seeds}")
@@ -185,11 +247,14 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "show":
         config = resolve(args.preset, args.overrides, args.seeds, args.workdir)
-        from sdd_jax.runid import result_hash
+        from sdd_jax.describe import describe
+        from sdd_jax.runid import result_hash, run_dir_name
         from sdd_jax.validate import validate
 
         validate(config)
-        print(json.dumps({**to_dict(config), "result_hash": result_hash(config)}, indent=2))
+        shown = {**to_dict(config), "description": describe(config)}
+        shown.update(result_hash=result_hash(config), run_dir=run_dir_name(config))
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
         return 0
     if args.command == "run":
         return _run(args)
@@ -199,7 +264,18 @@ def _dispatch(args) -> int:
         return _analyze(args)
     if args.command == "estimate":
         return _estimate(args)
+    if args.command == "export":
+        return _export(args)
     return _branch(args)
+
+
+def _export(args) -> int:
+    from sdd_jax import export
+
+    report = export.export_level(Path(args.run_dir), args.level, args.seed, args.format, args.out)
+    for line in export.summary_lines(report):
+        print(line)
+    return 0
 
 
 def _estimate(args) -> int:
@@ -230,7 +306,7 @@ def _analyze(args) -> int:
     if not args.quiet:
         from sdd_jax.analysis.report import correlation_markdown
 
-        print(correlation_markdown(result["data"]["correlations"]))
+        print(correlation_markdown(result["data"]["correlations"], seeds=len(result["data"]["seeds"])))
         print(f"analysed in {result['seconds']:.0f} s: {result['report']}")
     return 0
 
@@ -258,11 +334,13 @@ def _run(args) -> int:
     exp, run = open_run(config)
     already = set(run.finished_levels()) >= set(range(config.pruning.levels + 1))
     if config.run.verbosity:
+        from sdd_jax.describe import describe
+
         ds = exp.dataset
         print(
-            f"{config.name}: {config.model.name}, {len(ds.y_train)} training examples "
+            f"{config.name}: {describe(config)}\n{len(ds.y_train):,} training examples "
             f"({ds.metadata.get('realised_noise_rate', 0):.1%} labels changed), "
-            f"{config.run.seeds} seed(s), {config.pruning.levels} pruning levels\n"
+            f"{config.pruning.levels} pruning levels\n"
             f"run directory: {run.path}",
             file=sys.stderr,
         )

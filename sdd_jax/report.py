@@ -12,6 +12,8 @@ import os
 from typing import Any
 
 from sdd_jax.atomic import atomic_write_text
+from sdd_jax.config import ConfigError, load_json
+from sdd_jax.describe import describe
 from sdd_jax.exports import write_combined
 from sdd_jax.figure import figure_data, make_figure, save_figure
 from sdd_jax.phases import phases
@@ -22,10 +24,22 @@ SUMMARY_FILE = "summary.txt"
 FIGURE_STEM = "figure"
 
 
+def run_title(run_dir: str | os.PathLike) -> str:
+    """The figure title of a run: :func:`sdd_jax.describe.describe` of its ``config.json`` (the
+    folder's name when there is no readable one)."""
+    path = os.path.join(os.fspath(run_dir), "config.json")
+    if os.path.isfile(path):
+        try:
+            return describe(load_json(path))
+        except (ConfigError, OSError):
+            pass
+    return os.path.basename(os.path.abspath(run_dir))
+
+
 def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options: Any) -> dict[str, Any]:
     """Read ``run_dir/results.csv`` and its branches' (a branch file that cannot be used is left
     out with a warning: see :func:`sdd_jax.results.branch_rows`); write ``run_dir/summary.txt``,
-    ``run_dir/figure.png`` and ``.svg``, and the combined ``results_all.csv`` and
+    ``run_dir/figure.png`` and ``.svg`` (titled by ``title``, default :func:`run_title`), and the combined ``results_all.csv`` and
     ``curves_all.csv`` (:func:`sdd_jax.exports.write_combined`). Returns the paths (``results``,
     ``summary``, ``figures``, ``combined``), the ``table`` text, the main branch's ``aggregate``
     and ``phases``, and the plotted ``figure_data``. Raises ``FileNotFoundError`` or
@@ -38,7 +52,7 @@ def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options
     summary = os.path.join(run_dir, SUMMARY_FILE)
     atomic_write_text(summary, table)
     data = figure_data(rows, **phase_options)
-    fig = make_figure(data, title if title is not None else os.path.basename(os.path.abspath(run_dir)))
+    fig = make_figure(data, title if title is not None else run_title(run_dir))
     figures = save_figure(fig, os.path.join(run_dir, FIGURE_STEM))
     _, main_rows, _ = main_branch(rows)
     agg = aggregate(main_rows)
