@@ -332,7 +332,10 @@ def export_level(
     size = save(model, path, fmt)
     reloaded = load(path)
     used: list[str] = []
-    logits = np.asarray(sparse_apply(module, reloaded, x, used), np.float32)
+    run_sparse = jax.jit(
+        lambda params, stats, inputs: sparse_apply(module, SparseModel(params, stats, {}), inputs, used)
+    )
+    logits = np.asarray(run_sparse(reloaded.params, reloaded.batch_stats, x), np.float32)
     if len(used) != len(_sparse_leaves(reloaded.params)):
         raise ExportError(f"{path}: only {len(used)} of the sparse kernels were used by the model: not exported")
     dense_bytes = sum(np.asarray(v).nbytes for v in jax.tree.leaves((dense["params"], dense["batch_stats"])))

@@ -112,8 +112,10 @@ def run_dir_name(config: Config) -> str:
 
 def run_path(workdir: str | os.PathLike, config: Config) -> Path:
     """The run directory of ``config`` under ``workdir`` (absolute): ``<workdir>/<run_dir_name>``,
-    or, when that does not exist but a directory named the earlier way ``<config.name>-<hash>``
-    does, that one (runs made before the slug keep being found and resumed; the hash is the same).
+    or, when that does not exist but a directory named the earlier way does, that one: runs made
+    before the slug keep being found and resumed (the hash, the run's identity, is the same).
+    The earlier names are ``<config.name>-<hash>`` (``lenet_mnist-finetune-noise40-<hash>``) and
+    ``<base preset>-<hash>`` (``lenet_mnist-<hash>``, from ``lenet_mnist --set noise.rate=0.4``).
     """
     if not valid_name(config.name):
         raise ValueError(
@@ -122,9 +124,12 @@ def run_path(workdir: str | os.PathLike, config: Config) -> Path:
         )
     root = Path(workdir).expanduser().absolute()
     path = root / run_dir_name(config)
-    legacy = root / f"{config.name}-{result_hash(config)}"
-    if not path.exists() and legacy != path and legacy.is_dir():
-        return legacy
+    if not path.exists():
+        digest = result_hash(config)
+        for stem in dict.fromkeys((config.name, config.name.split("-")[0])):
+            legacy = root / f"{stem}-{digest}"
+            if legacy != path and legacy.is_dir():
+                return legacy
     return path
 
 
