@@ -168,16 +168,23 @@ def from_arrays(arrays: dict[str, np.ndarray]) -> SparseModel:
     return SparseModel(_nest(params), _nest(batch_stats), meta)
 
 
-def save(model: SparseModel, path: str | os.PathLike, fmt: str = "npz") -> int:
-    """Write ``model`` to ``path`` (an uncompressed ``.npz``, atomically); returns its size in bytes."""
+def to_bytes(model: SparseModel, fmt: str = "npz") -> bytes:
+    """``model`` as the bytes of an uncompressed ``.npz`` in format ``fmt``."""
     buffer = io.BytesIO()
     np.savez(buffer, **to_arrays(model, fmt))
-    atomic_write_bytes(path, buffer.getvalue())
-    return len(buffer.getvalue())
+    return buffer.getvalue()
 
 
-def load(path: str | os.PathLike) -> SparseModel:
-    """The model exported to ``path`` (:class:`ExportError` naming the file when it is not one)."""
+def save(model: SparseModel, path: str | os.PathLike, fmt: str = "npz") -> int:
+    """Write ``model`` to ``path`` (an uncompressed ``.npz``, atomically); returns its size in bytes."""
+    data = to_bytes(model, fmt)
+    atomic_write_bytes(path, data)
+    return len(data)
+
+
+def load(path: str | os.PathLike | io.BytesIO) -> SparseModel:
+    """The model exported to ``path`` (a file, or its bytes in a ``BytesIO``); :class:`ExportError`
+    naming the file when it is not one."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -303,8 +310,9 @@ def export_level(
     check_examples: int = 256,
 ) -> dict[str, Any]:
     """Write seed ``seed`` (default: the run's first) of finished ``level`` as a sparse model in
-    format ``fmt`` to ``out`` (default :func:`default_path`), read the file back, and compare its
-    sparse logits with the dense masked network's on the first ``check_examples`` test examples.
+    format ``fmt`` to ``out`` (default :func:`default_path`), after reading its bytes back and
+    comparing their sparse logits with the dense masked network's on the first ``check_examples``
+    test examples.
 
     Returns ``path``, ``format``, ``bytes`` (the file), ``dense_bytes`` (the dense float32
     parameters and statistics), ``nonzeros`` (stored prunable weights, equal to the mask's kept
@@ -328,9 +336,8 @@ def export_level(
     )
     variables = {"params": dense["params"], **({"batch_stats": dense["batch_stats"]} if dense["batch_stats"] else {})}
     reference = np.asarray(module.apply(variables, x, train=False), np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    size = save(model, path, fmt)
-    reloaded = load(path)
+    data = to_bytes(model, fmt)
+    reloaded = load(io.BytesIO(data))  # what the file will hold, checked before it is written
     used: list[str] = []
     run_sparse = jax.jit(
         lambda params, stats, inputs: sparse_apply(module, SparseModel(params, stats, {}), inputs, used)
@@ -338,13 +345,15 @@ def export_level(
     logits = np.asarray(run_sparse(reloaded.params, reloaded.batch_stats, x), np.float32)
     if len(used) != len(_sparse_leaves(reloaded.params)):
         raise ExportError(f"{path}: only {len(used)} of the sparse kernels were used by the model: not exported")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, data)
     dense_bytes = sum(np.asarray(v).nbytes for v in jax.tree.leaves((dense["params"], dense["batch_stats"])))
     return {
         "path": str(path),
         "format": fmt,
         "level": level,
         "seed": model.meta["seed"],
-        "bytes": size,
+        "bytes": len(data),
         "dense_bytes": int(dense_bytes),
         "nonzeros": reloaded.nonzeros(),
         "kept_weights": model.meta["kept_weights"],

@@ -152,9 +152,10 @@ def test_a_bad_preset_file_is_one_line_naming_it(tmp_path, capsys, text, words):
         path.write_text(text)
     with pytest.raises(ConfigError, match=re.escape(words)):
         load_preset_file(path)
-    assert cli.main(["run", str(path), "--workdir", str(tmp_path / "runs")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("sdd-jax: error: ") and str(path) in err[0] and words in err[0]
+    for command in (["run", str(path), "--workdir", str(tmp_path / "runs")], ["estimate", str(path)]):
+        assert cli.main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("sdd-jax: error: ") and str(path) in err[0] and words in err[0]
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
