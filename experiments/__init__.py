@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 from sdd_jax.choices import did_you_mean
 from sdd_jax.config import Config
+from sdd_jax.describe import describe
 
 from . import lenet_mnist, quickstart, resnet18_cifar, resnet101_tinyimagenet, smoke, vgg16_cifar
 
@@ -71,7 +72,8 @@ def _apply_variant(config: Config, variant: str) -> Config:
 
 
 def get(name: str) -> Config:
-    """The config of preset ``name`` (a base name plus optional ``-variant`` suffixes)."""
+    """The config of preset ``name`` (a base name plus optional ``-variant`` suffixes); a
+    variant's ``description`` is generated from its config (:func:`sdd_jax.describe.describe`)."""
     base, *variants = name.split("-")
     if base not in BASE:
         raise UnknownPreset(
@@ -80,26 +82,20 @@ def get(name: str) -> Config:
     config = BASE[base]()
     for variant in variants:
         config = _apply_variant(config, variant)
+    if variants:  # the base preset's words no longer hold
+        config = dataclasses.replace(config, description=describe(config))
     return dataclasses.replace(config, name=name)
 
 
 def listing() -> list[tuple[str, str]]:
-    """(name, one-line description) of every base preset, of the paper variants that can run
-    (asymmetric noise only on MNIST and CIFAR) and of the bfloat16 variants of the CIFAR and
-    Tiny-ImageNet settings."""
+    """(name, one-line description) of every base preset (its own words), of the paper variants
+    that can run (asymmetric noise only on MNIST and CIFAR) and of the bfloat16 variants of the
+    CIFAR and Tiny-ImageNet settings (described from their configs)."""
     rows = [(name, BASE[name]().description) for name in BASE]
     for base in PAPER_BASES:
         noise = [v for v in NOISE_VARIANTS if base in ASYMMETRIC_BASES or NOISE_VARIANTS[v][0] != "asymmetric"]
         variants = [*noise, *SCHEDULE_VARIANTS, *(DTYPE_VARIANTS if base in BF16_BASES else ())]
         for variant in variants:
             config = get(f"{base}-{variant}")
-            compute = "" if config.model.dtype == "float32" else f", {config.model.dtype} compute"
-            rows.append(
-                (
-                    config.name,
-                    f"{BASE[base]().description.split(',')[0]}, "
-                    f"{config.noise.kind} {config.noise.rate:.0%}, "
-                    f"{config.pruning.schedule} retraining{compute}",
-                )
-            )
+            rows.append((config.name, config.description))
     return rows

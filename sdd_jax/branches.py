@@ -62,12 +62,13 @@ def _check(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> None:
     if name not in BRANCHES:
         raise BranchError(f"unknown branch {name!r}; choose one of {BRANCHES}")
     if not levels:
-        raise BranchError("no levels given")
+        raise BranchError("--levels is empty: give comma-separated levels, e.g. --levels 4,8")
     done = run.finished_levels()
     missing = [level for level in ([0] if name == "oneshot" else levels) if level not in done]
     if missing:
         raise BranchError(
-            f"levels {missing} of {run.path.name} are not finished (finished: {done}); run the main experiment first"
+            f"levels {missing} of {run.path.name} are not finished (finished: {done}); run the main experiment "
+            f"first (`sdd-jax run` with its preset, or --set pruning.levels=N to extend it)"
         )
     if any(level < 0 for level in levels):
         raise BranchError(f"levels must be >= 0, got {levels}")
@@ -82,7 +83,10 @@ def _check(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> None:
         if empty:
             raise BranchError(f"one-shot k={empty} would keep no prunable weight (of {total})")
     if name == "redense" and exp.config.pruning.redense_epochs <= 0:
-        raise BranchError("redense needs pruning.redense_epochs > 0")
+        raise BranchError(
+            "redense needs pruning.redense_epochs > 0: add --set pruning.redense_epochs=20 "
+            f"(epochs of dense training; the learning rate is pruning.redense_lr={exp.config.pruning.redense_lr:g})"
+        )
 
 
 def redense_fields(exp: Experiment, run: RunDir) -> Callable[[int, dict], dict]:

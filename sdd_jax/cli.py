@@ -8,6 +8,9 @@ sdd-jax report RUN_DIR|STUDY_DIR
 sdd-jax compare STUDY_DIR|RUN_DIR... --by KEY [--panel KEY] [--distance] [--branches] [--out DIR]
 sdd-jax analyze RUN_DIR [--levels 0,17,27,34] [--set analysis.key=value ...] [-q]
 sdd-jax estimate PRESET [--set key=value ...] [--seeds N] [--epochs 2]
+sdd-jax export RUN_DIR --level K [--seed S] [--format npz|bcoo] [--out PATH]
+
+PRESET is a preset name (sdd-jax presets) or a Python file defining config() (my_preset.py).
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import errno
 import json
 import os
 import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
 
 from sdd_jax.config import ConfigError, override, to_dict
+from sdd_jax.help_text import BRANCH_HELP, EXPORT_HELP, PRESET_HELP
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,37 +49,44 @@ def _parser() -> argparse.ArgumentParser:
         if workdir:
             p.add_argument("--workdir", help="where run directories are created (run.workdir)")
 
-    show = sub.add_parser("show", help="print the resolved config of a preset as JSON")
-    show.add_argument("preset")
+    show = sub.add_parser(
+        "show", help="print the resolved config of a preset (or a preset file) as JSON, its description generated"
+    )
+    show.add_argument("preset", help=PRESET_HELP)
     add_overrides(show)
 
     run = sub.add_parser("run", help="an iterative-pruning run (resumes if interrupted)")
-    run.add_argument("preset")
+    run.add_argument("preset", help=PRESET_HELP)
     add_overrides(run)
     loud = run.add_mutually_exclusive_group()
     loud.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     loud.add_argument("-v", "--verbose", action="store_true", help="a line per finished level")
 
-    for name, text in (
-        ("oneshot", "one-shot pruning from the dense model to the density of level k"),
-        ("reinit", "level k's masks with a new random initialisation"),
-        ("random-prune", "random masks with level k's per-layer counts"),
-        ("redense", "reopen all pruned weights after level k and train them"),
-    ):
-        branch = sub.add_parser(name, help=text)
-        branch.add_argument("run_dir")
-        branch.add_argument(
-            "--levels", required=True, help="comma-separated levels (one-shot: k values, density 0.8^k)"
+    for name, (text, what, levels_help) in BRANCH_HELP.items():
+        branch = sub.add_parser(
+            name,
+            help=text,
+            description="\n\n".join(
+                textwrap.fill(p, 88)
+                for p in (what, "The branch is written to RUN_DIR/branches/ and drawn beside the main curve.")
+            ),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        branch.add_argument("run_dir", help="a run directory (runs/<preset>-<hash>) whose levels are finished")
+        branch.add_argument("--levels", required=True, help=levels_help)
         branch.add_argument(
             "--set",
             dest="overrides",
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="pruning.redense_epochs/redense_lr, run.* only",
+            help=(
+                "pruning.redense_epochs=N (required, N > 0), pruning.redense_lr=LR and run.* execution settings"
+                if name == "redense"
+                else "run.* execution settings only (seeds_per_chunk, verbosity, ...)"
+            ),
         )
-        branch.add_argument("-q", "--quiet", action="store_true")
+        branch.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
 
     rep = sub.add_parser("report", help="rebuild the table and figures from results.csv (a study: its comparison)")
     rep.add_argument("run_dir")
@@ -113,18 +125,30 @@ def _parser() -> argparse.ArgumentParser:
         "estimate",
         help="how long a preset's sweep takes here, from a few timed epochs of its dense level (nothing is written)",
     )
-    estimate.add_argument("preset")
+    estimate.add_argument("preset", help=PRESET_HELP)
     add_overrides(estimate, workdir=False)  # nothing is written
     estimate.add_argument("--epochs", type=int, default=2, help="timed epochs after the warm-up epoch")
+
+    export = sub.add_parser(
+        "export",
+        help="write a level's pruned network as a sparse model and check its logits",
+        description=EXPORT_HELP,
+    )
+    export.add_argument("run_dir", help="a run directory (runs/<preset>-<hash>)")
+    export.add_argument("--level", type=int, required=True, help="a finished pruning level k")
+    export.add_argument("--seed", type=int, help="which seed's network (default: the run's first seed)")
+    export.add_argument("--format", choices=("npz", "bcoo"), default="npz", help="sparse layout (default npz)")
+    export.add_argument("--out", help="output file (default RUN_DIR/exports/level<k>-seed<s>[.bcoo].npz)")
     return parser
 
 
 def resolve(preset: str, overrides: list[str], seeds: int | None = None, workdir: str | None = None):
-    """The config of ``preset`` (a name of :mod:`sdd_jax.presets`) with command-line overrides
-    applied."""
+    """The config of ``preset`` (a name of :mod:`sdd_jax.presets`, or a Python file defining
+    ``config()``: :mod:`sdd_jax.preset_file`) with command-line overrides applied."""
     from sdd_jax import presets
+    from sdd_jax.preset_file import is_preset_file, load_preset_file
 
-    config = presets.get(preset)
+    config = load_preset_file(preset) if is_preset_file(preset) else presets.get(preset)
     extra = list(overrides)
     if seeds is not None:
         extra.append(f"run.seeds={seeds}")
@@ -200,11 +224,14 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "show":
         config = resolve(args.preset, args.overrides, args.seeds, args.workdir)
-        from sdd_jax.runid import result_hash
+        from sdd_jax.describe import describe
+        from sdd_jax.runid import result_hash, run_dir_name
         from sdd_jax.validate import validate
 
         validate(config)
-        print(json.dumps({**to_dict(config), "result_hash": result_hash(config)}, indent=2))
+        shown = {**to_dict(config), "description": describe(config)}
+        shown.update(result_hash=result_hash(config), run_dir=run_dir_name(config))
+        print(json.dumps(shown, indent=2, ensure_ascii=False))
         return 0
     if args.command == "run":
         return _run(args)
@@ -218,7 +245,18 @@ def _dispatch(args) -> int:
         return _analyze(args)
     if args.command == "estimate":
         return _estimate(args)
+    if args.command == "export":
+        return _export(args)
     return _branch(args)
+
+
+def _export(args) -> int:
+    from sdd_jax import export
+
+    report = export.export_level(Path(args.run_dir), args.level, args.seed, args.format, args.out)
+    for line in export.summary_lines(report):
+        print(line)
+    return 0
 
 
 def _estimate(args) -> int:
@@ -249,7 +287,7 @@ def _analyze(args) -> int:
     if not args.quiet:
         from sdd_jax.analysis.report import correlation_markdown
 
-        print(correlation_markdown(result["data"]["correlations"]))
+        print(correlation_markdown(result["data"]["correlations"], seeds=len(result["data"]["seeds"])))
         print(f"analysed in {result['seconds']:.0f} s: {result['report']}")
     return 0
 
@@ -277,11 +315,13 @@ def _run(args) -> int:
     exp, run = open_run(config)
     already = set(run.finished_levels()) >= set(range(config.pruning.levels + 1))
     if config.run.verbosity:
+        from sdd_jax.describe import describe
+
         ds = exp.dataset
         print(
-            f"{config.name}: {config.model.name}, {len(ds.y_train)} training examples "
+            f"{config.name}: {describe(config)}\n{len(ds.y_train):,} training examples "
             f"({ds.metadata.get('realised_noise_rate', 0):.1%} labels changed), "
-            f"{config.run.seeds} seed(s), {config.pruning.levels} pruning levels\n"
+            f"{config.pruning.levels} pruning levels\n"
             f"run directory: {run.path}",
             file=sys.stderr,
         )

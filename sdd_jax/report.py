@@ -13,6 +13,7 @@ from typing import Any
 
 from sdd_jax.atomic import atomic_write_text
 from sdd_jax.config import ConfigError, load_json
+from sdd_jax.describe import describe
 from sdd_jax.exports import write_combined
 from sdd_jax.figure import figure_data, make_figure, save_figure
 from sdd_jax.phases import phases
@@ -23,14 +24,21 @@ SUMMARY_FILE = "summary.txt"
 FIGURE_STEM = "figure"
 
 
+def run_title(run_dir: str | os.PathLike) -> str:
+    """The figure title of a run: :func:`sdd_jax.describe.describe` of its ``config.json`` (the
+    folder's name when there is no readable one)."""
+    config = _stored_config(os.fspath(run_dir))
+    return describe(config) if config is not None else os.path.basename(os.path.abspath(run_dir))
+
+
 def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options: Any) -> dict[str, Any]:
     """Read ``run_dir/results.csv`` and its branches' (a branch file that cannot be used is left
     out with a warning: see :func:`sdd_jax.results.branch_rows`); write ``run_dir/summary.txt``,
-    ``run_dir/figure.png`` and ``.svg``, and the combined ``results_all.csv`` and
-    ``curves_all.csv`` (:func:`sdd_jax.exports.write_combined`; identity columns that files
-    written before they existed lack are filled from ``config.json``). Returns the paths (``results``,
-    ``summary``, ``figures``, ``combined``), the ``table`` text, the main branch's ``aggregate``
-    and ``phases``, and the plotted ``figure_data``. Raises ``FileNotFoundError`` or
+    ``run_dir/figure.png`` and ``.svg`` (titled by ``title``, default :func:`run_title`), and the
+    combined ``results_all.csv`` and ``curves_all.csv`` (:func:`sdd_jax.exports.write_combined`;
+    identity columns that files written before they existed lack are filled from ``config.json``).
+    Returns the paths (``results``, ``summary``, ``figures``, ``combined``), the ``table`` text,
+    the main branch's ``aggregate`` and ``phases``, and the plotted ``figure_data``. Raises ``FileNotFoundError`` or
     :class:`sdd_jax.results.ResultsError` when ``results.csv`` is missing or malformed."""
     run_dir = os.fspath(run_dir)
     results = os.path.join(run_dir, RESULTS_FILE)
@@ -40,7 +48,7 @@ def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options
     summary = os.path.join(run_dir, SUMMARY_FILE)
     atomic_write_text(summary, table)
     data = figure_data(rows, **phase_options)
-    fig = make_figure(data, title if title is not None else os.path.basename(os.path.abspath(run_dir)))
+    fig = make_figure(data, title if title is not None else run_title(run_dir))
     figures = save_figure(fig, os.path.join(run_dir, FIGURE_STEM))
     _, main_rows, _ = main_branch(rows)
     agg = aggregate(main_rows)

@@ -1,8 +1,9 @@
 """The run directory: one owner of a run's checkpoints and its results files.
 
-Layout of one run (``<workdir>/<config.name>-<result_hash>``)::
+Layout of one run (``<workdir>/<preset>[-<slug>]-<result_hash>``, :func:`sdd_jax.runid.run_path`)::
 
-    config.json           the full config (readable, rewritten on every start)
+    config.json           the full config (readable, rewritten on every start), its description
+                          generated from it (:func:`sdd_jax.describe.describe`)
     result_fields.json    the settings that identify the results (checked on every start)
     dataset.json          sizes, noise statistics and the data fingerprint (checked on every start)
     execution.json        settings outside the identity that can move the last float bits
@@ -27,6 +28,7 @@ what is here: finished levels, θ0/θk and in-level progress. Runs are opened th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -36,9 +38,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sdd_jax import exports, results
-from sdd_jax.atomic import atomic_write_json
+from sdd_jax.atomic import atomic_write_json, atomic_write_text
 from sdd_jax.checkpoints import CheckpointNotFoundError, RunStore, UnreadableCheckpointError
 from sdd_jax.config import Config, ConfigError, from_dict, to_dict
+from sdd_jax.describe import describe
 from sdd_jax.distributed import barrier, is_primary, to_host
 from sdd_jax.identity import IDENTITY_COLUMNS, identity_columns
 from sdd_jax.runid import (
@@ -117,7 +120,8 @@ def _prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
     lock_run_dir(path)
     if is_primary():
         remove_leftovers(path)
-    atomic_write_json(path / "config.json", to_dict(config), indent=2)
+    described = dataclasses.replace(config, description=describe(config))  # never a base preset's words
+    atomic_write_text(path / "config.json", json.dumps(to_dict(described), indent=2, ensure_ascii=False) + "\n")
     atomic_write_json(path / "result_fields.json", fields, indent=2, sort_keys=True)
     return path
 

@@ -2,9 +2,10 @@
 fingerprint of the data it was computed on.
 
 Every setting but :data:`NON_RESULT_FIELDS` is a result field; the result fields (and
-:data:`RESULT_FORMAT_VERSION`) are hashed into the directory name
-``<workdir>/<config.name>-<result_hash>`` and stored in ``result_fields.json``, and the data's
-SHA-256 in ``dataset.json`` (checked by :func:`sdd_jax.rundir.open_run_dir`).
+:data:`RESULT_FORMAT_VERSION`) are hashed into the directory name (:func:`run_dir_name`:
+``<preset>[-<slug>]-<result_hash>``, the slug saying how the config departs from its named preset)
+and stored in ``result_fields.json``, and the data's SHA-256 in ``dataset.json`` (checked by
+:func:`sdd_jax.rundir.open_run_dir`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from sdd_jax import presets
 from sdd_jax.checkpoints import valid_name
 from sdd_jax.config import Config, to_dict
+from sdd_jax.describe import slug_tokens
 
 # Bumped whenever the on-disk result format or the meaning of a stored number changes.
 RESULT_FORMAT_VERSION = 1
@@ -81,14 +84,53 @@ def result_hash(config: Config) -> str:
     return hashlib.sha256(payload).hexdigest()[:12]
 
 
+def run_stem(config: Config) -> str:
+    """The folder name of ``config``'s runs without the hash: what ``config.name`` names, plus
+    how the config departs from it.
+
+    When the first ``-``-separated part of ``config.name`` is a preset of :mod:`sdd_jax.presets`
+    (the base), the stem is that base, the name's other parts that are not preset variants, then
+    :func:`sdd_jax.describe.slug_tokens` of the config against the base preset: every variant
+    and every ``--set`` of a slugged axis is said once, in one order, whichever way it was asked
+    (``lenet_mnist-noise40`` and ``lenet_mnist --set noise.rate=0.4`` both give
+    ``lenet_mnist-noise40``; ``resnet18_cifar10-finetune-noise40`` gives
+    ``resnet18_cifar10-noise40-finetune``). Any other name (a preset file of one's own, a config
+    built in Python) is the stem as it is.
+    """
+    base, *rest = config.name.split("-")
+    if base not in presets.BASE:
+        return config.name
+    kept = [part for part in rest if part not in presets.VARIANTS]
+    tokens = [t for t in slug_tokens(config, presets.BASE[base]()) if t not in kept]
+    return "-".join([base, *kept, *tokens])
+
+
+def run_dir_name(config: Config) -> str:
+    """``<run_stem(config)>-<result_hash(config)>``: the name of a new run directory."""
+    return f"{run_stem(config)}-{result_hash(config)}"
+
+
 def run_path(workdir: str | os.PathLike, config: Config) -> Path:
-    """``<workdir>/<config.name>-<result_hash(config)>`` (absolute)."""
+    """The run directory of ``config`` under ``workdir`` (absolute): ``<workdir>/<run_dir_name>``,
+    or, when that does not exist but a directory named the earlier way does, that one: runs made
+    before the slug keep being found and resumed (the hash, the run's identity, is the same).
+    The earlier names are ``<config.name>-<hash>`` (``lenet_mnist-finetune-noise40-<hash>``) and
+    ``<base preset>-<hash>`` (``lenet_mnist-<hash>``, from ``lenet_mnist --set noise.rate=0.4``).
+    """
     if not valid_name(config.name):
         raise ValueError(
             f"config.name {config.name!r} cannot name a run directory: use letters, digits and "
             "_ . , + = - (not starting with '.')"
         )
-    return Path(workdir).expanduser().absolute() / f"{config.name}-{result_hash(config)}"
+    root = Path(workdir).expanduser().absolute()
+    path = root / run_dir_name(config)
+    if not path.exists():
+        digest = result_hash(config)
+        for stem in dict.fromkeys((config.name, config.name.split("-")[0])):
+            legacy = root / f"{stem}-{digest}"
+            if legacy != path and legacy.is_dir():
+                return legacy
+    return path
 
 
 def data_fingerprint(dataset) -> str:

@@ -58,7 +58,10 @@ def open_run(
         return exp, rundir.open_run_dir(source, exp.dataset, exp.execution(), exp.level_shapes, exp.seeds)
     run_dir = Path(source)
     if not (run_dir / "config.json").is_file():
-        raise RunOpenError(f"{run_dir} is not a run directory (no config.json)")
+        raise RunOpenError(
+            f"{run_dir} is not a run directory (no config.json): pass the folder `sdd-jax run` printed "
+            "(<workdir>/<preset>-<hash>)"
+        )
     config = load_json(str(run_dir / "config.json"))
     allowed = reopen_settings()
     for item in overrides:
@@ -68,8 +71,10 @@ def open_run(
     run_items = [i for i in overrides if i not in branch_items]
     config = override(config, [*run_items, f"run.workdir={run_dir.parent}"])
     if rundir.run_path(config.run.workdir, config).resolve() != run_dir.resolve():
+        expected = rundir.run_path(config.run.workdir, config).name
         raise RunOpenError(
-            f"{run_dir} does not match its config.json (expected {rundir.run_path(config.run.workdir, config).name})"
+            f"{run_dir} does not match its config.json (expected {expected}): a renamed run directory "
+            f"is found again once named {expected}"
         )
     exp, run = open_run(config, dataset=dataset)
     if branch_items:

@@ -173,8 +173,26 @@ def test_the_four_levels_follow_the_phase_rule():
     labels = phases(agg)
     chosen = choose_levels(rows)
     test = {e["level"]: e["test_acc_mean"] for e in agg}
+    phase_of = dict(zip([e["level"] for e in agg], labels))
     assert chosen["dense"] == 0
     assert chosen["sweet"] == max((lv for lv in test if lv > 0), key=test.get)
-    assert test[chosen["critical"]] == min(test[lv] for lv in test if 0 < lv < chosen["sweet"])
-    assert labels[[e["level"] for e in agg].index(chosen["collapsed"])] == "collapsed"
-    assert list(chosen) == ["dense", "critical", "sweet", "collapsed"]
+    # The bottom of the dip is the last light level here: named "dip", not "critical", so that
+    # the role agrees with the phase column.
+    assert phase_of[chosen["dip"]] == "light"
+    assert test[chosen["dip"]] == min(test[lv] for lv in test if 0 < lv < chosen["sweet"])
+    assert phase_of[chosen["sweet"]] == "sweet" and phase_of[chosen["collapsed"]] == "collapsed"
+    assert list(chosen) == ["dense", "dip", "sweet", "collapsed"]
+
+
+def test_a_role_named_after_a_phase_is_only_given_to_a_level_of_that_phase():
+    # Three levels still memorising: the best sparse level is in the light phase, not a sweet spot.
+    rows = [r for r in paper_like_rows(seeds=2) if r["level"] <= 3]
+    agg = aggregate(rows)
+    phase_of = dict(zip([e["level"] for e in agg], phases(agg)))
+    chosen = choose_levels(rows)
+    assert set(phase_of.values()) == {"light"}
+    assert "sweet" not in chosen and "critical" not in chosen
+    best = max((e for e in agg if e["level"] > 0), key=lambda e: e["test_acc_mean"])["level"]
+    assert chosen["best"] == best
+    for role, level in chosen.items():
+        assert role not in ("light", "critical", "sweet", "collapsed") or phase_of[level] == role

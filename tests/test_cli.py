@@ -160,7 +160,9 @@ def test_bf16_variant_combines_with_the_others_and_names_its_own_runs():
     bf16 = presets.get("resnet18_cifar10-noise40-finetune-bf16")
     assert (fp32.model.dtype, bf16.model.dtype) == ("float32", "bfloat16")
     assert bf16.name == "resnet18_cifar10-noise40-finetune-bf16"
-    assert dataclasses.replace(bf16, name=fp32.name, model=fp32.model) == fp32  # nothing else changes
+    # nothing else changes (the description, generated from the config, says bfloat16)
+    assert "bfloat16" in bf16.description and "bfloat16" not in fp32.description
+    assert dataclasses.replace(bf16, name=fp32.name, model=fp32.model, description=fp32.description) == fp32
     assert presets.get("resnet18_cifar10-bf16-noise40").model == bf16.model  # in any order
     assert result_hash(bf16) != result_hash(fp32)
 

@@ -2,6 +2,7 @@
 
 import os
 
+import matplotlib.colors
 import numpy as np
 import pytest
 from report_rows import paper_like_rows
@@ -28,7 +29,7 @@ def test_figure_draws_figure_data():
     main = data["main"]
     imp_agg = aggregate([r for r in rows if r["branch"] == "imp"])
     np.testing.assert_allclose(main["test_mean"], [100 * e["test_acc_mean"] for e in imp_agg])
-    np.testing.assert_allclose(main["train_hi"], [100 * e["train_acc_max"] for e in imp_agg])
+    np.testing.assert_allclose(main["train_hi"], [100 * (e["train_acc_mean"] + e["train_acc_std"]) for e in imp_agg])
     np.testing.assert_allclose(main["x"], [100 * 0.8 ** e["level"] for e in imp_agg])
     assert main["phases"] == phases(imp_agg)
     assert main["dense_test"] == pytest.approx(100 * imp_agg[0]["test_acc_mean"])
@@ -74,3 +75,65 @@ def test_both_learning_distances_are_drawn_over_their_maxima_with_their_peaks_na
     labels = [t.get_text() for a in fig.axes if a.get_legend() for t in a.get_legend().get_texts()]
     assert any("unpruned" in t and "at level 3" in t for t in labels)
     assert any("paper" in t and f"at level {main['level'][-1]}" in t for t in labels)
+
+
+def _by_level(rows, key):
+    """{level: per-seed values in %} straight from the rows (the numpy oracle's input)."""
+    out = {}
+    for r in rows:
+        out.setdefault(r["level"], []).append(100 * r[key])
+    return {lv: np.array(v) for lv, v in sorted(out.items())}
+
+
+def test_band_is_mean_plus_minus_one_sample_sd_and_the_legend_says_so():
+    rows = paper_like_rows(seeds=3) + paper_like_rows(seeds=2, branch="oneshot", rng_seed=4)
+    data = figure_data([r for r in rows if r["seed"] < 3])
+    main = data["main"]
+    for key, column in (("test", "test_acc"), ("train", "train_acc")):
+        per_level = _by_level([r for r in rows if r["branch"] == "imp"], column)
+        mean = np.array([v.mean() for v in per_level.values()])
+        sd = np.array([v.std(ddof=1) for v in per_level.values()])  # the table's ± sd
+        np.testing.assert_allclose(main[f"{key}_lo"], mean - sd, rtol=1e-12)
+        np.testing.assert_allclose(main[f"{key}_hi"], mean + sd, rtol=1e-12)
+    branch = _by_level([r for r in rows if r["branch"] == "oneshot"], "test_acc")
+    np.testing.assert_allclose(data["others"]["oneshot"]["test_sd"], [v.std(ddof=1) for v in branch.values()])
+
+    fig = make_figure(data)
+    ax = fig.axes[0]
+    band = next(c for c in ax.collections if c.get_gid() == "test_band")
+    ys = band.get_paths()[0].vertices[:, 1]
+    for lo, hi in zip(main["test_lo"], main["test_hi"]):  # the polygon runs along both edges
+        assert np.isclose(ys, lo).any() and np.isclose(ys, hi).any()
+    bars = [c for c in ax.collections if c.get_gid() == "test_oneshot_sd"]
+    assert len(bars) == 1  # the branch points carry their seed spread
+    segments = bars[0].get_segments()
+    other = data["others"]["oneshot"]
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments], 2 * other["test_sd"])
+    labels = [t.get_text() for a in fig.axes if a.get_legend() for t in a.get_legend().get_texts()]
+    assert any("± 1 sd over 3 seeds (ddof=1)" in t for t in labels)
+    assert "train (noisy labels)" in labels
+    assert "mean of 3 seeds" in ax.get_ylabel()
+
+
+def test_a_short_run_has_a_tick_at_every_level():
+    rows = [r for r in paper_like_rows(seeds=2) if r["level"] <= 3]
+    fig = make_figure(figure_data(rows))
+    ax = fig.axes[0]
+    ticks = sorted(ax.get_xticks(), reverse=True)
+    np.testing.assert_allclose(ticks, [100 * 0.8**lv for lv in range(4)])
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == ["100%", "80%", "64%", "51.2%"]
+
+
+def test_every_curve_has_its_own_colour():
+    rows = paper_like_rows(seeds=2)
+    for r in rows:
+        r["learning_distance_unpruned"] = 1.0 + r["level"]
+    for name, seed in (("oneshot", 4), ("reinit", 5), ("random_prune", 6)):
+        rows += paper_like_rows(seeds=2, branch=name, rng_seed=seed)
+    fig = make_figure(figure_data(rows))
+    lines = {line.get_gid(): line for a in fig.axes for line in a.get_lines() if line.get_gid()}
+    drawn = ["test", "train", "learning_distance", "learning_distance_unpruned", "test_oneshot", "test_reinit"]
+    drawn.append("test_random_prune")
+    colours = [matplotlib.colors.to_hex(lines[gid].get_color()) for gid in drawn]
+    assert len(set(colours)) == len(colours), dict(zip(drawn, colours))

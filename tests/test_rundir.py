@@ -11,6 +11,7 @@ import pytest
 from sdd_jax import rundir
 from sdd_jax.atomic import atomic_write_json, atomic_write_text
 from sdd_jax.config import Config, override, to_dict
+from sdd_jax.describe import describe
 from sdd_jax.runid import result_fields, result_hash
 from sdd_jax.train import LevelWeights, Weights
 
@@ -48,7 +49,12 @@ def test_open_run_dir_writes_readable_config(tmp_path):
     assert path == tmp_path / f"lenet-{result_hash(config)}" and path.is_dir()
     text = (path / "config.json").read_text()
     assert text.startswith('{\n  "name": "lenet"')
-    assert json.loads(text) == to_dict(config)
+    # the description is generated from the config, never left as given
+    assert json.loads(text) == to_dict(dataclasses.replace(config, description=describe(config)))
+    assert (
+        json.loads(text)["description"]
+        == "LeNet-300-100 · MNIST · 20% symmetric noise · lottery k=0 · 200 epochs · 1 seed"
+    )
     assert json.loads((path / "result_fields.json").read_text()) == json.loads(json.dumps(result_fields(config)))
     quieter = override(config, {"run.verbosity": 0})
     assert open_dir(tmp_path, quieter).path == path  # resume with other non-result settings

@@ -14,7 +14,10 @@ alone; matplotlib imported only here, bare ``Figure`` objects on the Agg canvas)
 * ``reliability``        reliability diagrams at the chosen levels; ``calibration``: ECE, NLL and
   Brier score against the remaining weights
 
-Means over seeds are drawn as lines, the min-max over seeds as bands where it helps.
+Means over seeds are drawn as lines, ± 1 sample standard deviation over seeds (``ddof=1``, as
+the summary table) as bands where it helps; every figure's caption says what the run is and over
+how many seeds it is averaged. Panels side by side (the chosen levels) share their y axis, so
+that their heights compare; epoch axes have integer ticks.
 """
 
 from __future__ import annotations
@@ -28,12 +31,50 @@ from sdd_jax.figure import save_figure
 _X_TICKS = (100, 50, 20, 10, 5, 1, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001)
 
 
-def _figure(ncols: int, nrows: int = 1, width: float = 3.4, height: float = 2.8):
+def _figure(ncols: int, nrows: int = 1, width: float = 3.4, height: float = 2.8, sharey: str | bool = False):
+    """A bare figure of ``nrows`` x ``ncols`` axes (``sharey="row"``: the panels of a row share
+    their y axis)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width * ncols, height * nrows), dpi=130)
-    axes = np.array(fig.subplots(nrows, ncols, squeeze=False))
+    axes = np.array(fig.subplots(nrows, ncols, squeeze=False, sharey=sharey))
     return fig, axes
+
+
+def n_seeds(data: dict) -> int:
+    """The seeds the figures average over (``data["seeds"]``, else the rows of the per-seed test
+    accuracy)."""
+    if "seeds" in data:
+        return len(data["seeds"])
+    return int(np.asarray(data["per_seed"]["test_acc"]).shape[0])
+
+
+def caption(data: dict, what: str, band: bool = False, stat: str = "mean") -> str:
+    """``what`` then the run's description and ``mean of N seeds`` (plus what a band is)."""
+    n = n_seeds(data)
+    seeds = f"{stat} of {n} seed{'s' if n != 1 else ''}"
+    if band and n > 1:
+        seeds += ", band ± 1 sd (ddof=1)"
+    described = data.get("description")
+    return f"{what}\n{described + ' — ' if described else ''}{seeds}"
+
+
+def _caption(fig, data: dict, what: str, band: bool = False, stat: str = "mean") -> None:
+    fig.suptitle(caption(data, what, band, stat), fontsize=9)
+
+
+def _integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _spread(y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean over seeds (axis 0) and mean ∓ 1 sample sd (``ddof=1``; no band with one seed)."""
+    y = np.asarray(y, np.float64)
+    mean = np.nanmean(y, axis=0)
+    sd = np.nanstd(y, axis=0, ddof=1) if y.shape[0] > 1 else np.zeros_like(mean)
+    return mean, mean - sd, mean + sd
 
 
 def _sparsity_axis(ax, x: np.ndarray) -> None:
@@ -71,7 +112,7 @@ def _save(fig, folder: Path, stem: str) -> list[str]:
 
 def redense(data: dict):
     chosen = data["chosen"]
-    fig, axes = _figure(len(chosen), 2)
+    fig, axes = _figure(len(chosen), 2, sharey="row")
     for j, (role, c) in enumerate(chosen.items()):
         cv = c["redense"]["curves"]
         epochs = np.asarray(cv["epoch"])
@@ -91,17 +132,18 @@ def redense(data: dict):
         for ax in axes[:, j]:
             ax.axvline(switch + 0.5, color="k", ls=":", lw=1)
             ax.set_xlabel("epoch")
+            _integer_epochs(ax)
         axes[0, j].set_title(_title(role, c["level"], _density_of(data, c["level"])), fontsize=9)
     axes[0, 0].set_ylabel("accuracy (%)")
     axes[1, 0].set_ylabel("loss")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle("sparse training, then re-dense training (dotted line: weights released)", fontsize=10)
+    _caption(fig, data, "sparse training, then re-dense training (dotted line: weights released)")
     return fig
 
 
 def interpolation(data: dict):
     chosen = data["chosen"]
-    fig, axes = _figure(len(chosen), 2)
+    fig, axes = _figure(len(chosen), 2, sharey="row")
     for j, (role, c) in enumerate(chosen.items()):
         it = c["interpolation"]
         a = np.asarray(it["alpha"])
@@ -122,12 +164,12 @@ def interpolation(data: dict):
     axes[0, 0].set_ylabel("loss")
     axes[1, 0].set_ylabel("accuracy (%)")
     axes[0, 0].legend(fontsize=7)
-    fig.suptitle("linear interpolation w(α) = (1−α)·w_sparse + α·w_redense", fontsize=10)
+    _caption(fig, data, "linear interpolation w(α) = (1−α)·w_sparse + α·w_redense")
     return fig
 
 
 def landscape(data: dict):
-    fig, axes = _figure(2, 1, width=4.2, height=3.2)
+    fig, axes = _figure(2, 1, width=4.2, height=3.2, sharey="row")
     for k, (solution, title) in enumerate(
         (("sparse", "sparse solutions (unpruned coordinates)"), ("redense", "re-dense solutions"))
     ):
@@ -149,6 +191,7 @@ def landscape(data: dict):
         ax.set_yscale("log")
     axes[0, 0].set_ylabel("loss (solid: train, dashed: test)")
     axes[0, 0].legend(fontsize=7)
+    _caption(fig, data, "1-D loss curves along a filter-normalised direction")
     return fig
 
 
@@ -156,8 +199,8 @@ def _beside_test(ax, x, test, y, ylabel, color, gid):
     ax.plot(x, 100 * np.nanmean(test, axis=0), "o-", color="C0", ms=2.5, lw=1.2, label="test accuracy")
     ax.set_ylabel("test accuracy (%)", color="C0")
     ax2 = ax.twinx()
-    mean = np.nanmean(y, axis=0)
-    ax2.fill_between(x, np.nanmin(y, axis=0), np.nanmax(y, axis=0), color=color, alpha=0.2, lw=0)
+    mean, lo, hi = _spread(y)
+    ax2.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
     ax2.plot(x, mean, "^-", color=color, ms=2.5, lw=1.2, gid=gid)
     ax2.set_ylabel(ylabel, color=color)
     _sparsity_axis(ax, x)
@@ -174,7 +217,7 @@ def distance_sharpness(data: dict):
     )
     for ax, (key, label) in zip(axes.ravel(), panels):
         _beside_test(ax, x, ps["test_acc"], ps[key], label, "C2" if "distance" in key else "C4", key)
-    fig.suptitle("candidate explanations beside test accuracy", fontsize=10)
+    _caption(fig, data, "candidate explanations beside test accuracy", band=True)
     return fig
 
 
@@ -203,6 +246,7 @@ def reinit(data: dict):
         gid="reinit",
     )
     _test_accuracy_axes(ax, x)
+    _caption(fig, data, "lottery ticket against random re-initialisation")
     return fig
 
 
@@ -211,41 +255,45 @@ def best_vs_last(data: dict):
     ax.plot(x, 100 * np.nanmean(ps["test_acc"], axis=0), "o-", ms=2.5, label="last epoch", gid="last")
     ax.plot(x, 100 * np.nanmean(ps["test_acc_best"], axis=0), "s--", ms=2.5, label="best epoch", gid="best")
     _test_accuracy_axes(ax, x)
+    _caption(fig, data, "test accuracy at the best and at the last epoch")
     return fig
 
 
 def generalisation_gap(data: dict):
     fig, ax, ps, x = _over_sparsity(data)
-    gap = 100 * (ps["train_acc"] - ps["test_acc"])
-    ax.fill_between(x, np.nanmin(gap, axis=0), np.nanmax(gap, axis=0), alpha=0.25, lw=0)
-    ax.plot(x, np.nanmean(gap, axis=0), "o-", ms=2.5, gid="gap")
+    mean, lo, hi = _spread(100 * (ps["train_acc"] - ps["test_acc"]))
+    ax.fill_between(x, lo, hi, alpha=0.25, lw=0)
+    ax.plot(x, mean, "o-", ms=2.5, gid="gap")
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_ylabel("train − test accuracy (points)")
+    ax.set_ylabel("train (noisy labels) − test accuracy (points)")
     _sparsity_axis(ax, x)
+    _caption(fig, data, "generalisation gap", band=True)
     return fig
 
 
 def level_curves(data: dict):
     chosen = data["chosen"]
-    fig, axes = _figure(len(chosen), 1)
+    fig, axes = _figure(len(chosen), 1, sharey="row")
     for j, (role, c) in enumerate(chosen.items()):
         cv = c["curves"]
         ax = axes[0, j]
         epochs = np.asarray(cv["epoch"])
-        for key, label, color in (("train_acc", "train", "C3"), ("test_acc", "test", "C0")):
+        for key, label, color in (("train_acc", "train (noisy labels)", "C3"), ("test_acc", "test", "C0")):
             y = 100 * _mean(cv[key])
             ok = np.isfinite(y)
             ax.plot(epochs[ok], y[ok], color=color, lw=1.2, marker="." if key == "test_acc" else None, label=label)
         ax.set_title(_title(role, c["level"], _density_of(data, c["level"])), fontsize=9)
         ax.set_xlabel("epoch")
+        _integer_epochs(ax)
     axes[0, 0].set_ylabel("accuracy (%)")
     axes[0, 0].legend(fontsize=7)
+    _caption(fig, data, "training curves at the chosen levels")
     return fig
 
 
 def reliability(data: dict):
     chosen = data["chosen"]
-    fig, axes = _figure(len(chosen), 1, width=3.0, height=3.0)
+    fig, axes = _figure(len(chosen), 1, width=3.0, height=3.0, sharey="row")
     bins = data["ece_bins"]
     edges = np.linspace(0, 1, bins + 1)
     centres = (edges[:-1] + edges[1:]) / 2
@@ -264,6 +312,7 @@ def reliability(data: dict):
         ece = 100 * float(np.mean(rel["ece"]))
         ax.set_title(f"{_title(role, c['level'], _density_of(data, c['level']))}\nECE {ece:.1f}%", fontsize=8)
     axes[0, 0].set_ylabel("accuracy")
+    _caption(fig, data, "reliability of the test predictions (ECE: mean over seeds)", stat="bins pooled over")
     return fig
 
 
@@ -274,6 +323,7 @@ def calibration(data: dict):
         ax.plot(x, np.nanmean(ps[key], axis=0), "o-", ms=2.5, gid=key)
         ax.set_ylabel(f"test {label}")
         _sparsity_axis(ax, x)
+    _caption(fig, data, "calibration of the test predictions against sparsity")
     return fig
 
 

@@ -9,6 +9,9 @@ from sdd_jax.phases import phases
 from sdd_jax.results import aggregate, main_branch
 
 ROLES = ("dense", "critical", "sweet", "collapsed")
+# The name a role takes when the phase rule labels its level otherwise (a short run whose best
+# level is still in the light phase is no sweet spot): the level's own description.
+OFF_PHASE = {"critical": "dip", "sweet": "best"}
 
 
 class AnalysisError(ValueError):
@@ -20,7 +23,10 @@ def choose_levels(rows: list[dict]) -> dict[str, int]:
     (the worst mean test accuracy between the dense level and the best one: the bottom of the
     dip), ``sweet`` (the best mean test accuracy over the sparse levels) and ``collapsed`` (the
     first level the phase rule of :func:`sdd_jax.phases.phases` labels collapsed). Roles that do
-    not exist in the run (no dip, no collapse yet) are left out; a level is listed once."""
+    not exist in the run (no dip, no collapse yet) are left out; a level is listed once. A role
+    named after a phase keeps that name only where the phase rule labels its level so; otherwise
+    it is named by :data:`OFF_PHASE` (``dip``: the worst level before the best; ``best``: the
+    best sparse level), so that the report's roles and its phase column agree."""
     _, main_rows, _ = main_branch(rows)
     agg = aggregate(main_rows)
     labels = phases(agg)
@@ -37,10 +43,12 @@ def choose_levels(rows: list[dict]) -> dict[str, int]:
         collapsed = [lv for lv, ph in zip(levels, labels) if ph == "collapsed"]
         if collapsed:
             out["collapsed"] = collapsed[0]
+    phase_of = dict(zip(levels, labels))
     seen, unique = set(), {}
     for role, level in out.items():
         if level not in seen:
-            unique[role] = level
+            named = role if role not in OFF_PHASE or phase_of[level] == role else OFF_PHASE[role]
+            unique[named] = level
             seen.add(level)
     return unique
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from sdd_jax.analysis import stats
 from sdd_jax.atomic import atomic_write_text
+from sdd_jax.describe import describe
 from sdd_jax.phases import phases
 from sdd_jax.results import aggregate, read_results_csv
 
@@ -102,6 +103,7 @@ def collect(rows: list[dict], per_level: dict, chosen: dict, cfg, run, exp) -> d
     return {
         "run": run.path.name,
         "name": exp.config.name,
+        "description": describe(exp.config),
         "seeds": seeds,
         "levels": levels,
         "phases": labels,
