@@ -313,11 +313,11 @@ def test_a_tracker_that_is_not_installed_is_one_line_and_writes_nothing(name, tm
     assert not workdir.exists()
 
 
-def test_log_to_takes_known_trackers_once_and_empty_turns_logging_off(tmp_path):
+def test_log_to_takes_known_trackers_once_and_empty_turns_logging_off(tmp_path, capsys):
     config = tiny(tmp_path)
     for bad in ("tensorbord", "tensorboard,tensorboard"):
-        code = cli.main(["show", "smoke", "--set", f"run.log_to={bad}"])
-        assert code == 2
+        assert cli.main(["show", "smoke", "--set", f"run.log_to={bad}"]) == 2
+        assert "run.log_to must be a list of tensorboard, wandb, mlflow" in capsys.readouterr().err
     off = override(config, {"run.log_to": ""})
     assert off.run.log_to == ()
     tracker = tracking.open_tracker(off, tmp_path / "run", [0, 1])
