@@ -35,6 +35,8 @@ EPOCH_LOOPS = ("scan", "steps")
 SEED_EXECUTIONS = ("vmap", "sequential")
 DISTRIBUTED = (AUTO, "on", "off")
 VERBOSITY = (0, 1, 2)  # quiet, progress, verbose
+# live metrics (sdd_jax.tracking, sdd_jax.trackers): run.log_to names any of these (none: no live log)
+LOG_TARGETS = ("tensorboard", "wandb", "mlflow")
 
 # analysis (sdd_jax.analysis.settings)
 EIGEN_METHODS = ("lanczos", "power")

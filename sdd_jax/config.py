@@ -132,6 +132,7 @@ class RunConfig:
     data_devices: int = 1  # devices each seed's batch is split over (the mesh's data axis)
     compilation_cache: str | None = None
     distributed: str = "auto"  # auto | on | off: jax.distributed.initialize (auto: multi-host TPU slice)
+    log_to: tuple[str, ...] = ("tensorboard",)  # live metrics: tensorboard, wandb, mlflow (empty: none)
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,10 @@ def run_level(
         state = start()
     state, mask = plan.engine.place((state, mask))  # saved as they train: split over the seed devices
     try:
-        state, curves = train_epochs(exp, run, plan, state, mask, level=level, progress=progress, curves=curves)
+        with run.tracker.level(level, plan, curves) as live:  # live metrics, closed on an interrupt too
+            state, curves = train_epochs(
+                exp, run, plan, state, mask, level=level, progress=progress, curves=curves, on_record=live.epoch
+            )
     except BaseException:
         run.settle()
         raise
@@ -127,6 +130,7 @@ def train_epochs(
     curves: dict | None = None,
     evaluate: bool = True,
     after_epoch: Callable[[int, TrainState], None] | None = None,
+    on_record: Callable[[dict], None] | None = None,
 ):
     """Train ``state`` on ``mask`` through ``plan``'s epochs; returns (state, curves).
 
@@ -142,7 +146,8 @@ def train_epochs(
     and validation evaluations (their curve entries are None): for a caller that evaluates
     itself. ``after_epoch(epoch, state)`` is called after each epoch (0-based ``epoch``) with the
     trained state, before the next epoch is dispatched (the next call donates it: read what is
-    needed then, do not keep it).
+    needed then, do not keep it). ``on_record(curves)`` is called each time an epoch's numbers
+    reach the host and are appended to ``curves`` (the live metrics, :mod:`sdd_jax.tracking`).
     """
     engine, run_cfg = plan.engine, exp.config.run
     spe = engine.steps_per_epoch
@@ -163,6 +168,8 @@ def train_epochs(
                 curves[f"{split}_loss"].append(None if numbers is None else np.asarray(numbers[0]).tolist())
                 curves[f"{split}_acc"].append(None if numbers is None else np.asarray(numbers[1]).tolist())
         progress.epoch_done(test_acc=_last_mean(curves["test_acc"]))
+        if on_record is not None:
+            on_record(curves)
 
     for epoch in range(plan.first_epoch, plan.epochs):
         start = max(plan.start_iteration, epoch * spe)

@@ -16,6 +16,7 @@ Layout of one run (``<workdir>/<preset>[-<slug>]-<result_hash>``, :func:`sdd_jax
     levels/<level>/       a finished level: final weights, mask, metrics and curves
     progress/level_XXX/   the latest in-level epoch checkpoint
     branches/<name>/      a branch's trees-less run directory of the same layout
+    tb/<branch>/<seed_s|mean>/  live metrics, TensorBoard event files (sdd_jax.tracking)
 
 "Is this the same experiment?" is decided by :func:`open_run_dir` alone, on the identity of
 :mod:`sdd_jax.runid`: the result fields (every setting but :data:`~sdd_jax.runid.NON_RESULT_FIELDS`)
@@ -37,7 +38,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from sdd_jax import exports, results
+from sdd_jax import exports, results, tracking
 from sdd_jax.atomic import atomic_write_json, atomic_write_text
 from sdd_jax.checkpoints import CheckpointNotFoundError, RunStore, UnreadableCheckpointError
 from sdd_jax.config import Config, ConfigError, from_dict, to_dict
@@ -171,7 +172,7 @@ def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights,
     path = _prepare_run_dir(config.run.workdir, config)
     atomic_write_json(stored, metadata)
     _check_execution(path, execution, before)
-    return RunDir(path, shapes, seeds, config=config)
+    return RunDir(path, shapes, seeds, config=config, tracker=tracking.open_tracker(config, path, seeds))
 
 
 # ----- the directory ------------------------------------------------------------------------------
@@ -235,6 +236,7 @@ class RunDir:
         parent: RunDir | None = None,
         row_fields: Callable[[int, dict], dict] | None = None,
         config: Config | None = None,
+        tracker: tracking.Tracker | None = None,
     ):
         self.path = Path(path)
         self.config = config
@@ -247,6 +249,8 @@ class RunDir:
         self._metrics: dict[int, dict] = {}  # finished levels' stored metrics (never change)
         self.theta0 = parent.theta0 if parent else SavedWeights(self.store, "theta0", shapes)
         self.theta_rewind = parent.theta_rewind if parent else SavedWeights(self.store, "theta_rewind", shapes)
+        # Live metrics (sdd_jax.tracking): a branch's go to its run's tb/<branch>/.
+        self.tracker = tracker or (parent.tracker.branch(branch, self.path) if parent else tracking.Tracker.off())
 
     def branch(self, dirname: str, name: str, row_fields: Callable[[int, dict], dict] | None = None) -> RunDir:
         """The branch ``name`` (the label of its rows) kept in ``branches/<dirname>`` (created)."""
@@ -359,7 +363,9 @@ class RunDir:
         the finished levels; returns the path of ``results.csv``."""
         exports.write_curves_csv(self.curve_rows(), self.path / results.CURVES_FILE)
         exports.write_layers_csv(self.layer_rows(), self.path / results.LAYERS_FILE)
-        results.write_results_csv(self.rows(), self.results_path)
+        rows = self.rows()
+        results.write_results_csv(rows, self.results_path)
+        self.tracker.results(rows)  # the levels/ series of the live metrics
         return self.results_path
 
     def results_complete(self) -> bool:

@@ -41,6 +41,7 @@ NON_RESULT_FIELDS = frozenset(
         "run.data_devices",
         "run.compilation_cache",
         "run.distributed",
+        "run.log_to",
         "data.data_dir",
         "data.download",
         "data.source",

@@ -24,7 +24,7 @@ import typing
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sdd_jax import choices, criteria, pruning
+from sdd_jax import choices, criteria, pruning, trackers
 from sdd_jax.config import Config, ConfigError, flat_keys, type_name
 from sdd_jax.data.errors import DataError
 from sdd_jax.data.noise import asymmetric_flips
@@ -185,6 +185,10 @@ def field_rules() -> dict[str, Rule]:
         "run.data_devices": positive_int,
         "run.compilation_cache": NON_EMPTY,
         "run.distributed": one_of(choices.DISTRIBUTED),
+        "run.log_to": (
+            (lambda v: set(v) <= set(choices.LOG_TARGETS) and len(set(v)) == len(v)),
+            f"a list of {', '.join(choices.LOG_TARGETS)} without repeats (empty: no live metrics)",
+        ),
     }
 
 
@@ -196,8 +200,9 @@ def validate(config: Config) -> None:
     ``optim.momentum`` in [0, 1) (Nesterov needs it > 0, as ``torch.optim.SGD``), weight decay
     and warm-up finite and >= 0, rates and fractions in their intervals, names among the known
     choices, ``pruning.ignore`` valid regular expressions, a noise rate only with a noise kind,
-    asymmetric noise only on a data set that defines it, and a pruning fraction that is an exact
-    ratio (:func:`sdd_jax.pruning.fraction_ratio`).
+    asymmetric noise only on a data set that defines it, a pruning fraction that is an exact
+    ratio (:func:`sdd_jax.pruning.fraction_ratio`), and the packages of the trackers ``run.log_to``
+    names installed (:func:`sdd_jax.trackers.install_hint`: the ``pip install`` to run).
 
     Raises :class:`~sdd_jax.config.ConfigError` (a :class:`ValueError`) whose one-line message
     names the setting.
@@ -222,3 +227,7 @@ def validate(config: Config) -> None:
         pruning.fraction_ratio(p.fraction)
     except ValueError as err:
         raise ConfigError(f"pruning.fraction: {err}") from None
+    for target in config.run.log_to:
+        missing = trackers.install_hint(target)
+        if missing:
+            raise ConfigError(missing)
