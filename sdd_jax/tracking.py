@@ -52,13 +52,15 @@ from tensorboardX.proto import event_pb2, summary_pb2
 from sdd_jax import trackers
 from sdd_jax.config import Config, to_dict
 from sdd_jax.distributed import is_primary
+from sdd_jax.identity import IDENTITY_COLUMNS
 from sdd_jax.results import MAIN_BRANCH
 
 TB_DIR = "tb"
 MEAN_RUN = "mean"
 LEVELS = "levels"  # the tag prefix and the file key of the per-level series
 FLUSH_SECONDS = 5.0  # TensorBoard itself reloads every 5 s
-NOT_TAGS = ("seed", "level", "branch")  # result columns that are keys, not values
+# Result columns that are keys, not values (the identity columns say which configuration a row is).
+NOT_TAGS = ("seed", "level", "branch", *IDENTITY_COLUMNS)
 
 Scalars = dict[str, dict[str, float]]  # TensorBoard run ("seed_0", ..., "mean") -> tag -> value
 _FILE_NUMBERS = itertools.count()  # keeps two files of one process and second apart

@@ -23,6 +23,7 @@ import pytest
 
 from sdd_jax import cli, imp, presets, rundir, tracking
 from sdd_jax.config import override, to_dict
+from sdd_jax.identity import IDENTITY_COLUMNS
 from sdd_jax.runopen import open_run
 
 RUNS = ("seed_0", "seed_1", "mean")
@@ -143,7 +144,7 @@ def mlflow_points(run_dir: Path) -> tuple[dict[str, list[tuple[int, float]]], di
 def expected_points(run_dir: Path) -> dict[tuple[str, str], dict[int, float]]:
     """(TensorBoard run, tag) -> {step: value}, from the run's CSV files and the schedule alone."""
     curves, rows = pd.read_csv(run_dir / "curves.csv"), pd.read_csv(run_dir / "results.csv")
-    columns = [c for c in curves.columns if c not in ("branch", "seed", "level", "epoch")]
+    columns = [c for c in curves.columns if c not in ("branch", "seed", "level", "epoch", *IDENTITY_COLUMNS)]
     out = {}
     for (seed, level), group in curves.groupby(["seed", "level"]):
         for column in columns:
@@ -155,7 +156,7 @@ def expected_points(run_dir: Path) -> dict[tuple[str, str], dict[int, float]]:
                 out.setdefault(("mean", f"level_{level:02d}/{column}"), {})[epoch] = group[column].mean()
         for run in RUNS:
             out.setdefault((run, f"level_{level:02d}/lr"), {})[epoch] = LR * (GAMMA if epoch > MILESTONE else 1.0)
-    numeric = [c for c in rows.select_dtypes("number").columns if c not in ("seed", "level")]
+    numeric = [c for c in rows.select_dtypes("number").columns if c not in ("seed", "level", *IDENTITY_COLUMNS)]
     for _, row in rows.iterrows():
         for column in numeric:
             if np.isfinite(row[column]):
