@@ -53,6 +53,7 @@ from sdd_jax.distributed import is_primary
 __all__ = [
     "REMOTE_PREFIX",
     "StorageError",
+    "absolute",
     "as_path",
     "check_bucket",
     "create_new",
@@ -69,6 +70,7 @@ __all__ = [
     "remove_file",
     "remove_object",
     "remove_tree",
+    "resolve",
     "write_bytes",
     "write_json",
     "write_text",
@@ -103,6 +105,20 @@ def as_path(path: str | os.PathLike) -> pathlib.Path | epath.Path:
     if text.startswith("gs:/"):
         raise StorageError(f"{text} is a gs:// URL that lost a slash (pass URLs as text, not through pathlib.Path)")
     return pathlib.Path(text)
+
+
+def absolute(path: str | os.PathLike) -> pathlib.Path | epath.Path:
+    """:func:`as_path` of ``path`` made absolute: a local path with ``~`` expanded (symlinks kept),
+    a ``gs://`` URL as it is (``epath.Path.absolute()`` and ``resolve()`` would put the working
+    directory in front of it)."""
+    path = as_path(path)
+    return path if is_remote(path) else path.expanduser().absolute()
+
+
+def resolve(path: str | os.PathLike) -> pathlib.Path | epath.Path:
+    """:func:`absolute` with local symlinks resolved (``Path.resolve``), to compare two paths."""
+    path = as_path(path)
+    return path if is_remote(path) else path.expanduser().resolve()
 
 
 # --------------------------------------------------------------------------- Cloud Storage access

@@ -106,6 +106,17 @@ def test_gcs_round_trip_matches_local(gcs_dir):
     assert not storage.exists(f"{gcs_dir}/empty")
 
 
+def test_absolute_paths_keep_urls(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert storage.absolute("link/x") == tmp_path / "link" / "x"
+    assert storage.resolve("link/x") == (tmp_path / "real" / "x").resolve()
+    assert storage.absolute("~/x") == pathlib.Path.home() / "x"
+    for make in (storage.absolute, storage.resolve):  # epath's own absolute()/resolve() prepend the cwd
+        assert str(make("gs://bucket/runs/r")) == "gs://bucket/runs/r"
+
+
 def test_paths_that_lost_their_url_are_refused():
     with pytest.raises(storage.StorageError, match="lost a slash"):
         storage.as_path(pathlib.Path("gs://bucket/runs"))
