@@ -1,68 +1,33 @@
-"""Atomic file writes: a temporary file in the same directory, fsync, then ``os.replace``.
+"""Atomic writes of small files (JSON, text, figures) into a run directory, local or ``gs://``.
 
-A reader (or a resumed run) sees either the old file or the new one, never half of one. Files get
-the mode the process's umask gives (as ``open`` would), so a group can share a run's results.
-A write killed half-way leaves a hidden ``.NAME.XXXX.tmp``: :func:`sdd_jax.rundir.remove_leftovers`
-clears them when the run directory is next opened.
+Locally: a temporary file in the same directory, fsync, then ``os.replace``; on Cloud Storage:
+one upload (:mod:`sdd_jax.storage`, which does both). A reader (or a resumed run) sees either the
+old file or the new one, never half of one. Local files get the mode the process's umask gives
+(as ``open`` would), so a group can share a run's results. A local write killed half-way leaves a
+hidden ``.NAME.XXXX.tmp``: :func:`sdd_jax.runlock.remove_leftovers` clears them when the run
+directory is next opened.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from sdd_jax.distributed import is_primary
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+from sdd_jax import storage
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` (parent directories are created) atomically. In a multi-host
-    job only process 0 writes (:func:`sdd_jax.distributed.is_primary`); the others return."""
-    if not is_primary():
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600: give the mode open() would
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    """Write ``data`` to ``path`` (local parent directories are created) atomically. In a
+    multi-host job only process 0 writes (:func:`sdd_jax.distributed.is_primary`); the others
+    return."""
+    storage.write_bytes(path, data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """:func:`atomic_write_bytes` of UTF-8 ``text`` (newlines written as given)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    storage.write_text(path, text)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2, sort_keys: bool = False) -> None:
     """:func:`atomic_write_text` of ``json.dumps(obj)`` (NaN/inf are written as JSON extensions)."""
-    atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
+    storage.write_json(path, obj, indent=indent, sort_keys=sort_keys)

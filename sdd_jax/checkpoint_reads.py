@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sdd_jax import storage
 from sdd_jax.checkpoint_errors import (
     CheckpointError,
     CheckpointNotFoundError,
@@ -114,7 +115,7 @@ def saved_target(manager: ocp.CheckpointManager, step: int, what: str) -> Any:
     except Exception as err:  # noqa: BLE001
         raise UnreadableCheckpointError(
             f"{what}: {manager.directory / str(step)} is unreadable ({first_line(err)})",
-            Path(manager.directory) / str(step),
+            storage.as_path(manager.directory) / str(step),
         ) from None
 
 

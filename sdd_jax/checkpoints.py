@@ -7,11 +7,14 @@ Layout under the store's directory::
     levels/<level>/       final state of a pruning level + its metrics, one orbax step
     progress/level_XXX/<epoch>/   latest in-progress state of a level (only the latest kept)
 
-Atomicity: orbax writes a step into ``<step>.orbax-checkpoint-tmp*`` and renames it to
-``<step>`` once every item (state tree and metrics JSON) is complete, after writing
-``commit_success.txt`` into it. A step counts as finished here only if it has the final
-name *and* that file, so a save killed at any moment leaves the previous state readable and
-the new one invisible; leftover temporary directories are removed when a store next saves.
+Atomicity: on a local disk orbax writes a step into ``<step>.orbax-checkpoint-tmp*`` and renames
+it to ``<step>`` once every item (state tree and metrics JSON) is complete, after writing
+``commit_success.txt`` into it. Cloud Storage (a ``gs://`` run directory, :mod:`sdd_jax.storage`)
+has no rename: orbax writes straight into ``<step>/`` and writes ``commit_success.txt`` last
+(its ``CommitFileTemporaryPath``). Either way a step counts as finished here only if it has the
+final name *and* that file, so a save killed at any moment leaves the previous state readable and
+the new one invisible; the unfinished steps (temporary folders, or on Cloud Storage final-named
+folders without the file) are removed by orbax when a store next opens the directory to write.
 Every call returns only after its write has finished (``wait_until_finished``), except
 :meth:`RunStore.save_progress`, which returns once the arrays are copied off the device and lets
 orbax write them in the background (waited for by the next save of the level, by
@@ -41,6 +44,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from sdd_jax import storage
 from sdd_jax.checkpoint_errors import (
     CheckpointError,
     CheckpointExistsError,
@@ -123,14 +127,14 @@ class RunStore:
     """
 
     def __init__(self, run_dir: str | os.PathLike, *, read_only: bool = False):
-        self.run_dir = Path(run_dir)
-        if not self.run_dir.is_dir():
+        self.run_dir = storage.as_path(run_dir)  # pathlib.Path, or epath.Path for gs://
+        if not storage.is_dir(self.run_dir):  # on gs://: the bucket is checked first (StorageError)
             raise CheckpointNotFoundError(f"run directory {self.run_dir} does not exist (see runopen.open_run)")
         self.read_only = read_only  # no save, no clean-up: reading a run another process owns
         self._managers: dict[Path, ocp.CheckpointManager] = {}
         self._in_flight: dict[Path, tuple[Path, str]] = {}  # directory -> (step dir, what)
         progress = self.run_dir / "progress"
-        if progress.is_dir() and is_primary() and not read_only:
+        if not storage.is_remote(progress) and progress.is_dir() and is_primary() and not read_only:
             for leftover in progress.glob(f"{_TRASH_PREFIX}*"):
                 shutil.rmtree(leftover, ignore_errors=True)
 
@@ -216,9 +220,7 @@ class RunStore:
 
     @staticmethod
     def _steps(directory: Path) -> list[int]:
-        if not directory.is_dir():
-            return []
-        return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and is_finished(p))
+        return sorted(int(p.name) for p in storage.listdir(directory) if p.name.isdigit() and is_finished(p))
 
     def _save(self, manager, directory: Path, step: int, items: dict, what: str, block: bool = True) -> None:
         """Save ``items`` as ``step``; returns when it is final on disk, or with ``block=False``
@@ -362,13 +364,20 @@ class RunStore:
         return epoch, tree, metrics
 
     def clear_progress(self, level: int) -> None:
-        """Remove the level's progress: renamed away first (atomic), then deleted."""
+        """Remove the level's progress: locally renamed away first (atomic), then deleted; on Cloud
+        Storage, which cannot rename, each step's commit file is deleted first, so a removal cut
+        short leaves unfinished steps (never read, removed when the level's progress is next saved)."""
         directory = self._progress_dir(level)
         if directory in self._managers:
             self._wait(directory)
             self._managers.pop(directory).close()
-        if directory.exists() and is_primary():
-            trash = directory.parent / f"{_TRASH_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
-            os.replace(directory, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+        if is_primary() and storage.exists(directory):
+            if storage.is_remote(directory):
+                for step in storage.listdir(directory):
+                    storage.remove_file(step / COMMIT_FILE)
+                storage.remove_tree(directory)
+            else:
+                trash = directory.parent / f"{_TRASH_PREFIX}{directory.name}-{uuid.uuid4().hex[:8]}"
+                os.replace(directory, trash)
+                shutil.rmtree(trash, ignore_errors=True)
         barrier(f"clear_progress:{directory}")

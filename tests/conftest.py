@@ -63,3 +63,15 @@ def pytest_collection_modifyitems(config, items):
         )
         if shared:
             item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{'+'.join(shared)}"))
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket() -> str:
+    """``gs://BUCKET``: an empty bucket on a Cloud Storage emulator started on 127.0.0.1 for the
+    session (``tests/gcs_emulator.py``), with gcsfs, google-cloud-storage and tensorstore of this
+    process and of the processes it starts pointed at it; stopped at the end. One per process, as
+    tensorstore reads its endpoint once per process. Tests share it: each uses its own prefix."""
+    from gcs_emulator import emulated_gcs  # its packages are loaded only by the tests that use it
+
+    with emulated_gcs("sdd-jax-test"):
+        yield "gs://sdd-jax-test"
