@@ -299,16 +299,8 @@ def _sweep(args) -> int:
         args.preset, args.grid, overrides=args.overrides, seeds=args.seeds, workdir=args.workdir, verbosity=verbosity
     )
     _setup_compilation_cache(resolved.base.run.compilation_cache)
-    if resolved.base.run.verbosity:
-        seeds = resolved.base.run.seeds
-        print(
-            f"{resolved.name}: {len(resolved.points)} point(s) x {seeds} seed(s) in "
-            f"{len(resolved.programs())} program(s), {resolved.base.pruning.levels} pruning levels\n"
-            f"study directory: {resolved.path}",
-            file=sys.stderr,
-        )
     started = time.time()
-    study.run(resolved)
+    study.run(resolved, announce=True)
     if resolved.base.run.verbosity:
         print("\n".join(study.summary_lines(resolved)))
         print(f"done in {time.time() - started:.0f} s")

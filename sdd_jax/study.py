@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,13 +78,13 @@ def run_study(
     return run(study, write_report=write_report)
 
 
-def run(study: Study, *, write_report: bool = True) -> Path:
+def run(study: Study, *, write_report: bool = True, announce: bool = False) -> Path:
     """Train every point of ``study`` that is not finished and write ``study.json``; with
     ``write_report`` the report (:func:`report_study`). Returns the study directory.
 
     The programs are prepared first (data read once per data setting and checked, models and
     experiments built); only then is the study directory created and locked and the points' run
-    directories opened."""
+    directories opened (``announce``: then say so on stderr, unless quiet)."""
     clean = functools.lru_cache(maxsize=None)(read_clean)
     programs = []
     for points in study.programs():
@@ -95,6 +96,12 @@ def run(study: Study, *, write_report: bool = True) -> Path:
         remove_leftovers(study.path)
     for program in programs:
         program.open()
+    if announce and study.base.run.verbosity and is_primary():
+        print(
+            f"{study.name}: {len(study.points)} point(s) x {study.base.run.seeds} seed(s) in {len(programs)} "
+            f"program(s), {study.base.pruning.levels} pruning levels\nstudy directory: {study.path}",
+            file=sys.stderr,
+        )
     schedule = [(program, level, indices) for program in programs for level, indices in _schedule(program)]
     done = _done(programs)
     _write(study, done)

@@ -284,6 +284,7 @@ BAD_GRIDS = [
     (["--grid", "run.verbosity=0,1"], "run.verbosity: this setting does not change results"),
     (["--grid", "noise.rate"], "--grid expects KEY=V1,V2,..."),
     ([], "smoke has no grid"),
+    (["--grid", "noise.rate=0.2,0.4", "--set", "data.train_size=99999"], "train_size 99999 exceeds"),  # the data
 ]
 
 
