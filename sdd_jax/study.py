@@ -121,6 +121,10 @@ def run(study: Study, *, write_report: bool = True, announce: bool = False) -> P
             if now != done:
                 done = now
                 _write(study, done)
+    for program in programs:  # a kill between a level's checkpoint and its results files
+        for point_run in program.runs:
+            if point_run.finished_levels() and not point_run.results_complete():
+                point_run.write_results()
     _write(study, done)
     if write_report:
         report_study(study)

@@ -117,6 +117,16 @@ def test_each_point_is_bit_identical_to_its_configuration_run_alone(sequential):
     assert {p["run_dir"] for p in record["points"]} == {f"points/{d.name}" for d in alone.values()}
 
 
+def test_a_finished_study_trains_nothing_and_rewrites_a_lost_results_file(sequential, monkeypatch):
+    resolved, alone = sequential
+    point = resolved.points[1]
+    (point.run_dir / results.RESULTS_FILE).unlink()  # as a kill between a level's checkpoint and its files
+    trained = count_trainings(monkeypatch)
+    study.run(resolved, write_report=False)
+    assert trained == []
+    assert table_diff(point.run_dir, alone[point]) == 0.0
+
+
 def test_a_vmapped_study_equals_its_lone_vmapped_runs_within_float_rounding(tmp_path):
     """On this CPU the largest difference measured was 2.4e-7 (a batched computation may round
     differently with more replicas beside it)."""
