@@ -3,6 +3,7 @@
 sdd-jax presets
 sdd-jax show PRESET [--set key=value ...]
 sdd-jax run PRESET [--set key=value ...] [--seeds N] [--workdir DIR] [-q | -v]
+sdd-jax sweep PRESET --grid KEY=V1,V2,... [--grid ...] [--set key=value ...] [--seeds N] [--workdir DIR] [-q | -v]
 sdd-jax oneshot RUN_DIR --levels 4,8,12      (also: reinit, random-prune, redense)
 sdd-jax report RUN_DIR|STUDY_DIR
 sdd-jax compare STUDY_DIR|RUN_DIR... --by KEY [--panel KEY] [--distance] [--branches] [--out DIR]
@@ -61,6 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     loud = run.add_mutually_exclusive_group()
     loud.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     loud.add_argument("-v", "--verbose", action="store_true", help="a line per finished level")
+
+    sweep = sub.add_parser(
+        "sweep", help="a study: a grid of configurations, its replica axes stacked in one program (resumes)"
+    )
+    sweep.add_argument("preset", help="a run preset, or a study preset (its grid, seeds and overrides)")
+    sweep.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="an axis of the grid (repeatable; replaces a study preset's axis of the same key)",
+    )
+    add_overrides(sweep)
+    quiet = sweep.add_mutually_exclusive_group()
+    quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    quiet.add_argument("-v", "--verbose", action="store_true", help="a line per finished level")
 
     for name, (text, what, levels_help) in BRANCH_HELP.items():
         branch = sub.add_parser(
@@ -235,6 +252,8 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "run":
         return _run(args)
+    if args.command == "sweep":
+        return _sweep(args)
     if args.command == "report":
         return _report(Path(args.run_dir))
     if args.command == "compare":
@@ -329,6 +348,26 @@ def _run(args) -> int:
     return _finish(
         run_dir, quiet=not config.run.verbosity, seconds=None if already else time.time() - started, already=already
     )
+
+
+def _sweep(args) -> int:
+    from sdd_jax import study
+
+    verbosity = 0 if args.quiet else (2 if args.verbose else None)
+    resolved = study.resolve_study(
+        args.preset, args.grid, overrides=args.overrides, seeds=args.seeds, workdir=args.workdir, verbosity=verbosity
+    )
+    _setup_compilation_cache(resolved.base.run.compilation_cache)
+    started = time.time()
+    study.run(resolved, announce=True, write_report=False)
+    comparison = study.report_study(resolved)
+    if resolved.base.run.verbosity:
+        if comparison is not None:
+            _print_comparison(comparison)
+            print()
+        print("\n".join(study.summary_lines(resolved)))
+        print(f"done in {time.time() - started:.0f} s")
+    return 0
 
 
 def _finish(

@@ -121,7 +121,7 @@ class RunConfig:
     seeds: int = 1  # training seeds run together
     first_seed: int = 0  # seeds are first_seed .. first_seed + seeds - 1
     workdir: str = "runs"
-    seeds_per_chunk: int = 0  # seeds on the device at a time (0: all at once)
+    seeds_per_chunk: int = 0  # seeds (in a study: replicas) on the device at a time (0: all at once)
     eval_batch_size: int = 1000  # examples per evaluation batch
     eval_every_epochs: int = 1  # test-set evaluation period in epochs (test_acc_best is over these)
     checkpoint_every_epochs: int = 0  # in-level checkpoint period in epochs (0: level ends only)

@@ -17,8 +17,10 @@ an optional ``data`` axis splits each seed's batch (BatchNorm statistics are the
 that seed's whole batch, never across seeds).
 
 The seed axis is a replica axis: anything stacked like the train state (in ``in_axes`` 0) is per
-replica. Grids of (seed, noise draw, noise rate) replicas of one preset need only their
-training labels stacked the same way (``y_train`` mapped instead of shared).
+replica. A study (:mod:`sdd_jax.study`) stacks the training labels the same way: a
+:class:`~sdd_jax.train.DeviceData` whose ``y`` is ``(replicas, N)`` is mapped beside the state
+(``in_axes`` 0, chunked and split over the mesh's ``seeds`` axis with it) instead of shared, in
+training, evaluation and the saliency gradients; the images stay shared.
 """
 
 from __future__ import annotations
@@ -81,6 +83,12 @@ def _convolutional(flag: bool | nn.Module) -> bool:
 
 def _n_seeds(leaf) -> int:
     return int(np.shape(leaf)[0])
+
+
+def per_replica(data: DeviceData) -> bool:
+    """Whether ``data`` holds one label array per replica (``y`` of shape ``(replicas, N)``, a
+    study's stack) rather than labels shared by every seed."""
+    return data.y.ndim == 2
 
 
 class Engine:
@@ -177,6 +185,19 @@ class Engine:
         self.eval_fn = jax.jit(seeded(partial(train.evaluate, self.spec), (0, 0, 0, None, None)))
         self.grad_fn = jax.jit(seeded(partial(train.mean_gradient, self.spec), (0, 0, 0, None, None)))
         self.init_fn = jax.jit(seeded(partial(train.init_state, model, self.optimizer), (0, 0, None)))
+        # The same functions with the training labels per replica (in_axes 0 beside the state).
+        self.replica_label_fns = {
+            "epoch": jax.jit(seeded(traced(train.train_epoch), (0, 0, None, 0, None, None, None)), donate_argnums=(0,)),
+            "epoch_eval": jax.jit(
+                seeded(traced(train.train_epoch_and_evaluate), (0, 0, None, 0, None, None, None, None, None)),
+                donate_argnums=(0,),
+            ),
+            "step": jax.jit(
+                seeded(traced(train.batch_step), (0, 0, None, 0, None, 0, 0, None, None)), donate_argnums=(0,)
+            ),
+            "eval": jax.jit(seeded(partial(train.evaluate, self.spec), (0, 0, 0, None, 0))),
+            "grad": jax.jit(seeded(partial(train.mean_gradient, self.spec), (0, 0, 0, None, 0))),
+        }
 
     # ----- composition ------------------------------------------------------------------------
     def place(self, stacked):
@@ -194,7 +215,10 @@ class Engine:
         return put(tree, NamedSharding(self.mesh, P()))
 
     def replicate(self, data: DeviceData) -> DeviceData:
-        """A split copied to every device of the mesh (itself without a mesh): do it once."""
+        """A split copied to every device of the mesh (itself without a mesh): do it once. Labels
+        per replica (``y`` of shape ``(replicas, N)``) are split over the seed devices instead."""
+        if per_replica(data):
+            return DeviceData(self._shared(data.x), self.place(data.y))
         return DeviceData(*self._shared((data.x, data.y)))
 
     def _by_chunk(self, fn, stacked_args, n_seeds: int):
@@ -210,10 +234,19 @@ class Engine:
         return jax.tree.map(lambda *leaves: np.concatenate(leaves), *outs)
 
     def _epoch_by_steps(
-        self, state: TrainState, mask, x_train, y_train, epoch: int, start_iteration: int, stop_iteration: int
+        self,
+        state: TrainState,
+        mask,
+        x_train,
+        y_train,
+        epoch: int,
+        start_iteration: int,
+        stop_iteration: int,
+        step_fn=None,
     ):
         """The scanned epoch (all seeds) with the loop over batches in Python: one jitted,
         donated call per active iteration (see ``epoch_loop``)."""
+        step_fn = step_fn or self.step_fn
         index, weights = self.order_fn(state, jnp.int32(epoch))
         spe = self.steps_per_epoch
         sums = None
@@ -221,7 +254,7 @@ class Engine:
             iteration = epoch * spe + i
             if not start_iteration <= iteration < stop_iteration:
                 continue  # an inactive step leaves the state as it is
-            state, stats = self.step_fn(
+            state, stats = step_fn(
                 state,
                 mask,
                 x_train,
@@ -293,20 +326,21 @@ class Engine:
         data = self.replicate(data)
         held = None if evaluate_on is None else self.replicate(evaluate_on)
         epoch_args = (jnp.int32(epoch), jnp.int32(start_iteration), jnp.int32(stop_iteration))
+        fns = self._label_fns(data)
 
-        def run(st, msk):
+        def run(st, msk, y):
             if self.epoch_loop == "steps":
                 st, sums = self._epoch_by_steps(
-                    st, msk, data.x, data.y, int(epoch), int(start_iteration), int(stop_iteration)
+                    st, msk, data.x, y, int(epoch), int(start_iteration), int(stop_iteration), fns["step"]
                 )
                 if held is None:
                     return st, sums, None
                 return st, sums, self.eval_fn(st.params, st.batch_stats, msk, held.x, held.y)[:2]
             if held is None:
-                return (*self.epoch_fn(st, msk, data.x, data.y, *epoch_args), None)
-            return self.epoch_eval_fn(st, msk, data.x, data.y, *epoch_args, held.x, held.y)
+                return (*fns["epoch"](st, msk, data.x, y, *epoch_args), None)
+            return fns["epoch_eval"](st, msk, data.x, y, *epoch_args, held.x, held.y)
 
-        return self._by_chunk(run, (state, mask), _n_seeds(state.step))
+        return self._by_labels(run, (state, mask), data.y, _n_seeds(state.step), per_replica(data))
 
     def train_epoch(
         self,
@@ -327,10 +361,13 @@ class Engine:
     def evaluate(self, params, batch_stats, mask, data: DeviceData):
         """Per-seed (loss, accuracy, predictions) on ``data`` in eval mode."""
         data = self.replicate(data)
-        return self._by_chunk(
-            lambda p, b, m: self.eval_fn(p, b, m, data.x, data.y),
+        fn = self._label_fns(data)["eval"]
+        return self._by_labels(
+            lambda p, b, m, y: fn(p, b, m, data.x, y),
             (params, batch_stats, mask),
+            data.y,
             _n_seeds(jax.tree.leaves(params)[0]),
+            per_replica(data),
         )
 
     def mean_gradient(self, params, batch_stats, mask, data: DeviceData, key: jax.Array, n_batches: int = 1):
@@ -342,9 +379,33 @@ class Engine:
         idx = jax.random.permutation(key, n)[:count]
         per = count // n_batches
         idx = idx[: per * n_batches].reshape(n_batches, per)
-        images, labels = self._shared((jnp.take(data.x, idx, axis=0), jnp.take(data.y, idx, axis=0)))
-        return self._by_chunk(
-            lambda p, b, m: self.grad_fn(p, b, m, images, labels),
+        images = self._shared(jnp.take(data.x, idx, axis=0))
+        labels = jnp.take(data.y, idx, axis=-1)  # (replicas, n_batches, per) for labels per replica
+        labels = labels if per_replica(data) else self._shared(labels)
+        fn = self._label_fns(data)["grad"]
+        return self._by_labels(
+            lambda p, b, m, y: fn(p, b, m, images, y),
             (params, batch_stats, mask),
+            labels,
             _n_seeds(jax.tree.leaves(params)[0]),
+            per_replica(data),
         )
+
+    # ----- labels shared by the seeds, or one label array per replica ---------------------------
+    def _label_fns(self, data: DeviceData) -> dict:
+        if per_replica(data):
+            return self.replica_label_fns
+        return {
+            "epoch": self.epoch_fn,
+            "epoch_eval": self.epoch_eval_fn,
+            "step": self.step_fn,
+            "eval": self.eval_fn,
+            "grad": self.grad_fn,
+        }
+
+    def _by_labels(self, fn, stacked_args, labels, n_seeds: int, mapped: bool):
+        """:meth:`_by_chunk` of ``fn(*stacked_args, labels)``: labels per replica (``mapped``) are
+        chunked and placed with the stacked arguments, shared labels passed as they are."""
+        if mapped:
+            return self._by_chunk(fn, (*stacked_args, labels), n_seeds)
+        return self._by_chunk(lambda *args: fn(*args, labels), stacked_args, n_seeds)

@@ -93,7 +93,7 @@ def make_engine(config: Config, model, dataset: Dataset, optim: OptimConfig, mes
     return Engine(
         model,
         optim,
-        len(dataset.y_train),
+        len(dataset.x_train),  # examples (a study's stack holds its labels per replica)
         mean=dataset.mean,
         std=dataset.std,
         augment=config.data.augment,

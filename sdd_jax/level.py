@@ -241,8 +241,10 @@ def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: di
     check_finite(train_loss, what="on the training set at the end of training", seeds=exp.seeds)
     train_pred = np.asarray(train_pred)
     # Memorisation is measured on the examples whose label was actually changed (with
-    # random_labels about 1/K of the selected examples keep their true label).
-    relabelled = ds.y_train != ds.y_train_clean
+    # random_labels about 1/K of the selected examples keep their true label). A study's stack
+    # holds one label array per replica, (replicas, N).
+    noisy = np.asarray(ds.y_train)
+    relabelled = noisy != ds.y_train_clean
     val = None
     if exp.val is not None:  # the last epoch's, when the curves hold the validation split
         val = (
@@ -257,7 +259,8 @@ def measure(exp: Experiment, engine: Engine, state: TrainState, mask, curves: di
         params_i, mask_i = _unstack(params_host, i), _unstack(mask_host, i)
         dist0 = metrics.learning_distances(_unstack(theta0_host, i), params_i, mask_i, is_prunable)
         distk = metrics.learning_distances(_unstack(thetak_host, i), params_i, mask_i, is_prunable)
-        split = metrics.accuracy_split(train_pred[i], ds.y_train, ds.y_train_clean, relabelled)
+        labels_i, relabelled_i = (noisy[i], relabelled[i]) if noisy.ndim == 2 else (noisy, relabelled)
+        split = metrics.accuracy_split(train_pred[i], labels_i, ds.y_train_clean, relabelled_i)
         kept, total = masks.count(mask_i, is_prunable)
         kept = int(kept)
         test_curve = [c[i] for c in curves["test_acc"] if c is not None]

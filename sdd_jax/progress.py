@@ -75,6 +75,13 @@ class Progress:
             else:
                 self.lines = True
 
+    def describe(self, desc: str) -> None:
+        """Name what is running now (the bar's description, the prefix of the lines): a study's
+        program and stack."""
+        self.desc = desc
+        if self.bar is not None:
+            self.bar.set_description(desc, refresh=False)
+
     def start_level(self, level: int, density: float) -> None:
         self.level, self.density = level, density
         self._postfix(None)

@@ -344,3 +344,44 @@ def seed_pruner(
         return batched(params, mask, keys, grads)
 
     return run
+
+
+def replica_pruner(
+    is_prunable: masks_lib.Predicate,
+    *,
+    fraction: float = 0.2,
+    criteria: tuple[str, ...] = ("magnitude",),
+    scopes: tuple[str, ...] = ("global",),
+    largest_first: bool = False,
+) -> Callable[..., Any]:
+    """:func:`seed_pruner` with the criterion and the scope chosen per replica (a study's stack):
+    ``fn(params, mask, criterion_index, scope_index, keys, grads=None) -> masks``, every argument
+    stacked over replicas; ``criterion_index[r]`` indexes ``criteria`` and ``scope_index[r]``
+    ``scopes`` (int32). Each replica's scores are its own criterion's (``lax.switch``: under
+    ``vmap`` every listed criterion is computed and the replica's one selected), ranked in its own
+    scope, so its mask is the one :func:`seed_pruner` with that criterion and scope gives it.
+    ``keys`` (one ``mask`` key per replica) are always passed; ``grads`` only when a listed
+    criterion needs them (then for every replica)."""
+    fraction_ratio(fraction)
+    entries = [_criterion(name) for name in criteria]
+    for scope in scopes:
+        _check_scope(scope)
+    if not entries or not scopes:
+        raise PruningError("replica_pruner needs at least one criterion and one scope")
+
+    def target(_, live):
+        return live - num_to_prune(live, fraction)
+
+    def one(params, mask, criterion_index, scope_index, key, grads):
+        score_tree = lax.switch(
+            criterion_index,
+            [partial(scores, params, e.name, grads=grads, key=key, largest_first=largest_first) for e in entries],
+        )
+        return lax.switch(scope_index, [partial(_select, score_tree, mask, is_prunable, s, target) for s in scopes])
+
+    batched = jax.jit(jax.vmap(one))
+
+    def run(params, mask, criterion_index, scope_index, keys, grads=None):
+        return batched(params, mask, criterion_index, scope_index, keys, grads)
+
+    return run
