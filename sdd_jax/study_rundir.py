@@ -16,6 +16,7 @@ of the level at the same epoch (the study groups members by where they stand, so
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -98,6 +99,35 @@ class StackedWeights:
                 self._of(m).save(take(weights, m.rows))
 
 
+class StackTracker:
+    """The live metrics of a stack (:mod:`sdd_jax.tracking`): each member's own tracker (its run
+    directory's, or its reinit branch's) receives its slice of the stack's curves, so a point's
+    event files are the ones its lone run writes."""
+
+    def __init__(self, members: list[Member]):
+        self.members = members
+
+    @contextlib.contextmanager
+    def level(self, level: int, plan, curves: dict | None = None):
+        """:meth:`sdd_jax.tracking.Tracker.level` of every member, as one context whose ``epoch``
+        splits the stack's curves."""
+        with contextlib.ExitStack() as logs:
+            entered = [
+                logs.enter_context(
+                    m.run.tracker.level(level, plan, None if curves is None else split_curves(curves, m.rows))
+                )
+                for m in self.members
+            ]
+
+            class _Log:
+                @staticmethod
+                def epoch(stack_curves: dict) -> None:
+                    for log, m in zip(entered, self.members):
+                        log.epoch(split_curves(stack_curves, m.rows))
+
+            yield _Log()
+
+
 class StackRun:
     """The run directory of a stack (see the module docstring). ``path``: the study directory
     (named in messages); ``members`` in stack order, their rows covering the stack."""
@@ -107,6 +137,7 @@ class StackRun:
         self.members = list(members)
         self.theta0 = StackedWeights(self.members, "theta0")
         self.theta_rewind = StackedWeights(self.members, "theta_rewind")
+        self.tracker = StackTracker(self.members)
         self.last: tuple[int, LevelWeights] | None = None
 
     def _finishing_order(self) -> list[Member]:
