@@ -2,8 +2,8 @@
 
 sdd-jax presets
 sdd-jax show PRESET [--set key=value ...]
-sdd-jax run PRESET [--set key=value ...] [--seeds N] [--workdir DIR] [-q | -v]
-sdd-jax oneshot RUN_DIR --levels 4,8,12      (also: reinit, random-prune, redense)
+sdd-jax run PRESET [--set key=value ...] [--seeds N] [--workdir DIR|gs://BUCKET/DIR] [-q | -v] [--force-unlock]
+sdd-jax oneshot RUN_DIR --levels 4,8,12 [--force-unlock]      (also: reinit, random-prune, redense)
 sdd-jax report RUN_DIR|STUDY_DIR
 sdd-jax compare STUDY_DIR|RUN_DIR... --by KEY [--panel KEY] [--distance] [--branches] [--out DIR]
 sdd-jax analyze RUN_DIR [--levels 0,17,27,34] [--set analysis.key=value ...] [-q]
@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--seeds", type=int, help="number of seeds trained together (run.seeds)")
         if workdir:
-            p.add_argument("--workdir", help="where run directories are created (run.workdir)")
+            p.add_argument(
+                "--workdir", help="where run directories are created (run.workdir): a folder or gs://BUCKET/PATH"
+            )
 
     show = sub.add_parser(
         "show", help="print the resolved config of a preset (or a preset file) as JSON, its description generated"

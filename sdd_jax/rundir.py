@@ -24,6 +24,10 @@ name the directory and must match what it holds, and the data must have the fing
 computed on; the directory is locked first (:mod:`sdd_jax.runlock`). Resuming is reading back
 what is here: finished levels, θ0/θk and in-level progress. Runs are opened through
 :func:`sdd_jax.runopen.open_run` (create or resume) or :func:`sdd_jax.saved.load_run` (read only).
+
+``run.workdir`` may be on Cloud Storage (``gs://BUCKET/PATH``): the run directory's paths are then
+``etils.epath.Path``s, every file is one upload and the lock an object (:mod:`sdd_jax.storage`,
+:mod:`sdd_jax.runlock`); the layout and the numbers are those of a local run.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import fsspec
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -125,8 +126,6 @@ def test_a_killed_and_resumed_gcs_run_equals_the_local_run(runs):
 
 
 def _leaves(weights) -> list[np.ndarray]:
-    import jax
-
     return [np.asarray(leaf) for leaf in jax.tree.leaves(dataclasses.asdict(weights))]
 
 
