@@ -128,7 +128,10 @@ class RunStore:
 
     def __init__(self, run_dir: str | os.PathLike, *, read_only: bool = False):
         self.run_dir = storage.as_path(run_dir)  # pathlib.Path, or epath.Path for gs://
-        if not storage.is_dir(self.run_dir):  # on gs://: the bucket is checked first (StorageError)
+        if storage.is_remote(self.run_dir) and not read_only:
+            # A prefix exists once an object is written under it: a new branch's has none yet.
+            storage.check_bucket(self.run_dir)
+        elif not storage.is_dir(self.run_dir):  # on gs://: the bucket is checked first (StorageError)
             raise CheckpointNotFoundError(f"run directory {self.run_dir} does not exist (see runopen.open_run)")
         self.read_only = read_only  # no save, no clean-up: reading a run another process owns
         self._managers: dict[Path, ocp.CheckpointManager] = {}

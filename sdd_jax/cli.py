@@ -2,9 +2,9 @@
 
 sdd-jax presets
 sdd-jax show PRESET [--set key=value ...]
-sdd-jax run PRESET [--set key=value ...] [--seeds N] [--workdir DIR] [-q | -v]
+sdd-jax run PRESET [--set key=value ...] [--seeds N] [--workdir DIR|gs://BUCKET/DIR] [-q | -v] [--force-unlock]
 sdd-jax sweep PRESET --grid KEY=V1,V2,... [--grid ...] [--set key=value ...] [--seeds N] [--workdir DIR] [-q | -v]
-sdd-jax oneshot RUN_DIR --levels 4,8,12      (also: reinit, random-prune, redense)
+sdd-jax oneshot RUN_DIR --levels 4,8,12 [--force-unlock]      (also: reinit, random-prune, redense)
 sdd-jax report RUN_DIR|STUDY_DIR
 sdd-jax compare STUDY_DIR|RUN_DIR... --by KEY [--panel KEY] [--distance] [--branches] [--out DIR]
 sdd-jax analyze RUN_DIR [--levels 0,17,27,34] [--set analysis.key=value ...] [-q]
@@ -17,11 +17,14 @@ PRESET is a preset name (sdd-jax presets) or a Python file defining config() (my
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
+import signal
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -48,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--seeds", type=int, help="number of seeds trained together (run.seeds)")
         if workdir:
-            p.add_argument("--workdir", help="where run directories are created (run.workdir)")
+            p.add_argument(
+                "--workdir", help="where run directories are created (run.workdir): a folder or gs://BUCKET/PATH"
+            )
 
     show = sub.add_parser(
         "show", help="print the resolved config of a preset (or a preset file) as JSON, its description generated"
@@ -62,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     loud = run.add_mutually_exclusive_group()
     loud.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     loud.add_argument("-v", "--verbose", action="store_true", help="a line per finished level")
+    run.add_argument("--force-unlock", action="store_true", help=FORCE_UNLOCK_HELP)
 
     sweep = sub.add_parser(
         "sweep", help="a study: a grid of configurations, its replica axes stacked in one program (resumes)"
@@ -104,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
             ),
         )
         branch.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
+        branch.add_argument("--force-unlock", action="store_true", help=FORCE_UNLOCK_HELP)
 
     rep = sub.add_parser("report", help="rebuild the table and figures from results.csv (a study: its comparison)")
     rep.add_argument("run_dir")
@@ -174,9 +181,44 @@ def resolve(preset: str, overrides: list[str], seeds: int | None = None, workdir
     return override(config, extra)
 
 
+FORCE_UNLOCK_HELP = (
+    "first remove the lock that a killed process (kill -9, a lost VM) left on a gs:// run directory "
+    "(the lock object only)"
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a preempted VM's shutdown): the command stops as on Ctrl-C, its in-flight
+    checkpoint finished and its run directory's lock released."""
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """While a command runs, the first SIGTERM raises :class:`Terminated` in the main thread (the
+    later ones are ignored while it stops); the previous handler afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.formatwarning = _warning_line
+    with _sigterm_stops():
+        return _main(args)
+
+
+def _main(args) -> int:
     try:
         return _dispatch(args)
     except BrokenPipeError:  # e.g. `sdd-jax show ... | head`
@@ -189,6 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"sdd-jax: error: {message}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("sdd-jax: stopped by SIGTERM; rerun the same command to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("sdd-jax: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
@@ -255,7 +300,7 @@ def _dispatch(args) -> int:
     if args.command == "sweep":
         return _sweep(args)
     if args.command == "report":
-        return _report(Path(args.run_dir))
+        return _report(_path(args.run_dir))
     if args.command == "compare":
         from sdd_jax.compare import compare
 
@@ -272,7 +317,7 @@ def _dispatch(args) -> int:
 def _export(args) -> int:
     from sdd_jax import export
 
-    report = export.export_level(Path(args.run_dir), args.level, args.seed, args.format, args.out)
+    report = export.export_level(_path(args.run_dir), args.level, args.seed, args.format, args.out)
     for line in export.summary_lines(report):
         print(line)
     return 0
@@ -302,7 +347,7 @@ def _analyze(args) -> int:
             raise ConfigError(f"--levels expects comma-separated integers, got {args.levels!r}") from None
         if not levels:
             raise ConfigError("--levels is empty")
-    result = analyze(Path(args.run_dir), levels, args.overrides, quiet=args.quiet)
+    result = analyze(_path(args.run_dir), levels, args.overrides, quiet=args.quiet)
     if not args.quiet:
         from sdd_jax.analysis.report import correlation_markdown
 
@@ -330,6 +375,12 @@ def _run(args) -> int:
     from sdd_jax import imp
     from sdd_jax.runopen import open_run
 
+    if args.force_unlock:
+        from sdd_jax.runid import run_path
+        from sdd_jax.validate import validate
+
+        validate(config)  # a config refused before its lock is touched
+        _force_unlock(run_path(config.run.workdir, config))
     started = time.time()
     exp, run = open_run(config)
     already = set(run.finished_levels()) >= set(range(config.pruning.levels + 1))
@@ -370,6 +421,19 @@ def _sweep(args) -> int:
     return 0
 
 
+def _path(text: str):
+    """A path argument: a ``pathlib.Path``, or an ``etils.epath.Path`` for a ``gs://`` URL."""
+    from sdd_jax import storage
+
+    return storage.as_path(text)
+
+
+def _force_unlock(run_dir) -> None:
+    from sdd_jax.runlock import force_unlock
+
+    print(f"sdd-jax: {force_unlock(run_dir)}", file=sys.stderr)
+
+
 def _finish(
     run_dir: Path, quiet: bool, seconds: float | None = None, already: bool = False, report_only: bool = False
 ) -> int:
@@ -403,7 +467,9 @@ def _levels_status(run_dir: Path, done: list[int]) -> str:
     """How many of the run's levels (``pruning.levels`` in its ``config.json``) ``results.csv``
     holds: ``complete (N of N levels)`` or ``unfinished: n of N levels done (missing ...)``."""
     try:
-        total = int(json.loads((run_dir / "config.json").read_text())["pruning"]["levels"]) + 1
+        from sdd_jax import storage
+
+        total = int(json.loads(storage.read_text(run_dir / "config.json"))["pruning"]["levels"]) + 1
     except (OSError, ValueError, KeyError, TypeError):  # no readable config: count what is there
         return f"{len(set(done))} levels in results.csv"
     missing = sorted(set(range(total)) - set(done))
@@ -424,11 +490,13 @@ def _print_comparison(result: dict) -> int:
 
 
 def _report(run_dir: Path) -> int:
-    if (run_dir / "study.json").is_file():
+    from sdd_jax import storage
+
+    if storage.is_file(run_dir / "study.json"):
         from sdd_jax.compare import report_study
 
         return _print_comparison(report_study(run_dir))
-    if not (run_dir / "results.csv").is_file():
+    if not storage.is_file(run_dir / "results.csv"):
         raise FileNotFoundError(f"{run_dir / 'results.csv'} not found: is {run_dir} a run directory?")
     return _finish(run_dir, quiet=False, report_only=True)
 
@@ -443,7 +511,9 @@ def _branch(args) -> int:
         raise ConfigError(f"--levels expects comma-separated integers, got {args.levels!r}") from None
     name = args.command.replace("-", "_")
     overrides = args.overrides + (["run.verbosity=0"] if args.quiet else [])
-    exp, run = open_run(Path(args.run_dir), overrides)
+    if args.force_unlock:
+        _force_unlock(_path(args.run_dir))
+    exp, run = open_run(_path(args.run_dir), overrides)
     # Before the branch's training compiles (JAX opens the cache at the first compilation that
     # finds a cache directory set).
     _setup_compilation_cache(exp.config.run.compilation_cache)

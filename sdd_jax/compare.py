@@ -38,11 +38,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sdd_jax import comparison_table
+from sdd_jax import comparison_table, storage
 from sdd_jax.atomic import atomic_write_text
 from sdd_jax.choices import did_you_mean
 from sdd_jax.compare_figure import colour, curve, make_comparison_figure, shared_title
-from sdd_jax.config import Config, flat_keys, load_json
+from sdd_jax.config import Config, flat_keys
 from sdd_jax.exports import write_curves_csv
 from sdd_jax.figure import save_figure
 from sdd_jax.identity import IDENTITY_COLUMNS, identity_columns, with_identity
@@ -59,7 +59,7 @@ from sdd_jax.results import (
     result_columns,
     write_csv,
 )
-from sdd_jax.runid import read_json
+from sdd_jax.runid import load_config, read_json
 
 STUDY_FILE = "study.json"
 # The config keys (and the init axis) whose value an identity column already holds.
@@ -101,9 +101,9 @@ class Series:
 
 def _config(run_dir: Path) -> Config:
     path = run_dir / "config.json"
-    if not path.is_file():
+    if not storage.is_file(path):
         raise FileNotFoundError(f"{path} not found: is {run_dir} a run directory?")
-    return load_json(str(path))
+    return load_config(path)
 
 
 def _levels_done(config: Config, rows: Sequence[Mapping]) -> bool:
@@ -114,9 +114,9 @@ def run_series(run_dir: str | os.PathLike, branches: bool = False) -> list[Serie
     """The main rows of a run directory as one series (and, with ``branches``, one series per
     readable branch). ``FileNotFoundError``/``ValueError`` naming the file when ``results.csv``
     or ``config.json`` is missing or unreadable."""
-    run_dir = Path(run_dir)
+    run_dir = storage.as_path(run_dir)  # an etils.epath.Path on Cloud Storage
     results = run_dir / RESULTS_FILE
-    if not results.is_file():
+    if not storage.is_file(results):
         raise FileNotFoundError(f"{results} not found: is {run_dir} a run or study directory?")
     config = _config(run_dir)
     rows = [r for r in read_results_csv(results) if (r.get("branch") or MAIN_BRANCH) == MAIN_BRANCH]
@@ -135,15 +135,15 @@ def run_series(run_dir: str | os.PathLike, branches: bool = False) -> list[Serie
             for label in dict.fromkeys(r.get("branch") for r in brows):
                 if label and label != MAIN_BRANCH:
                     mine = tuple(r for r in brows if r.get("branch") == label)
-                    out.append(Series(run_dir, Path(path).parent, label, config, mine))
+                    out.append(Series(run_dir, storage.as_path(path).parent, label, config, mine))
     return out
 
 
 def read_study(study_dir: str | os.PathLike) -> dict:
     """``study.json`` of ``study_dir``; ``ValueError`` naming the file when it is missing, not
     valid JSON or lacks ``points`` (each with ``run_dir`` and ``branch``)."""
-    path = Path(study_dir) / STUDY_FILE
-    if not path.is_file():
+    path = storage.as_path(study_dir) / STUDY_FILE
+    if not storage.is_file(path):
         raise FileNotFoundError(f"{path} not found: is {study_dir} a study directory?")
     study = read_json(path, "rerun `sdd-jax sweep` with the study's name to write it again")
     points = study.get("points") if isinstance(study, dict) else None
@@ -158,7 +158,7 @@ def study_series(study_dir: str | os.PathLike, study: Mapping | None = None) -> 
     """The points of a study directory (``study``: its ``study.json``, read when not given) as
     series (see the module docstring for unfinished points). ``FileNotFoundError`` naming the
     file for a point marked done without its results or config."""
-    study_dir = Path(study_dir)
+    study_dir = storage.as_path(study_dir)
     out = []
     for point in (study or read_study(study_dir))["points"]:
         run_dir = study_dir / point["run_dir"]
@@ -168,7 +168,7 @@ def study_series(study_dir: str | os.PathLike, study: Mapping | None = None) -> 
         coords = point.get("coords") or {}
         done = bool(point.get("done", False))
         where = ", ".join(f"{k}={v}" for k, v in coords.items()) or point["run_dir"]
-        missing = next((p for p in (results, run_dir / "config.json") if not p.is_file()), None)
+        missing = next((p for p in (results, run_dir / "config.json") if not storage.is_file(p)), None)
         rows = [] if missing else [r for r in read_results_csv(results) if (r.get("branch") or MAIN_BRANCH) == branch]
         if not rows:
             if done:
@@ -191,10 +191,10 @@ def load_series(paths: Sequence[str | os.PathLike], branches: bool = False) -> t
     """Series of every path (a study directory, with ``study.json``, or a run directory), in
     order, and the studies read."""
     series, studies = [], []
-    for path in map(Path, paths):
-        if not path.is_dir():
+    for path in map(storage.as_path, paths):
+        if not storage.is_dir(path):
             raise FileNotFoundError(f"{path} is not a directory")
-        if (path / STUDY_FILE).is_file():
+        if storage.is_file(path / STUDY_FILE):
             studies.append(read_study(path))
             series += study_series(path, studies[-1])
         else:
@@ -332,7 +332,7 @@ def _stacked(series: Sequence[Series]) -> tuple[list[dict], list[dict]]:
         extra = {k: v for k, v in s.coords.items() if k not in _COVERED}
         results += [{**r, **extra} for r in with_identity(s.rows, s.config)]
         path = s.folder / CURVES_FILE
-        if not path.is_file():  # a run made before curves were exported
+        if not storage.is_file(path):  # a run made before curves were exported
             continue
         try:
             mine = [r for r in read_csv(path, ("branch", "seed", "level", "epoch")) if r["branch"] == s.branch]
@@ -348,8 +348,8 @@ def write_comparison(result: Mapping[str, Any], series: Sequence[Series], out: s
     ``curves_all.csv`` of ``series`` into ``out`` (created), each file atomically. Returns the
     paths."""
     results, curves = _stacked(series)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = storage.as_path(out)
+    storage.mkdir(out)
     table_rows = result["rows"]
     columns = list(dict.fromkeys(k for r in table_rows for k in r))
     paths = {
@@ -388,7 +388,7 @@ def compare(
         name = f"{study.get('figure')} ({study.get('name')})" if study.get("figure") else str(study.get("name", ""))
     result = comparison(series, by, panel, distance, name)
     if out is None:
-        out = Path(paths[0]) if single_study else Path.cwd() / DEFAULT_OUT
+        out = storage.as_path(paths[0]) if single_study else Path.cwd() / DEFAULT_OUT
     return {**result, "series": series, "paths": write_comparison(result, series, out)}
 
 
@@ -410,5 +410,5 @@ def _study_by(study: Mapping, study_dir: str | os.PathLike) -> str:
         axes[0].get("key") if isinstance(axes, list) and axes and isinstance(axes[0], dict) else None
     )
     if not isinstance(by, str) or not by:
-        raise ValueError(f"{Path(study_dir) / STUDY_FILE} names no 'by' key and no axes")
+        raise ValueError(f"{storage.as_path(study_dir) / STUDY_FILE} names no 'by' key and no axes")
     return by

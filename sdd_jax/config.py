@@ -289,11 +289,18 @@ def _replace_path(node: Any, path: list[str], value: Any) -> Any:
 
 
 def load_json(path: str) -> Config:
-    """The config stored in ``path`` (a run's ``config.json``); :class:`ConfigError` naming the
-    file when it is not valid JSON or not a config this version reads."""
+    """The config stored in the local file ``path`` (a run's ``config.json``; one on Cloud Storage:
+    :func:`sdd_jax.runid.load_config`); :class:`ConfigError` naming the file when it is not valid
+    JSON or not a config this version reads."""
+    with open(path, "rb") as handle:
+        return config_from_json(handle.read(), path)
+
+
+def config_from_json(data: bytes, path: Any) -> Config:
+    """The config of the UTF-8 JSON ``data`` read from the file ``path`` (named in the
+    :class:`ConfigError` raised when it is not valid JSON or not a config this version reads)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return from_dict(Config, json.load(handle))
+        return from_dict(Config, json.loads(data.decode("utf-8")))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(
             f"{path} is not valid JSON ({err}): the run's config is lost; rerun "

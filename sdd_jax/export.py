@@ -41,7 +41,7 @@ import numpy as np
 from jax import lax
 from jax.experimental import sparse
 
-from sdd_jax import masks
+from sdd_jax import masks, storage
 from sdd_jax.atomic import atomic_write_bytes
 from sdd_jax.config import Config, ModelConfig, from_dict, to_dict
 from sdd_jax.data import load_dataset
@@ -183,10 +183,12 @@ def save(model: SparseModel, path: str | os.PathLike, fmt: str = "npz") -> int:
 
 
 def load(path: str | os.PathLike | io.BytesIO) -> SparseModel:
-    """The model exported to ``path`` (a file, or its bytes in a ``BytesIO``); :class:`ExportError`
-    naming the file when it is not one."""
+    """The model exported to ``path`` (a file, local or ``gs://``, or its bytes in a ``BytesIO``);
+    :class:`ExportError` naming the file when it is not one."""
+    remote = isinstance(path, (str, os.PathLike)) and storage.is_remote(path)
+    source = io.BytesIO(storage.read_bytes(path)) if remote else path  # one download
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(source, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
         if META not in arrays:
             raise KeyError(META)
@@ -330,9 +332,9 @@ def export_level(
     model.meta["num_classes"] = data.num_classes
     x = normalize(data.x_test[:check_examples], data.mean, data.std)
     path = (
-        Path(out)
+        storage.as_path(out)
         if out is not None
-        else default_path(Path(run_dir).expanduser().absolute(), level, model.meta["seed"], fmt)
+        else default_path(storage.absolute(run_dir), level, model.meta["seed"], fmt)
     )
     variables = {"params": dense["params"], **({"batch_stats": dense["batch_stats"]} if dense["batch_stats"] else {})}
     reference = np.asarray(module.apply(variables, x, train=False), np.float32)
@@ -345,7 +347,7 @@ def export_level(
     logits = np.asarray(run_sparse(reloaded.params, reloaded.batch_stats, x), np.float32)
     if len(used) != len(_sparse_leaves(reloaded.params)):
         raise ExportError(f"{path}: only {len(used)} of the sparse kernels were used by the model: not exported")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(path.parent)
     atomic_write_bytes(path, data)
     dense_bytes = sum(np.asarray(v).nbytes for v in jax.tree.leaves((dense["params"], dense["batch_stats"])))
     return {

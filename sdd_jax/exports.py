@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sdd_jax import storage
 from sdd_jax.identity import with_identity
 from sdd_jax.results import (
     COMBINED_CURVES_FILE,
@@ -179,7 +180,7 @@ def write_combined(
     wanted = {r.get("branch", MAIN_BRANCH) for r in rows}
     curves: list[dict[str, Any]] = []
     for path in [os.path.join(run_dir, CURVES_FILE), *branch_files(run_dir, CURVES_FILE)]:
-        if not os.path.isfile(path):
+        if not storage.is_file(path):
             continue
         try:
             file_rows = read_csv(path, CURVE_COLUMNS[:4])

@@ -11,13 +11,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from sdd_jax import storage
 from sdd_jax.atomic import atomic_write_text
-from sdd_jax.config import ConfigError, load_json
+from sdd_jax.config import ConfigError
 from sdd_jax.describe import describe
 from sdd_jax.exports import write_combined
 from sdd_jax.figure import figure_data, make_figure, save_figure
 from sdd_jax.phases import phases
 from sdd_jax.results import RESULTS_FILE, aggregate, main_branch, run_rows
+from sdd_jax.runid import load_config
 from sdd_jax.table import summary_table
 
 SUMMARY_FILE = "summary.txt"
@@ -28,7 +30,9 @@ def run_title(run_dir: str | os.PathLike) -> str:
     """The figure title of a run: :func:`sdd_jax.describe.describe` of its ``config.json`` (the
     folder's name when there is no readable one)."""
     config = _stored_config(os.fspath(run_dir))
-    return describe(config) if config is not None else os.path.basename(os.path.abspath(run_dir))
+    if config is not None:
+        return describe(config)
+    return storage.as_path(run_dir).name if storage.is_remote(run_dir) else os.path.basename(os.path.abspath(run_dir))
 
 
 def report(run_dir: str | os.PathLike, title: str | None = None, **phase_options: Any) -> dict[str, Any]:
@@ -69,6 +73,6 @@ def _stored_config(run_dir: str):
     read (the report is rebuilt from the results files alone)."""
     path = os.path.join(run_dir, "config.json")
     try:
-        return load_json(path) if os.path.isfile(path) else None
+        return load_config(path) if storage.is_file(path) else None
     except (ConfigError, OSError):
         return None

@@ -19,7 +19,6 @@ Host only: numpy and the standard library.
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import numbers
 import os
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from sdd_jax import storage
 from sdd_jax.atomic import atomic_write_text
 from sdd_jax.identity import IDENTITY_COLUMNS
 
@@ -162,10 +162,11 @@ def read_csv(path: str | os.PathLike, required: Sequence[str] = ()) -> list[dict
     ``FileNotFoundError`` for a missing file and :class:`ResultsError`, naming the file, for one
     that is not UTF-8, has no header, lacks a column of ``required`` or has a ragged row."""
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not storage.is_file(path):
         raise FileNotFoundError(f"no results file at {path}")
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        # read whole (one request on Cloud Storage), decoded as open(path, newline="") would
+        with io.TextIOWrapper(io.BytesIO(storage.read_bytes(path)), encoding="utf-8", newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
@@ -331,7 +332,9 @@ def main_branch(rows: Sequence[Mapping[str, Any]]) -> tuple[Any, list, dict[Any,
 
 
 def branch_files(run_dir: str | os.PathLike, name: str) -> list[str]:
-    return sorted(glob.glob(os.path.join(os.fspath(run_dir), "branches", "*", name)))
+    """The paths of the files ``name`` of every branch, ``run_dir/branches/*/name``, sorted."""
+    found = storage.glob(run_dir, f"branches/*/{name}")
+    return sorted(os.fspath(p) for p in found if not p.parent.name.startswith("."))  # as glob.glob: no hidden
 
 
 def branch_rows(run_dir: str | os.PathLike, taken: Iterable[Any] = (MAIN_BRANCH,)) -> list[dict[str, Any]]:

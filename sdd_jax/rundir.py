@@ -24,6 +24,10 @@ name the directory and must match what it holds, and the data must have the fing
 computed on; the directory is locked first (:mod:`sdd_jax.runlock`). Resuming is reading back
 what is here: finished levels, θ0/θk and in-level progress. Runs are opened through
 :func:`sdd_jax.runopen.open_run` (create or resume) or :func:`sdd_jax.saved.load_run` (read only).
+
+``run.workdir`` may be on Cloud Storage (``gs://BUCKET/PATH``): the run directory's paths are then
+``etils.epath.Path``s, every file is one upload and the lock an object (:mod:`sdd_jax.storage`,
+:mod:`sdd_jax.runlock`); the layout and the numbers are those of a local run.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from sdd_jax import exports, results, tracking
+from sdd_jax import exports, results, storage, tracking
 from sdd_jax.atomic import atomic_write_json, atomic_write_text
 from sdd_jax.checkpoints import CheckpointNotFoundError, RunStore, UnreadableCheckpointError
 from sdd_jax.config import Config, ConfigError, from_dict, to_dict
@@ -98,11 +102,11 @@ def _prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
     config's; otherwise :class:`RunDirConflictError` names the differing fields.
     """
     path = run_path(workdir, config)
-    if path.is_dir():
+    if storage.is_dir(path):
         lock_run_dir(path)
     fields = json.loads(json.dumps(result_fields(config)))
     for stored_path in (path / "result_fields.json", path / "config.json"):
-        if not stored_path.exists():
+        if not storage.exists(stored_path):
             continue
         stored = _stored_result_fields(stored_path)
         if stored != fields:
@@ -117,7 +121,7 @@ def _prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
                 + "\n".join(diffs[:20])
                 + "\nUse another workdir or config name, or remove the directory."
             )
-    path.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(path)  # nothing on Cloud Storage: the lock object is its first
     lock_run_dir(path)
     if is_primary():
         remove_leftovers(path)
@@ -135,7 +139,7 @@ def _check_execution(path: Path, execution: dict, before: dict | None) -> None:
     if before is not None:
         # Settings recorded only by newer versions (absent before) are not a change.
         changed = {k: (before[k], v) for k, v in execution.items() if k in before and before[k] != v}
-        if changed and (path / "levels").is_dir():
+        if changed and storage.is_dir(path / "levels"):
             warnings.warn(
                 f"{path.name} continues with other execution settings "
                 f"{ {k: f'{a} -> {b}' for k, (a, b) in changed.items()} }: levels computed "
@@ -156,9 +160,9 @@ def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights,
     path = run_path(config.run.workdir, config)
     metadata = {**dataset.metadata, "fingerprint": data_fingerprint(dataset)}
     stored = path / "dataset.json"
-    if path.is_dir():
+    if storage.is_dir(path):
         lock_run_dir(path)  # before reading what another process may be writing
-    if stored.is_file():
+    if storage.is_file(stored):
         previous = read_json(stored, _REWRITTEN).get("fingerprint")
         if previous is not None and previous != metadata["fingerprint"]:
             raise RunDirConflictError(
@@ -167,7 +171,7 @@ def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights,
                 f"or order; use another run.workdir"
             )
     before = None  # read (and an unreadable file refused) before anything is written
-    if (path / "execution.json").is_file():
+    if storage.is_file(path / "execution.json"):
         before = read_json(path / "execution.json", _REWRITTEN)
     path = _prepare_run_dir(config.run.workdir, config)
     atomic_write_json(stored, metadata)
@@ -238,7 +242,7 @@ class RunDir:
         config: Config | None = None,
         tracker: tracking.Tracker | None = None,
     ):
-        self.path = Path(path)
+        self.path = storage.as_path(path)  # an etils.epath.Path on Cloud Storage
         self.config = config
         self.shapes = shapes
         self.seeds = list(seeds)
@@ -255,7 +259,7 @@ class RunDir:
     def branch(self, dirname: str, name: str, row_fields: Callable[[int, dict], dict] | None = None) -> RunDir:
         """The branch ``name`` (the label of its rows) kept in ``branches/<dirname>`` (created)."""
         path = self.path / "branches" / dirname
-        path.mkdir(parents=True, exist_ok=True)
+        storage.mkdir(path)
         return RunDir(
             path, self.shapes, self.seeds, branch=name, parent=self, row_fields=row_fields, config=self.config
         )
@@ -281,10 +285,13 @@ class RunDir:
 
     def _discard_unfinished_level(self, level: int) -> None:
         step = self.path / "levels" / str(level)
-        if not os.path.lexists(step) or level in self.finished_levels():
+        remote = storage.is_remote(step)
+        if not (storage.exists(step) if remote else os.path.lexists(step)) or level in self.finished_levels():
             return
         self.store.close()  # its checkpoint managers list their steps again when next used
-        if is_primary():
+        if is_primary() and remote:
+            storage.remove_tree(step)  # no commit file in it: never read as finished, however far this gets
+        elif is_primary():
             trash = step.with_name(f".deleting-{level}-{uuid.uuid4().hex[:8]}")
             os.replace(step, trash)
             shutil.rmtree(trash, ignore_errors=True)
@@ -373,7 +380,8 @@ class RunDir:
         ``curves.csv`` and ``layers.csv``, written before it, exist), with the identity columns
         (files written before they existed are rewritten with them)."""
         if not all(
-            (self.path / name).is_file() for name in (results.RESULTS_FILE, results.CURVES_FILE, results.LAYERS_FILE)
+            storage.is_file(self.path / name)
+            for name in (results.RESULTS_FILE, results.CURVES_FILE, results.LAYERS_FILE)
         ):
             return False
         stored = results.read_results_csv(self.results_path)

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from sdd_jax import presets
+from sdd_jax import presets, storage
 from sdd_jax.checkpoints import valid_name
-from sdd_jax.config import Config, to_dict
+from sdd_jax.config import Config, config_from_json, to_dict
 from sdd_jax.describe import slug_tokens
 
 # Bumped whenever the on-disk result format or the meaning of a stored number changes.
@@ -52,13 +52,19 @@ NON_RESULT_FIELDS = frozenset(
 
 
 def read_json(path: Path, remedy: str = "") -> Any:
-    """The JSON value in ``path``; :class:`ValueError` naming the file when it is not valid
-    UTF-8 JSON (``remedy`` appended)."""
+    """The JSON value in the file ``path`` (local or ``gs://``, :mod:`sdd_jax.storage`);
+    :class:`ValueError` naming the file when it is not valid UTF-8 JSON (``remedy`` appended)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return json.loads(storage.read_text(path))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} is not valid JSON ({err}){': ' + remedy if remedy else ''}") from None
+
+
+def load_config(path: Path) -> Config:
+    """The config stored in ``path`` (a run's ``config.json``, local or ``gs://``): as
+    :func:`sdd_jax.config.load_json`, :class:`~sdd_jax.config.ConfigError` naming the file when it
+    is not valid JSON or not a config this version reads."""
+    return config_from_json(storage.read_bytes(path), path)
 
 
 def result_fields(config: Config) -> dict[str, Any]:
@@ -112,7 +118,8 @@ def run_dir_name(config: Config) -> str:
 
 
 def run_path(workdir: str | os.PathLike, config: Config) -> Path:
-    """The run directory of ``config`` under ``workdir`` (absolute): ``<workdir>/<run_dir_name>``,
+    """The run directory of ``config`` under ``workdir`` (absolute; a ``gs://`` URL gives an
+    ``etils.epath.Path``, :func:`sdd_jax.storage.absolute`): ``<workdir>/<run_dir_name>``,
     or, when that does not exist but a directory named the earlier way does, that one: runs made
     before the slug keep being found and resumed (the hash, the run's identity, is the same).
     The earlier names are ``<config.name>-<hash>`` (``lenet_mnist-finetune-noise40-<hash>``) and
@@ -123,13 +130,13 @@ def run_path(workdir: str | os.PathLike, config: Config) -> Path:
             f"config.name {config.name!r} cannot name a run directory: use letters, digits and "
             "_ . , + = - (not starting with '.')"
         )
-    root = Path(workdir).expanduser().absolute()
+    root = storage.absolute(workdir)  # a gs:// URL as it is
     path = root / run_dir_name(config)
-    if not path.exists():
+    if not storage.exists(path):
         digest = result_hash(config)
         for stem in dict.fromkeys((config.name, config.name.split("-")[0])):
             legacy = root / f"{stem}-{digest}"
-            if legacy != path and legacy.is_dir():
+            if legacy != path and storage.is_dir(legacy):
                 return legacy
     return path
 

@@ -6,10 +6,12 @@ On a local disk the lock is ``filelock``'s lock on ``<run>/.lock`` (the operatin
 when its process dies, however it dies) and ``<run>/.lock.owner`` says who holds it. On Cloud
 Storage (``gs://``) it is the object ``<run>/.lock`` itself, created only if absent
 (``ifGenerationMatch=0``: of two processes racing for it exactly one wins) and holding its
-owner; the process removes it when it exits. A process killed without running its exit handlers
-(``kill -9``, a preempted VM) leaves it behind, and no one can tell from elsewhere that its owner
-is gone: the refusal then says so and names the object to delete
-(``gcloud storage rm gs://.../.lock``) once the owner is known to be dead.
+owner; the process removes it when it exits (``sdd-jax`` turns SIGTERM, which a preempted VM's
+processes receive, into an orderly exit). A process killed without running its exit handlers
+(``kill -9``, a VM lost at once) leaves it behind, and no one can tell from elsewhere that its
+owner is gone: the refusal then says so and how to remove it once the owner is known to be dead
+(:func:`force_unlock`, ``--force-unlock`` on the command line, or ``gcloud storage rm
+gs://.../.lock``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,19 @@ def _who(owner: Any) -> str:
         return f"process {owner['pid']} on host {owner['host']} (since {owner['since']})"
     except (KeyError, TypeError):
         return "another process"
+
+
+def _running_here(owner: Any) -> bool:
+    """Whether ``owner`` is another process of this host that still runs."""
+    try:
+        if owner["host"] != socket.gethostname() or int(owner["pid"]) == os.getpid():
+            return False
+        os.kill(int(owner["pid"]), 0)
+    except PermissionError:  # another user's process
+        return True
+    except (KeyError, TypeError, ValueError, OSError):
+        return False
+    return True
 
 
 def _gone(owner: Any) -> bool:
@@ -102,7 +117,8 @@ def _lock_remote(url: str) -> None:
         state = ", which is no longer running" if _gone(owner) else ""
         raise RunDirBusyError(
             f"{url} is in use by {_who(owner)}{state}: wait for it to finish or stop it, then rerun; "
-            f"if it was killed (kill -9, a preempted VM) delete its lock with 'gcloud storage rm {lock}' and rerun"
+            f"if it was killed (kill -9, a lost VM) add --force-unlock to the command, or delete its lock with "
+            f"'gcloud storage rm {lock}', and rerun"
         )
     _HELD[url] = token
     atexit.register(unlock_run_dir, url)
@@ -128,6 +144,31 @@ def unlock_run_dir(path: str | os.PathLike) -> None:
     lock = _HELD.pop(str(Path(path).absolute()), None)
     if lock is not None:
         lock.release()
+
+
+def force_unlock(path: str | os.PathLike) -> str:
+    """Remove the lock that a killed process left on the ``gs://`` run directory ``path`` (the
+    lock object alone, in the version read: a lock taken again meanwhile stays), and return the
+    line that says what was removed. Refuses (:class:`RunDirBusyError`) a lock whose owner is a
+    process of this host that still runs; an owner on another host cannot be checked from here.
+    On a local disk there is nothing to remove (the operating system frees the lock when its
+    holder exits, however it exits)."""
+    if not storage.is_remote(path):
+        return f"{path}: nothing to unlock (on a local disk the lock is freed when its process exits)"
+    url = os.fspath(path).rstrip("/")
+    lock = f"{url}/{LOCK_FILE}"
+    generation = storage.object_generation(lock)
+    if generation is None:
+        return f"{url} has no lock: nothing removed"
+    try:
+        owner = json.loads(storage.read_text(lock))
+    except (FileNotFoundError, ValueError):
+        owner = None
+    if _running_here(owner):
+        raise RunDirBusyError(f"{url} is in use by {_who(owner)}, which is still running: stop it, then rerun")
+    if not storage.remove_object(lock, generation):
+        raise RunDirBusyError(f"{lock} changed while it was being removed: rerun to see who holds it now")
+    return f"removed the lock {lock} of {_who(owner)}; nothing else was touched"
 
 
 def remove_leftovers(path: str | os.PathLike) -> None:

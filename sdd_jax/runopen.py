@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
-from sdd_jax import rundir
-from sdd_jax.config import Config, load_json, override
+from sdd_jax import rundir, storage
+from sdd_jax.config import Config, override
 from sdd_jax.data import Dataset
 from sdd_jax.experiment import Experiment, build
-from sdd_jax.runid import NON_RESULT_FIELDS
+from sdd_jax.runid import NON_RESULT_FIELDS, load_config
 
 # Settings of a branch's own training that a stored run may be reopened with: they are not the
 # run's (its directory keeps its identity), only the branch's.
@@ -54,15 +53,16 @@ def open_run(
     if isinstance(source, Config):
         if overrides:
             raise RunOpenError("open_run: overrides apply to a stored run; apply them to the config")
+        storage.check_bucket(source.run.workdir)  # a gs:// workdir: its bucket, before any work
         exp = build(source, dataset)
         return exp, rundir.open_run_dir(source, exp.dataset, exp.execution(), exp.level_shapes, exp.seeds)
-    run_dir = Path(source)
-    if not (run_dir / "config.json").is_file():
+    run_dir = storage.as_path(source)  # a gs:// URL as it is
+    if not storage.is_file(run_dir / "config.json"):
         raise RunOpenError(
             f"{run_dir} is not a run directory (no config.json): pass the folder `sdd-jax run` printed "
             "(<workdir>/<preset>-<hash>)"
         )
-    config = load_json(str(run_dir / "config.json"))
+    config = load_config(run_dir / "config.json")
     allowed = reopen_settings()
     for item in overrides:
         if item.split("=", 1)[0].strip() not in allowed:
@@ -70,7 +70,7 @@ def open_run(
     branch_items = [i for i in overrides if i.split("=", 1)[0].strip() in BRANCH_SETTINGS]
     run_items = [i for i in overrides if i not in branch_items]
     config = override(config, [*run_items, f"run.workdir={run_dir.parent}"])
-    if rundir.run_path(config.run.workdir, config).resolve() != run_dir.resolve():
+    if storage.resolve(rundir.run_path(config.run.workdir, config)) != storage.resolve(run_dir):
         expected = rundir.run_path(config.run.workdir, config).name
         raise RunOpenError(
             f"{run_dir} does not match its config.json (expected {expected}): a renamed run directory "

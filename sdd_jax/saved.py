@@ -12,7 +12,7 @@ BatchNorm statistics, and their metrics. No data set, no model and no write.
     run.branch("redense-e50-lr0.1").levels()
 
 Every array has the seed axis first (``run.seeds`` in order). Works on a copy of a run on another
-machine and on read-only storage: the checkpoints are opened read-only (no clean-up, no lock),
+machine, on a run on Cloud Storage (``load_run("gs://BUCKET/runs/...")``) and on read-only storage: the checkpoints are opened read-only (no clean-up, no lock),
 and restored from their own metadata (float32/bfloat16 as saved, on this host's first device,
 then copied to numpy).
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sdd_jax import storage
 from sdd_jax.checkpoints import RunStore
 from sdd_jax.config import Config, ConfigError, from_dict
 from sdd_jax.runid import read_json
@@ -32,7 +33,7 @@ class SavedRun:
     ``seeds``: the seeds of the stacked arrays' leading axis."""
 
     def __init__(self, path: Path, config: Config, store: RunStore, trees: RunStore | None = None):
-        self.path = Path(path)
+        self.path = storage.as_path(path)  # an etils.epath.Path on Cloud Storage
         self.config = config
         self.seeds = config.seed_list
         self._store = store
@@ -63,13 +64,12 @@ class SavedRun:
 
     def branches(self) -> list[str]:
         """The folders under ``branches/`` (e.g. ``oneshot``, ``redense-e50-lr0.1``)."""
-        folder = self.path / "branches"
-        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        return sorted(p.name for p in storage.listdir(self.path / "branches") if storage.is_dir(p))
 
     def branch(self, dirname: str) -> SavedRun:
         """The branch kept in ``branches/<dirname>``: its own levels, the run's θ0 and θk."""
         path = self.path / "branches" / dirname
-        if not path.is_dir():
+        if not storage.is_dir(path):
             raise FileNotFoundError(
                 f"{path} is not a branch of {self.path} (branches: {', '.join(self.branches()) or 'none'})"
             )
@@ -80,8 +80,8 @@ def load_run(run_dir: str | Path) -> SavedRun:
     """The run in ``run_dir``, opened read-only (see the module docstring). Raises
     ``FileNotFoundError`` or ``ValueError`` naming the file when it is not a readable run.
     The one read-only entry; :func:`sdd_jax.runopen.open_run` creates or resumes a run."""
-    path = Path(run_dir).expanduser().absolute()  # orbax opens absolute paths only
-    if not (path / "config.json").is_file():
+    path = storage.absolute(run_dir)  # orbax opens absolute paths only; a gs:// URL as it is
+    if not storage.is_file(path / "config.json"):
         raise FileNotFoundError(f"{path} is not a run directory (no config.json)")
     stored = read_json(path / "config.json")
     try:

@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from sdd_jax import storage
 from sdd_jax.atomic import atomic_write_json
 
 STATE_FILE = "trackers.json"
@@ -76,7 +77,7 @@ class _State:
     def entry(self, name: str) -> dict:
         if self.data is None:
             try:
-                self.data = json.loads(self.path.read_text(encoding="utf-8"))
+                self.data = json.loads(storage.read_text(self.path))
             except (OSError, ValueError):  # none yet, or unreadable: the trackers start new runs
                 self.data = {}
         entry = self.data.setdefault(name, {})
@@ -153,7 +154,7 @@ class Wandb(_External):
     def _start(self, entry: dict) -> None:
         wandb = importlib.import_module("wandb")
         settings = {"project": os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT, "name": self.title}
-        if not os.environ.get("WANDB_DIR"):
+        if not os.environ.get("WANDB_DIR") and not storage.is_remote(self.folder):  # else W&B's ./wandb
             settings["dir"] = str(self.folder)
         if entry.get("id"):
             settings["id"] = entry["id"]
@@ -241,5 +242,6 @@ TRACKERS = {"wandb": Wandb, "mlflow": Mlflow}
 
 def external_sinks(log_to: Sequence[str], folder: Path, title: str, config: dict) -> list:
     """The external trackers of ``log_to`` for the run (or branch) directory ``folder``."""
-    state = _State(Path(folder) / STATE_FILE)
-    return [TRACKERS[name](state, Path(folder), title, config) for name in log_to if name in TRACKERS]
+    folder = storage.as_path(folder)
+    state = _State(folder / STATE_FILE)
+    return [TRACKERS[name](state, folder, title, config) for name in log_to if name in TRACKERS]

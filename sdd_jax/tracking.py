@@ -30,8 +30,10 @@ open through a resume shows the replaced points once as well.
 
 Files are written with tensorboardX's synchronous event writer (no TensorFlow or PyTorch): an
 epoch costs one event per TensorBoard run, and the file is flushed at the level's first epoch,
-then at most every :data:`FLUSH_SECONDS`, and closed when the level ends or is interrupted. Only
-the writing process of a multi-host job writes (:func:`sdd_jax.distributed.is_primary`).
+then at most every :data:`FLUSH_SECONDS`, and closed when the level ends or is interrupted. In a
+run directory on Cloud Storage (``gs://``) each flush uploads the file whole as one object
+(:class:`EventFile`; ``tensorboard --logdir gs://BUCKET/runs/<run>/tb`` reads them). Only the
+writing process of a multi-host job writes (:func:`sdd_jax.distributed.is_primary`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -49,7 +53,7 @@ import numpy as np
 from tensorboardX.event_file_writer import EventsWriter
 from tensorboardX.proto import event_pb2, summary_pb2
 
-from sdd_jax import trackers
+from sdd_jax import storage, trackers
 from sdd_jax.config import Config, to_dict
 from sdd_jax.distributed import is_primary
 from sdd_jax.identity import IDENTITY_COLUMNS
@@ -132,26 +136,64 @@ def epoch_learning_rates(plan) -> np.ndarray:
 # ----- TensorBoard ---------------------------------------------------------------------------------
 
 
+class EventFile:
+    """One event file being written by tensorboardX's :class:`EventsWriter` into ``folder``. On
+    Cloud Storage (a ``gs://`` folder) the writer writes a local file in a temporary folder of its
+    own, uploaded whole as one object (:func:`sdd_jax.storage.write_bytes`) at each :meth:`flush`
+    and at :meth:`close`: a reader sees the events up to the last flush, and a process killed
+    between two flushes loses the events since the last one (the level runner writes them again,
+    see the module docstring). tensorboardX's own ``gs://`` writer is not used: it uploads again
+    whenever the writer object is garbage-collected (bringing back a file deleted since) and goes
+    through another client than the run directory's."""
+
+    def __init__(self, folder: Path, suffix: str):
+        self.remote = storage.is_remote(folder)
+        self.folder = folder
+        self._staging = tempfile.mkdtemp(prefix="sdd-jax-events-") if self.remote else None
+        storage.mkdir(folder)
+        self.writer = EventsWriter(str(Path(self._staging or folder) / "events"), suffix)
+        self._local = next(Path(self._staging).iterdir()) if self.remote else None  # the one file it writes
+
+    def write_event(self, event) -> None:
+        self.writer.write_event(event)
+
+    def _upload(self) -> None:
+        if self.remote:
+            storage.write_bytes(self.folder / self._local.name, self._local.read_bytes())
+
+    def flush(self) -> None:
+        self.writer.flush()
+        self._upload()
+
+    def close(self) -> None:
+        try:
+            self.writer.close()
+            self._upload()
+        finally:
+            if self._staging is not None:
+                shutil.rmtree(self._staging, ignore_errors=True)
+
+
 class EventFiles:
-    """The TensorBoard event files of one branch, ``<folder>/<run>/``: per level, one file of its
-    epochs (replaced when the level starts again), and one of the ``levels/`` series (rewritten)."""
+    """The TensorBoard event files of one branch, ``<folder>/<run>/`` (local or ``gs://``): per
+    level, one file of its epochs (replaced when the level starts again), and one of the
+    ``levels/`` series (rewritten)."""
 
     external = False
 
     def __init__(self, folder: Path, runs: Sequence[str]):
-        self.folder, self.runs = Path(folder), list(runs)
-        self._writers: dict[str, EventsWriter] = {}
+        self.folder, self.runs = storage.as_path(folder), list(runs)
+        self._writers: dict[str, EventFile] = {}
         self._flushed = -math.inf
 
     def _files(self, run: str, key: str) -> list[Path]:
-        return sorted((self.folder / run).glob(f"events.out.tfevents.*.{key}"))
+        return storage.glob(self.folder / run, f"events.out.tfevents.*.{key}")
 
-    def _open(self, run: str, key: str) -> EventsWriter:
-        (self.folder / run).mkdir(parents=True, exist_ok=True)
-        return EventsWriter(str(self.folder / run / "events"), f".{os.getpid()}.{next(_FILE_NUMBERS)}.{key}")
+    def _open(self, run: str, key: str) -> EventFile:
+        return EventFile(self.folder / run, f".{os.getpid()}.{next(_FILE_NUMBERS)}.{key}")
 
     @staticmethod
-    def _write(writer: EventsWriter, step: int, tags: Mapping[str, float]) -> None:
+    def _write(writer: EventFile, step: int, tags: Mapping[str, float]) -> None:
         if tags:
             values = [summary_pb2.Summary.Value(tag=tag, simple_value=value) for tag, value in tags.items()]
             writer.write_event(
@@ -163,7 +205,7 @@ class EventFiles:
         key = level_prefix(level)
         for run in self.runs:
             for stale in self._files(run, key):  # a killed process's, or a finished level's recomputed
-                stale.unlink(missing_ok=True)
+                storage.remove_file(stale)
             self._writers[run] = self._open(run, key)
         self._flushed = -math.inf  # the first epoch is flushed at once
 
@@ -191,7 +233,7 @@ class EventFiles:
             finally:
                 writer.close()
             for path in old:
-                path.unlink(missing_ok=True)
+                storage.remove_file(path)
 
     def close(self) -> None:
         self.level_ended(-1)
@@ -225,7 +267,7 @@ class Tracker:
         """The tracker of branch ``name``, whose run directory is ``path``."""
         if self._branch_sinks is None:
             return Tracker.off()
-        return Tracker(self.seeds, self._branch_sinks(name, Path(path)))
+        return Tracker(self.seeds, self._branch_sinks(name, storage.as_path(path)))
 
     def _each(self, method: str, *args) -> None:
         for sink in list(self.sinks):
@@ -294,7 +336,8 @@ def open_tracker(config: Config, path: Path, seeds: Sequence[int]) -> Tracker:
         return Tracker.off()
     runs = run_names(seeds)
     params = to_dict(config)
-    root = Path(path) / TB_DIR
+    path = storage.as_path(path)
+    root = path / TB_DIR
 
     def sinks(branch: str, folder: Path) -> list:
         title = path.name if branch == MAIN_BRANCH else f"{path.name}/{branch}"
@@ -302,4 +345,4 @@ def open_tracker(config: Config, path: Path, seeds: Sequence[int]) -> Tracker:
         out += trackers.external_sinks(log_to, folder, title, params)
         return out
 
-    return Tracker(seeds, sinks(MAIN_BRANCH, Path(path)), branch_sinks=sinks)
+    return Tracker(seeds, sinks(MAIN_BRANCH, path), branch_sinks=sinks)

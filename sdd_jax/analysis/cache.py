@@ -10,6 +10,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
+from sdd_jax import storage
 from sdd_jax.atomic import atomic_write_json
 from sdd_jax.jsonable import to_native
 
@@ -37,7 +38,7 @@ class StepCache:
         """The cached entry of ``level``, or None when absent or unreadable (computed again)."""
         if level not in self._read:
             try:
-                self._read[level] = json.loads(self.file(level).read_text())
+                self._read[level] = json.loads(storage.read_text(self.file(level)))
             except (OSError, ValueError):
                 self._read[level] = None
         return self._read[level]
@@ -52,8 +53,8 @@ class StepCache:
         return entry
 
     def put(self, level: int, data: dict) -> dict:
-        self.path.mkdir(parents=True, exist_ok=True)
-        if not (self.path / "settings.json").is_file():
+        storage.mkdir(self.path)
+        if not storage.is_file(self.path / "settings.json"):
             atomic_write_json(self.path / "settings.json", self.settings)
         atomic_write_json(self.file(level), to_native(data, f"{self.file(level)}"))
         self._read.pop(level, None)  # read back: the entry as JSON holds it

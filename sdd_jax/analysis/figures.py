@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sdd_jax import storage
 from sdd_jax.figure import save_figure
 
 _X_TICKS = (100, 50, 20, 10, 5, 1, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001)
@@ -105,7 +106,7 @@ def _density_of(data: dict, level: int) -> float:
 
 
 def _save(fig, folder: Path, stem: str) -> list[str]:
-    folder.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(folder)
     fig.tight_layout()
     return save_figure(fig, folder / stem)
 
@@ -344,5 +345,5 @@ def draw_all(folder: Path, data: dict) -> list[str]:
         makers.append(("reinit", reinit))
     paths = []
     for stem, make in makers:
-        paths += _save(make(data), Path(folder), stem)
+        paths += _save(make(data), storage.as_path(folder), stem)
     return paths

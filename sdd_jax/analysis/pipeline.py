@@ -29,7 +29,6 @@ counting steps (re-dense epochs, levels, curves).
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -38,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sdd_jax import imp, rng
+from sdd_jax import imp, rng, storage
 from sdd_jax.analysis import calibration as calib
 from sdd_jax.analysis import evaluation, figures, hessian, interpolate, landscape, report, tables
 from sdd_jax.analysis.cache import StepCache, on_device
@@ -193,8 +192,8 @@ class Analysis:
     # -- 3. re-dense training
     def _redense_store(self) -> RunStore:
         path = self.caches["redense"].path
-        path.mkdir(parents=True, exist_ok=True)
-        if not (path / "settings.json").is_file():
+        storage.mkdir(path)
+        if not storage.is_file(path / "settings.json"):
             atomic_write_json(path / "settings.json", self.caches["redense"].settings)
         return RunStore(path)
 
@@ -318,17 +317,17 @@ def analyze(
     ``FileNotFoundError``) naming the file or setting before anything is written.
     """
     started = time.time()
-    run_dir = Path(run_dir)
+    run_dir = storage.as_path(run_dir)  # an etils.epath.Path on Cloud Storage
     ours, theirs = split_overrides(list(overrides))
     cfg = parse(ours)
     results_csv = run_dir / "results.csv"
-    if not results_csv.is_file():
+    if not storage.is_file(results_csv):
         raise FileNotFoundError(f"{results_csv} not found: is {run_dir} a finished run directory?")
     rows = [r for r in read_results_csv(results_csv) if r.get("branch", "imp") == "imp"]
     if not rows:
         raise ResultsError(f"{results_csv} has no rows of the main run")
     in_csv = sorted({int(r["level"]) for r in rows})
-    chosen = chosen_levels(rows, in_csv, levels, run_dir.resolve().name)  # refused before the run is opened
+    chosen = chosen_levels(rows, in_csv, levels, storage.resolve(run_dir).name)  # refused before the run is opened
     exp, run = open_run(run_dir, theirs + (["run.verbosity=0"] if quiet else []))
     finished = run.finished_levels()
     if in_csv != finished:
@@ -337,7 +336,7 @@ def analyze(
             f"rerun `sdd-jax run` (or `sdd-jax report`) to bring them in line"
         )
     an = Analysis(exp, run, cfg, chosen, 0 if quiet else exp.config.run.verbosity)
-    an.root.mkdir(exist_ok=True)
+    storage.mkdir(an.root)
     atomic_write_json(
         an.root / "settings.json",
         {"analysis": as_dict(cfg), "levels": chosen, "redense_lr": an.redense_lr, "redense_epochs": an.redense_epochs},
@@ -381,9 +380,9 @@ def analyze(
 
 def _prune_stale_figures(folder: Path, keep: list[str]) -> None:
     """Remove figures of an earlier analysis that this one did not draw (e.g. no reinit branch)."""
-    keep = {Path(p).name for p in keep}
-    for path in folder.glob("*"):
-        if path.is_file() and path.name not in keep:
-            path.unlink()
-    if not any(folder.iterdir()):
-        shutil.rmtree(folder, ignore_errors=True)
+    keep = {storage.as_path(p).name for p in keep}
+    for path in storage.listdir(folder):
+        if storage.is_file(path) and path.name not in keep:
+            storage.remove_file(path)
+    if not storage.listdir(folder):
+        storage.remove_tree(folder)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sdd_jax import storage
 from sdd_jax.analysis.stats import CORRELATIONS
 from sdd_jax.atomic import atomic_write_text
 from sdd_jax.describe import plural
@@ -107,7 +108,10 @@ def phase_markdown(rows: list[dict], n_resamples: int | None = None) -> str:
 
 def write(root: Path, data: dict, tables: list[str], figures: list[str], cfg, seconds: float) -> str:
     """Write ``root/report.md``; returns its path."""
-    rel = lambda p: os.path.relpath(p, root)  # noqa: E731
+    if storage.is_remote(root):  # the link from report.md to a file under root
+        rel = lambda p: storage.as_path(p).relative_to(root).as_posix()  # noqa: E731
+    else:
+        rel = lambda p: os.path.relpath(p, root)  # noqa: E731
     pngs = [p for p in figures if p.endswith(".png")]
     levels, x = data["levels"], data["density"]
     chosen = "\n".join(
