@@ -274,7 +274,9 @@ def test_sigterm_stops_a_run_cleanly(tmp_path):
     checkpoint settled), in one line, and Python exits normally with 143 (killed by the signal it
     would be -15), so its exit handlers run: one of them releases a gs:// lock
     (tests/test_storage.py checks that a process's exit releases it)."""
-    settings = [arg for item in [*SETTINGS, "optim.epochs=60", "pruning.levels=1"] for arg in ("--set", item)]
+    # Far more epochs than it runs before the signal: however slow or fast the machine, the run is
+    # still training when it gets the signal.
+    settings = [arg for item in [*SETTINGS, "optim.epochs=100000", "pruning.levels=1"] for arg in ("--set", item)]
     child = subprocess.Popen(
         [sys.executable, "-m", "sdd_jax", "run", "smoke", "--workdir", str(tmp_path), *settings],
         env=_env(),
