@@ -2,7 +2,8 @@
 
 A *series* is one configuration's rows: a run directory's main rows (``results.csv``; with
 ``branches=True`` also one series per branch), or a point of a study directory (``study.json``:
-its ``run_dir`` and ``branch``, see the study format below). Series are told apart by a key:
+its ``run_dir`` and ``branch``, see the study format below; read by :mod:`sdd_jax.compare_series`).
+Series are told apart by a key:
 
 * a dotted config key (``noise.rate``), read from the series' ``config.json``;
 * an identity column of :mod:`sdd_jax.identity` (``noise_rate``, ``criterion``, ``init``, ...);
@@ -29,7 +30,6 @@ no results yet is left out with a warning.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import os
@@ -42,6 +42,7 @@ from sdd_jax import comparison_table, storage
 from sdd_jax.atomic import atomic_write_text
 from sdd_jax.choices import did_you_mean
 from sdd_jax.compare_figure import colour, curve, make_comparison_figure, shared_title
+from sdd_jax.compare_series import STUDY_FILE, Series, load_series, read_study
 from sdd_jax.config import Config, flat_keys
 from sdd_jax.exports import write_curves_csv
 from sdd_jax.figure import save_figure
@@ -50,18 +51,12 @@ from sdd_jax.results import (
     COMBINED_CURVES_FILE,
     COMBINED_RESULTS_FILE,
     CURVES_FILE,
-    MAIN_BRANCH,
-    RESULTS_FILE,
     ResultsError,
-    branch_files,
     read_csv,
-    read_results_csv,
     result_columns,
     write_csv,
 )
-from sdd_jax.runid import load_config, read_json
 
-STUDY_FILE = "study.json"
 # The config keys (and the init axis) whose value an identity column already holds.
 _COVERED = (
     "name",
@@ -75,131 +70,6 @@ _COVERED = (
 )
 OUT_STEM = "comparison"
 DEFAULT_OUT = "comparison"  # under the current directory, for a set of run directories
-
-
-@dataclasses.dataclass(frozen=True)
-class Series:
-    """One configuration: the rows of ``branch`` in the run directory ``run_dir`` (``folder``:
-    where its files are, ``run_dir`` or ``run_dir/branches/<branch>``), its ``config`` (the
-    run's), ``coords`` (a study point's axis values), and whether all its levels are ``done``."""
-
-    run_dir: Path
-    folder: Path
-    branch: str
-    config: Config
-    rows: tuple
-    coords: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    done: bool = True
-
-    @property
-    def name(self) -> str:
-        return self.run_dir.name + ("" if self.branch == MAIN_BRANCH else f":{self.branch}")
-
-
-# ----- reading series ------------------------------------------------------------------------
-
-
-def _config(run_dir: Path) -> Config:
-    path = run_dir / "config.json"
-    if not storage.is_file(path):
-        raise FileNotFoundError(f"{path} not found: is {run_dir} a run directory?")
-    return load_config(path)
-
-
-def _levels_done(config: Config, rows: Sequence[Mapping]) -> bool:
-    return {int(r["level"]) for r in rows} >= set(range(config.pruning.levels + 1))
-
-
-def run_series(run_dir: str | os.PathLike, branches: bool = False) -> list[Series]:
-    """The main rows of a run directory as one series (and, with ``branches``, one series per
-    readable branch). ``FileNotFoundError``/``ValueError`` naming the file when ``results.csv``
-    or ``config.json`` is missing or unreadable."""
-    run_dir = storage.as_path(run_dir)  # an etils.epath.Path on Cloud Storage
-    results = run_dir / RESULTS_FILE
-    if not storage.is_file(results):
-        raise FileNotFoundError(f"{results} not found: is {run_dir} a run or study directory?")
-    config = _config(run_dir)
-    rows = [r for r in read_results_csv(results) if (r.get("branch") or MAIN_BRANCH) == MAIN_BRANCH]
-    if not rows:
-        raise ResultsError(f"{results} has no result rows")
-    done = _levels_done(config, rows)
-    if not done:
-        levels = len({r["level"] for r in rows})
-        warnings.warn(
-            f"{run_dir} is unfinished: drawn with its {levels} of {config.pruning.levels + 1} levels", stacklevel=2
-        )
-    out = [Series(run_dir, run_dir, MAIN_BRANCH, config, tuple(rows), done=done)]
-    if branches:
-        for path in branch_files(run_dir, RESULTS_FILE):
-            brows = read_results_csv(path)
-            for label in dict.fromkeys(r.get("branch") for r in brows):
-                if label and label != MAIN_BRANCH:
-                    mine = tuple(r for r in brows if r.get("branch") == label)
-                    out.append(Series(run_dir, storage.as_path(path).parent, label, config, mine))
-    return out
-
-
-def read_study(study_dir: str | os.PathLike) -> dict:
-    """``study.json`` of ``study_dir``; ``ValueError`` naming the file when it is missing, not
-    valid JSON or lacks ``points`` (each with ``run_dir`` and ``branch``)."""
-    path = storage.as_path(study_dir) / STUDY_FILE
-    if not storage.is_file(path):
-        raise FileNotFoundError(f"{path} not found: is {study_dir} a study directory?")
-    study = read_json(path, "rerun `sdd-jax sweep` with the study's name to write it again")
-    points = study.get("points") if isinstance(study, dict) else None
-    if not isinstance(points, list) or not all(
-        isinstance(p, dict) and isinstance(p.get("run_dir"), str) and isinstance(p.get("branch"), str) for p in points
-    ):
-        raise ValueError(f"{path} is not a study file: it needs a list of points, each with run_dir and branch")
-    return study
-
-
-def study_series(study_dir: str | os.PathLike, study: Mapping | None = None) -> list[Series]:
-    """The points of a study directory (``study``: its ``study.json``, read when not given) as
-    series (see the module docstring for unfinished points). ``FileNotFoundError`` naming the
-    file for a point marked done without its results or config."""
-    study_dir = storage.as_path(study_dir)
-    out = []
-    for point in (study or read_study(study_dir))["points"]:
-        run_dir = study_dir / point["run_dir"]
-        branch = point["branch"]
-        folder = run_dir if branch == MAIN_BRANCH else run_dir / "branches" / branch
-        results = folder / RESULTS_FILE
-        coords = point.get("coords") or {}
-        done = bool(point.get("done", False))
-        where = ", ".join(f"{k}={v}" for k, v in coords.items()) or point["run_dir"]
-        missing = next((p for p in (results, run_dir / "config.json") if not storage.is_file(p)), None)
-        rows = [] if missing else [r for r in read_results_csv(results) if (r.get("branch") or MAIN_BRANCH) == branch]
-        if not rows:
-            if done:
-                what = f"{missing} not found" if missing else f"{results} has no rows of branch {branch!r}"
-                raise FileNotFoundError(f"{what}, though {STUDY_FILE} marks the point {where} done")
-            warnings.warn(f"study point {where} has no results yet ({missing or results}): left out", stacklevel=2)
-            continue
-        if not done:
-            levels = len({r["level"] for r in rows})
-            warnings.warn(
-                f"study point {where} is unfinished: drawn with its {levels} levels ({results})", stacklevel=2
-            )
-        out.append(Series(run_dir, folder, branch, _config(run_dir), tuple(rows), coords, done))
-    if not out:
-        raise ValueError(f"{study_dir / STUDY_FILE}: no point has results yet")
-    return out
-
-
-def load_series(paths: Sequence[str | os.PathLike], branches: bool = False) -> tuple[list[Series], list[dict]]:
-    """Series of every path (a study directory, with ``study.json``, or a run directory), in
-    order, and the studies read."""
-    series, studies = [], []
-    for path in map(storage.as_path, paths):
-        if not storage.is_dir(path):
-            raise FileNotFoundError(f"{path} is not a directory")
-        if storage.is_file(path / STUDY_FILE):
-            studies.append(read_study(path))
-            series += study_series(path, studies[-1])
-        else:
-            series += run_series(path, branches)
-    return series, studies
 
 
 # ----- keys --------------------------------------------------------------------------------------

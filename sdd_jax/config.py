@@ -62,7 +62,7 @@ class NoiseConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """``name``: lenet_300_100 | mlp | resnet18/34/50/101/152 | vgg11/13/16/19, or a name of any
+    """``name``: lenet_300_100 | mlp | resnet10/18/34/50/101/152 | vgg11/13/16/19, or a name of any
     registered family (:mod:`sdd_jax.models.registry`)."""
 
     name: str = "lenet_300_100"

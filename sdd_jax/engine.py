@@ -171,33 +171,28 @@ class Engine:
             return chex.assert_max_traces(counted, n=max_traces)
 
         seeded = partial(over_seeds, execution=seed_execution, mesh=mesh)
-        self.epoch_fn = jax.jit(
-            seeded(traced(train.train_epoch), (0, 0, None, None, None, None, None)), donate_argnums=(0,)
-        )
-        self.epoch_eval_fn = jax.jit(
-            seeded(traced(train.train_epoch_and_evaluate), (0, 0, None, None, None, None, None, None, None)),
-            donate_argnums=(0,),
-        )
-        self.step_fn = jax.jit(
-            seeded(traced(train.batch_step), (0, 0, None, None, None, 0, 0, None, None)), donate_argnums=(0,)
-        )
-        self.order_fn = jax.jit(seeded(partial(train.epoch_order, self.spec), (0, None)))
-        self.eval_fn = jax.jit(seeded(partial(train.evaluate, self.spec), (0, 0, 0, None, None)))
-        self.grad_fn = jax.jit(seeded(partial(train.mean_gradient, self.spec), (0, 0, 0, None, None)))
-        self.init_fn = jax.jit(seeded(partial(train.init_state, model, self.optimizer), (0, 0, None)))
-        # The same functions with the training labels per replica (in_axes 0 beside the state).
-        self.replica_label_fns = {
-            "epoch": jax.jit(seeded(traced(train.train_epoch), (0, 0, None, 0, None, None, None)), donate_argnums=(0,)),
-            "epoch_eval": jax.jit(
-                seeded(traced(train.train_epoch_and_evaluate), (0, 0, None, 0, None, None, None, None, None)),
-                donate_argnums=(0,),
+
+        def shared_and_mapped(fn, in_axes, labels_at, **jit):
+            """``fn`` jitted with its labels (argument ``labels_at``) shared by the seeds, and with
+            one label array per replica mapped beside the state (a study's stack)."""
+            mapped = tuple(0 if i == labels_at else axis for i, axis in enumerate(in_axes))
+            return {False: jax.jit(seeded(fn, in_axes), **jit), True: jax.jit(seeded(fn, mapped), **jit)}
+
+        donate = {"donate_argnums": (0,)}  # the train state
+        self.label_fns = {
+            "epoch": shared_and_mapped(traced(train.train_epoch), (0, 0, None, None, None, None, None), 3, **donate),
+            "epoch_eval": shared_and_mapped(
+                traced(train.train_epoch_and_evaluate), (0, 0, None, None, None, None, None, None, None), 3, **donate
             ),
-            "step": jax.jit(
-                seeded(traced(train.batch_step), (0, 0, None, 0, None, 0, 0, None, None)), donate_argnums=(0,)
+            "step": shared_and_mapped(
+                traced(train.batch_step), (0, 0, None, None, None, 0, 0, None, None), 3, **donate
             ),
-            "eval": jax.jit(seeded(partial(train.evaluate, self.spec), (0, 0, 0, None, 0))),
-            "grad": jax.jit(seeded(partial(train.mean_gradient, self.spec), (0, 0, 0, None, 0))),
+            "eval": shared_and_mapped(partial(train.evaluate, self.spec), (0, 0, 0, None, None), 4),
+            "grad": shared_and_mapped(partial(train.mean_gradient, self.spec), (0, 0, 0, None, None), 4),
         }
+        self.eval_fn = self.label_fns["eval"][False]  # evaluation on a shared split (test, validation)
+        self.order_fn = jax.jit(seeded(partial(train.epoch_order, self.spec), (0, None)))
+        self.init_fn = jax.jit(seeded(partial(train.init_state, model, self.optimizer), (0, 0, None)))
 
     # ----- composition ------------------------------------------------------------------------
     def place(self, stacked):
@@ -246,7 +241,7 @@ class Engine:
     ):
         """The scanned epoch (all seeds) with the loop over batches in Python: one jitted,
         donated call per active iteration (see ``epoch_loop``)."""
-        step_fn = step_fn or self.step_fn
+        step_fn = step_fn or self.label_fns["step"][False]
         index, weights = self.order_fn(state, jnp.int32(epoch))
         spe = self.steps_per_epoch
         sums = None
@@ -393,15 +388,9 @@ class Engine:
 
     # ----- labels shared by the seeds, or one label array per replica ---------------------------
     def _label_fns(self, data: DeviceData) -> dict:
-        if per_replica(data):
-            return self.replica_label_fns
-        return {
-            "epoch": self.epoch_fn,
-            "epoch_eval": self.epoch_eval_fn,
-            "step": self.step_fn,
-            "eval": self.eval_fn,
-            "grad": self.grad_fn,
-        }
+        """The jitted functions for ``data``'s labels: shared, or one array per replica."""
+        mapped = per_replica(data)
+        return {name: fns[mapped] for name, fns in self.label_fns.items()}
 
     def _by_labels(self, fn, stacked_args, labels, n_seeds: int, mapped: bool):
         """:meth:`_by_chunk` of ``fn(*stacked_args, labels)``: labels per replica (``mapped``) are

@@ -46,3 +46,8 @@ EXPORT_HELP = (
     "logits equal the dense masked network's. During a sweep the masks are dense (no speed-up, no "
     "memory saving): this is how a pruned network is used on its own."
 )
+
+FORCE_UNLOCK_HELP = (
+    "first remove the lock that a killed process (kill -9, a lost VM) left on a gs:// run directory "
+    "(the lock object only)"
+)

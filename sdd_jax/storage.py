@@ -50,32 +50,6 @@ from etils import epath
 
 from sdd_jax.distributed import is_primary
 
-__all__ = [
-    "REMOTE_PREFIX",
-    "StorageError",
-    "absolute",
-    "as_path",
-    "check_bucket",
-    "create_new",
-    "exists",
-    "glob",
-    "is_dir",
-    "is_file",
-    "is_remote",
-    "listdir",
-    "mkdir",
-    "object_generation",
-    "read_bytes",
-    "read_text",
-    "remove_file",
-    "remove_object",
-    "remove_tree",
-    "resolve",
-    "write_bytes",
-    "write_json",
-    "write_text",
-]
-
 REMOTE_PREFIX = "gs://"
 GCS_ENDPOINT = "https://storage.googleapis.com"
 CONNECT_TIMEOUT_S = 10  # how long the first contact with an endpoint may take before it is declared unreachable
@@ -119,6 +93,19 @@ def resolve(path: str | os.PathLike) -> pathlib.Path | epath.Path:
     """:func:`absolute` with local symlinks resolved (``Path.resolve``), to compare two paths."""
     path = as_path(path)
     return path if is_remote(path) else path.expanduser().resolve()
+
+
+def relative(path: str | os.PathLike, root: str | os.PathLike) -> str:
+    """``path`` relative to the folder ``root`` (both local, or both under the same ``gs://``
+    bucket), as a POSIX string: ``points/run-1a2b`` for ``<root>/points/run-1a2b``.
+    ``ValueError`` when ``path`` is not under ``root``."""
+    path, root = absolute(path), absolute(root)
+    if is_remote(path) or is_remote(root):
+        inner, outer = str(path).rstrip("/"), str(root).rstrip("/") + "/"
+        if not inner.startswith(outer):
+            raise ValueError(f"{path} is not under {root}")
+        return inner[len(outer) :]
+    return pathlib.Path(path).relative_to(root).as_posix()
 
 
 # --------------------------------------------------------------------------- Cloud Storage access

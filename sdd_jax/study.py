@@ -38,14 +38,13 @@ value added to an axis trains only the new points.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from sdd_jax import compare, imp, report, results
+from sdd_jax import compare, imp, report, results, storage
 from sdd_jax.data import read_clean
 from sdd_jax.distributed import is_primary
 from sdd_jax.experiment import dense_mask, densities, fresh_state
@@ -90,7 +89,7 @@ def run(study: Study, *, write_report: bool = True, announce: bool = False) -> P
     for points in study.programs():
         partners = [None if p.init != "reinit" else points.index(study.partner(p)) for p in points]
         programs.append(Program(points, partners, clean))
-    study.path.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(study.path)
     lock_run_dir(study.path)
     if is_primary():
         remove_leftovers(study.path)
@@ -213,6 +212,6 @@ def summary_lines(study: Study) -> list[str]:
             test = float(np.mean([r["test_acc"] for r in last]))
             density = float(np.mean([r["density"] for r in last]))
             status += f", level {done[-1]}: test {100 * test:.2f}% at {100 * density:.3g}% of the weights"
-        where = os.path.relpath(point.run_dir, study.path)
+        where = storage.relative(point.run_dir, study.path)
         lines.append(f"  {point.label}: {where} [{point.branch}] {status}")
     return lines

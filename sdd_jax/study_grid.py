@@ -31,12 +31,11 @@ import functools
 import hashlib
 import itertools
 import json
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sdd_jax import presets
+from sdd_jax import presets, storage
 from sdd_jax.atomic import atomic_write_json
 from sdd_jax.checkpoints import valid_name
 from sdd_jax.choices import did_you_mean
@@ -151,7 +150,7 @@ class Study:
             "points": [
                 {
                     "coords": dict(p.coords),
-                    "run_dir": os.path.relpath(p.run_dir, self.path),
+                    "run_dir": storage.relative(p.run_dir, self.path),
                     "branch": p.branch,
                     "done": bool(done.get(p, False)),
                 }
@@ -314,7 +313,7 @@ def resolve_study(
     resolved = tuple(Axis(key, _coerce_values(base, key, values)) for key, values in axes)
     _check_init(base, resolved)
     name = spec.name if spec else base_name
-    path = Path(base.run.workdir).expanduser().absolute() / f"{name}-study-{study_hash(base, keys)}"
+    path = storage.absolute(base.run.workdir) / f"{name}-study-{study_hash(base, keys)}"
     if not valid_name(path.name):
         raise ConfigError(f"study name {name!r} cannot name a folder: use letters, digits and _ . , + = -")
     points = tuple(_point(base, resolved, values, path) for values in itertools.product(*(a.values for a in resolved)))

@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from sdd_jax import storage
 from sdd_jax.distributed import to_host
 from sdd_jax.rundir import RunDir
 from sdd_jax.train import LevelWeights, TrainState, Weights
@@ -133,7 +134,7 @@ class StackRun:
     (named in messages); ``members`` in stack order, their rows covering the stack."""
 
     def __init__(self, path: Path, members: list[Member]):
-        self.path = Path(path)
+        self.path = storage.as_path(path)
         self.members = list(members)
         self.theta0 = StackedWeights(self.members, "theta0")
         self.theta_rewind = StackedWeights(self.members, "theta_rewind")

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 
-from sdd_jax import cli, presets
+from sdd_jax import cli, cli_parser, presets
 from sdd_jax.analysis import figures as analysis_figures
 from sdd_jax.analysis import report as analysis_report
 from sdd_jax.analysis.settings import AnalysisConfig
@@ -163,7 +163,7 @@ def test_a_bad_preset_file_is_one_line_naming_it(tmp_path, capsys, text, words):
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    action = next(a for a in cli._parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in cli_parser.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return dict(action.choices)
 
 

@@ -87,6 +87,16 @@ def test_resnet18_count():
     assert _size([(p, x) for p, x in leaves if p[-1] == "kernel" and len(x.shape) == 4]) == 11_159_232
 
 
+def test_resnet10_count():
+    """One BasicBlock per stage: ResNet-18 less the second block of each stage, counted by hand
+    (3x3 convolutions, two BatchNorm parameters a channel)."""
+    second_blocks = sum(2 * (9 * c * c + 2 * c) for c in (64, 128, 256, 512))
+    leaves = _leaves(_abstract_params("resnet10"))
+    assert _size(leaves) == 11_173_962 - second_blocks == 4_903_242
+    kernels = [(p, x) for p, x in leaves if p[-1] == "kernel" and len(x.shape) == 4]
+    assert _size(kernels) == 11_159_232 - sum(2 * 9 * c * c for c in (64, 128, 256, 512))
+
+
 # torchvision's ImageNet counts (resnet34 21,797,672; resnet50 25,557,032; resnet101 44,549,160;
 # resnet152 60,192,808) minus the 7x7 stem (9,408) and 1000-way fc, plus the 3x3 stem (1,728)
 # and the classes-way fc.
@@ -246,9 +256,10 @@ def test_bad_arguments_raise():
 
 
 def test_registry_holds_the_built_in_families():
-    assert MODEL_NAMES[:11] == (
+    assert MODEL_NAMES[:12] == (
         "lenet_300_100",
         "mlp",
+        "resnet10",
         "resnet18",
         "resnet34",
         "resnet50",
@@ -260,7 +271,7 @@ def test_registry_holds_the_built_in_families():
         "vgg19",
     )
     assert model_names() == MODEL_NAMES and list(FAMILIES)[:3] == ["mlp", "resnet", "vgg"]
-    for name in MODEL_NAMES[:11]:
+    for name in MODEL_NAMES[:12]:
         family = family_of(name)
         model = build_model(ModelConfig(name=name, width_multiplier=0.125), 10)
         assert isinstance(model, family.modules) and family_of_module(model) is family
@@ -542,7 +553,7 @@ def test_vmap_over_seeds_matches_loop():
 # Thin stand-ins of each family built through the config, as the runner builds them.
 THIN = {
     "mlp": (ModelConfig(name="mlp", widths=(16,)), (4, 6, 6, 1)),
-    "resnet18": (ModelConfig(name="resnet18", width_multiplier=0.125), (4, 8, 8, 3)),
+    "resnet10": (ModelConfig(name="resnet10", width_multiplier=0.125), (4, 8, 8, 3)),
     "vgg11": (ModelConfig(name="vgg11", width_multiplier=0.0625), (2, 32, 32, 3)),
 }
 

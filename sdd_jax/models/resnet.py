@@ -1,4 +1,4 @@
-"""CIFAR ResNets 18/34/50/101/152: torchvision's layout with a CIFAR stem.
+"""CIFAR ResNets 10/18/34/50/101/152: torchvision's layout with a CIFAR stem.
 
 Stem: 3x3 stride-1 conv (no bias) + BN + ReLU, no max-pool. Four stages of BasicBlocks (18, 34)
 or Bottlenecks (50, 101, 152; stride on the 3x3 conv, torchvision v1.5) with ``width * 2**i``
@@ -29,8 +29,11 @@ from sdd_jax.models.registry import Family, register_family
 
 OUTPUT_LAYER = "fc"
 
-# depth -> (block kind, blocks per stage)
+# depth -> (block kind, blocks per stage). ResNet-10, one BasicBlock per stage, is the smallest
+# network with every part of the CIFAR ResNets (stem, identity and projection shortcuts in every
+# stage, the pruned classifier): a quick one for CPU checks of the ResNet code path.
 DEPTHS = {
+    10: ("basic", (1, 1, 1, 1)),
     18: ("basic", (2, 2, 2, 2)),
     34: ("basic", (3, 4, 6, 3)),
     50: ("bottleneck", (3, 4, 6, 3)),
