@@ -82,7 +82,7 @@ def main() -> dict:
     out["six_vs_one"] = max_diff([r for r in one if r["seed"] < 6], six_many)  # seeds 0-5 of one device
 
     # A 2 x 4 (seeds x data) mesh step against the unsharded step: thin BN ResNet.
-    model = thin_resnet(10)
+    model = thin_resnet(10, stages=1)
     optim = OptimConfig(lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=16, epochs=1)
     # One step (16 examples, batch 16): BN nets amplify rounding differences step after step.
     x = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)

@@ -6,20 +6,12 @@ import json
 
 import numpy as np
 import pytest
+from analysis_settings import TINY_ANALYSIS
 
 from sdd_jax import cli
 from sdd_jax.analysis import figures, tables
 
-TINY = [
-    "analysis.interp_points=3",
-    "analysis.curve_points=3",
-    "analysis.lanczos_steps=3",
-    "analysis.hutchinson_probes=2",
-    "analysis.hessian_batches=1",
-    "analysis.bn_batches=1",
-    "analysis.bootstrap=20",
-    "analysis.redense_epochs=1",
-]
+TINY = TINY_ANALYSIS
 TABLES = ("correlations.csv", "phase_stats.csv", "levels.csv", "redense.csv", "interpolation.csv", "landscape.csv")
 STEMS = (
     "redense",

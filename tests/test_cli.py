@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from sdd_jax import cli, figure, presets, report, results
+from sdd_jax import cli, cli_commands, figure, presets, report, results
 from sdd_jax.config import Config, ConfigError, from_dict, override, to_dict
 from sdd_jax.runid import result_hash
 
@@ -239,7 +239,7 @@ def test_report_on_an_unfinished_run_says_how_many_levels_are_done(tmp_path, cap
 )
 def test_branch_commands_set_up_the_compilation_cache(smoke_run, tmp_path, monkeypatch, command, extra):
     calls = []
-    monkeypatch.setattr(cli, "_setup_compilation_cache", calls.append)
+    monkeypatch.setattr(cli_commands, "_setup_compilation_cache", calls.append)
     # The branch itself is not trained: only the set-up before its first compilation is tested.
     monkeypatch.setattr("sdd_jax.branches.run_branch", lambda exp, run, name, levels: smoke_run)
     cache = str(tmp_path / "xla-cache")

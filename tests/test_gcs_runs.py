@@ -25,8 +25,9 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from analysis_settings import TINY_ANALYSIS
 
-from sdd_jax import cli, export, imp, runlock, storage
+from sdd_jax import cli, export, imp, runlock, storage, study
 from sdd_jax.checkpoint_reads import is_finished
 from sdd_jax.config import override
 from sdd_jax.experiment import build
@@ -49,16 +50,6 @@ SETTINGS = [
     "run.seeds=2",
     "run.checkpoint_every_epochs=1",
     "run.verbosity=0",
-]
-TINY_ANALYSIS = [  # the settings of tests/test_analysis_cli.py
-    "analysis.interp_points=3",
-    "analysis.curve_points=3",
-    "analysis.lanczos_steps=3",
-    "analysis.hutchinson_probes=2",
-    "analysis.hessian_batches=1",
-    "analysis.bn_batches=1",
-    "analysis.bootstrap=20",
-    "analysis.redense_epochs=1",
 ]
 RESULTS_FILES = ("results.csv", "curves.csv", "layers.csv", "results_all.csv", "curves_all.csv", "summary.txt")
 
@@ -301,3 +292,21 @@ def test_sigterm_stops_a_run_cleanly(tmp_path):
     # is complete (a save cut short leaves only a temporary folder, which the rerun's orbax removes)
     steps = [p for p in (run_dir / "progress").glob("*/*") if p.name.isdigit()]
     assert steps and all(is_finished(p) for p in steps), steps
+
+
+def test_a_study_on_gcs_holds_the_points_its_lone_runs_hold(gcs_bucket, tmp_path):
+    """``sdd-jax sweep`` with a gs:// workdir: study.json and the points' run directories on Cloud
+    Storage, each point's results those of the same study on a local disk, and the comparison
+    written beside them."""
+    grid, settings = ["noise.rate=0.2,0.4"], ["data.train_size=256", "optim.epochs=1", "pruning.levels=1"]
+    local = study.run_study("smoke", grid, overrides=settings, seeds=1, workdir=str(tmp_path), verbosity=0)
+    remote = study.run_study("smoke", grid, overrides=settings, seeds=1, workdir=f"{gcs_bucket}/studies", verbosity=0)
+    assert str(remote).startswith("gs://") and remote.name == local.name
+    stored = json.loads(storage.read_text(remote / "study.json"))
+    assert stored == json.loads((local / "study.json").read_text())
+    assert all(point["done"] for point in stored["points"])
+    for point in stored["points"]:
+        pd.testing.assert_frame_equal(
+            _csv(remote / point["run_dir"] / "results.csv"), _csv(local / point["run_dir"] / "results.csv")
+        )
+    assert storage.is_file(remote / "comparison.png") and storage.is_file(remote / "comparison.csv")

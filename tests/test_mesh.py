@@ -91,7 +91,7 @@ def test_auto_seed_execution_is_sequential_only_for_conv_nets_on_gpus(monkeypatc
 
 
 def _sequential_epochs(seeds, epochs=1):
-    model = thin_resnet(10)
+    model = thin_resnet(10, stages=1)
     optim = OptimConfig(lr=0.05, momentum=0.9, weight_decay=1e-4, batch_size=16, epochs=epochs)
     x = np.random.default_rng(0).integers(0, 256, (48, 16, 16, 3), dtype=np.uint8)
     data = DeviceData(jnp.asarray(x), jnp.asarray(np.arange(48) % 10, jnp.int32))

@@ -17,23 +17,14 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from analysis_settings import TINY_ANALYSIS
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = shutil.ignore_patterns(".git", "build", "dist", "runs", "*.egg-info", "__pycache__", ".*_cache", ".venv*")
 # The smoke preset cut to seconds: 2 pruning levels after the dense one, 256 training examples.
 RUN = ["--set", "pruning.levels=2", "--set", "data.train_size=256", "--set", "data.test_size=200", "-q"]
-# The cheapest analysis settings (tests/test_analysis_cli.py's, and the stored sparse stage read, not replayed).
-ANALYZE = [
-    "analysis.interp_points=3",
-    "analysis.curve_points=3",
-    "analysis.lanczos_steps=3",
-    "analysis.hutchinson_probes=2",
-    "analysis.hessian_batches=1",
-    "analysis.bn_batches=1",
-    "analysis.bootstrap=20",
-    "analysis.redense_epochs=1",
-    "analysis.replay_sparse=false",
-]
+# The cheapest analysis settings (tests/analysis_settings.py), the stored sparse stage read, not replayed.
+ANALYZE = [*TINY_ANALYSIS, "analysis.replay_sparse=false"]
 USER_PACKAGE = 'WHOSE = "the user\'s own experiments package"\n'
 
 

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 from sdd_jax.models.resnet import ResNet
 
 
-def thin_resnet(num_classes: int = 10, width: int = 4, dtype=jnp.float32) -> ResNet:
-    """Two stages of one BasicBlock each, ``width`` and ``2 * width`` channels, float32 parameters
-    and statistics, compute in ``dtype``."""
-    return ResNet("basic", (1, 1), num_classes, width, dtype=dtype)
+def thin_resnet(num_classes: int = 10, width: int = 4, dtype=jnp.float32, stages: int = 2) -> ResNet:
+    """``stages`` stages (2: the default) of one BasicBlock each, ``width``, ``2 * width``, ...
+    channels, float32 parameters and statistics, compute in ``dtype``. One stage (the stem and one
+    identity BasicBlock) is the quickest BatchNorm conv net to compile, for tests whose subject is
+    the seed axis or the mesh rather than the blocks."""
+    return ResNet("basic", (1,) * stages, num_classes, width, dtype=dtype)
