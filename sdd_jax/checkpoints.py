@@ -44,7 +44,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sdd_jax import storage
+from sdd_jax import interrupts, storage
 from sdd_jax.checkpoint_errors import (
     CheckpointError,
     CheckpointExistsError,
@@ -202,7 +202,8 @@ class RunStore:
         manager = self._managers.get(directory)
         if manager is not None:
             try:
-                manager.wait_until_finished()
+                with interrupts.deferred():  # a stop waits for the write in flight to end
+                    manager.wait_until_finished()
             except Exception as err:  # noqa: BLE001 - the background write failed
                 pending = self._in_flight.pop(directory, (directory, str(directory)))
                 raise write_failure(err, pending[0], pending[1]) from None
@@ -242,7 +243,8 @@ class RunStore:
         if _METRICS_ITEM in items:
             args[_METRICS_ITEM] = ocp.args.JsonSave(items[_METRICS_ITEM])
         try:
-            manager.save(step, args=ocp.args.Composite(**args), force=True)
+            with interrupts.deferred():  # never cut in half: a stop waits for the save to be started
+                manager.save(step, args=ocp.args.Composite(**args), force=True)
         except Exception as err:  # noqa: BLE001 - orbax/tensorstore raise many kinds
             raise write_failure(err, step_dir, what) from None
         self._in_flight[directory] = (step_dir, what)

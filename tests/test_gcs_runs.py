@@ -270,7 +270,7 @@ def test_sigterm_stops_a_run_cleanly(tmp_path):
     settings = [arg for item in [*SETTINGS, "optim.epochs=100000", "pruning.levels=1"] for arg in ("--set", item)]
     child = subprocess.Popen(
         [sys.executable, "-m", "sdd_jax", "run", "smoke", "--workdir", str(tmp_path), *settings],
-        env=_env(),
+        env={**_env(), "PYTHONFAULTHANDLER": "1"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -281,7 +281,11 @@ def test_sigterm_stops_a_run_cleanly(tmp_path):
             assert child.poll() is None and time.monotonic() < deadline, child.communicate()
             time.sleep(0.05)
         child.send_signal(signal.SIGTERM)
-        out, err = child.communicate(timeout=120)
+        try:
+            out, err = child.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # stuck: its threads' stacks (PYTHONFAULTHANDLER) say where
+            child.send_signal(signal.SIGABRT)
+            pytest.fail(f"no exit 120 s after SIGTERM:\n{child.communicate(timeout=60)[1][-6000:]}")
     finally:
         child.kill()
     assert child.returncode == 128 + signal.SIGTERM, err
