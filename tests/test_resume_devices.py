@@ -1,7 +1,8 @@
 """A run continues on another device count: checkpoints saved over 4 devices are restored onto
 1 device and those saved on 1 device onto 2 (levels, progress, θ0 and θk), with the same numbers
-as an uninterrupted run on one device (up to float reduction order). Each step runs in its own
-process with simulated CPU devices (``tests/resume_devices_checks.py``)."""
+as an uninterrupted run on one device (up to float reduction order). The steps on 8 simulated CPU
+devices run in processes of their own, the steps on one device in this one, which has one
+(``tests/resume_devices_checks.py``)."""
 
 import json
 import os
@@ -9,15 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import pytest
+import resume_devices_checks
+
+from sdd_jax import runlock
 
 TESTS = Path(__file__).resolve().parent
 
 
-def _run(devices: int, workdir: Path, levels: int, seed_devices: int, stop_level: int | None = None) -> dict:
+def _on_eight_devices(workdir: Path, levels: int, seed_devices: int, stop_level: int | None = None) -> dict:
     env = {
         **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false",
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false",
         "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
     }
     args = [str(workdir), str(levels), str(seed_devices)] + ([] if stop_level is None else [str(stop_level)])
@@ -47,12 +52,16 @@ def _max_relative_diff(a: list[dict], b: list[dict]) -> float:
 def continued(tmp_path_factory):
     root = tmp_path_factory.mktemp("devices")
     # Levels 0-1 over 4 of 8 devices, stopped inside level 2 after its first progress checkpoint.
-    four = _run(8, root / "moved", levels=2, seed_devices=4, stop_level=2)
-    # The same run continued in a 1-device process: θ0, θk, level 1 and level 2's progress restored.
-    one = _run(1, root / "moved", levels=2, seed_devices=1)
+    four = _on_eight_devices(root / "moved", levels=2, seed_devices=4, stop_level=2)
+    # The same run continued in a 1-device process (this one): θ0, θk, level 1 and level 2's
+    # progress restored.
+    assert jax.device_count() == 1
+    one = resume_devices_checks.main(str(root / "moved"), 2, 1, None)
+    for run_dir in (root / "moved").iterdir():  # as this process's exit would, for the next process
+        runlock.unlock_run_dir(run_dir)
     # Extended to level 3 over 2 devices: level 2, saved on one device, restored onto two.
-    two = _run(8, root / "moved", levels=3, seed_devices=2)
-    straight = _run(1, root / "straight", levels=3, seed_devices=1)
+    two = _on_eight_devices(root / "moved", levels=3, seed_devices=2)
+    straight = resume_devices_checks.main(str(root / "straight"), 3, 1, None)
     return four, one, two, straight
 
 
