@@ -176,7 +176,7 @@ def comparison(
         panels.append((f"{panel} = {_text(pv)}" if panel else "", drawn))
     headers = [by, *([panel] if panel else [])]
     table = comparison_table.text_table(labels, headers, summaries)
-    title = shared_title([identity_columns(s.config, s.branch) for s in series], by, panel, name)
+    title = shared_title([s.config for s in series], by, panel, name)
     figure = make_comparison_figure(panels, by, [_text(v) for v in values], title, distance)
     return {"values": values, "panels": panel_values, "rows": rows, "table": table, "figure": figure, "title": title}
 

@@ -15,12 +15,14 @@ writes it (PNG and SVG, atomically).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from sdd_jax.figure import _X_TICKS
+from sdd_jax.describe import describe_parts
+from sdd_jax.figure import X_TICKS
 from sdd_jax.results import ResultsError, aggregate
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision
@@ -65,30 +67,31 @@ def seeds_text(counts: Sequence[int]) -> str:
     return f"{hi} seed{'s' if hi != 1 else ''}" if lo == hi else f"{lo}-{hi} seeds"
 
 
-def shared_title(identities: Sequence[Mapping[str, Any]], by: str, panel: str | None, name: str = "") -> str:
-    """The figure's title: ``name``, then the settings every series shares (from their identity
-    columns: model, data, noise, criterion, schedule, init), then what splits them."""
-    first = identities[0]
-    shared = {c: v for c, v in first.items() if all(i.get(c) == v for i in identities)}
-    parts = [shared[c] for c in ("model", "dataset") if c in shared]
-    if "noise_kind" in shared:
-        rate = f" {shared['noise_rate']:.0%}" if "noise_rate" in shared else ""
-        parts.append(f"{shared['noise_kind']}{rate}" if shared["noise_kind"] != "none" else "no label noise")
-    parts += [f"{shared[c]} {c}" for c in ("criterion", "schedule", "init") if c in shared]
-    split = f" · by {by}" + (f", panels by {panel}" if panel else "")
-    return (f"{name}: " if name else "") + ", ".join(map(str, parts)) + split
+def shared_title(configs: Sequence[Any], by: str, panel: str | None, name: str = "") -> str:
+    """The figure's title: ``name``, then, in the words of :func:`sdd_jax.describe.describe`, the
+    parts of the configurations (:class:`sdd_jax.config.Config`) that every series shares (model,
+    data, noise, schedule, pruning, epochs, seeds), then the keys that split them:
+    ``"quickstart-noise: LeNet-300-100 · MNIST 4,000 · lottery k=0 · 60 epochs · 2 seeds · by
+    noise.rate"``."""
+    parts = [describe_parts(config) for config in configs]
+    shared = [part for part in parts[0] if all(part in other for other in parts[1:])]
+    split = f"by {by}" + (f", panels by {panel}" if panel else "")
+    return (f"{name}: " if name else "") + " · ".join([*shared, split])
 
 
-def _reversed_log_axis(ax, xs: Sequence[np.ndarray]) -> None:
+def _reversed_log_axis(ax, xs: Sequence[np.ndarray], width_inches: float) -> None:
     """The paper's axis, as :func:`sdd_jax.figure.make_figure` draws it: remaining weights in %,
-    log scale, reversed (sparsity grows to the right), ticks at the paper's values."""
+    log scale, reversed (sparsity grows to the right), ticks at the paper's values, thinned to
+    the decades when a panel is too narrow to print them all apart (``width_inches``)."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     all_x = np.concatenate(list(xs))
     left, right = float(np.max(all_x)) * 1.15, float(np.min(all_x)) / 1.15
     ax.set_xscale("log")
     ax.set_xlim(left, right)
-    ticks = [t for t in _X_TICKS if right <= t <= left]
+    ticks = [t for t in X_TICKS if right <= t <= left]
+    if len(ticks) > max(2, 1.6 * width_inches):  # about 0.6 inch a label, or they run together
+        ticks = [t for t in ticks if float(np.log10(t)).is_integer()]
     if len(ticks) < 2:  # a short range: its own ends
         ticks = sorted({float(f"{v:.3g}") for v in (np.max(all_x), np.min(all_x))}, reverse=True)
     ax.xaxis.set_major_locator(FixedLocator(ticks))
@@ -122,7 +125,8 @@ def make_comparison_figure(
     from matplotlib.patches import Patch
 
     ncols, nrows = len(panels), 2 if distance else 1
-    fig = Figure(figsize=(1.0 + 3.8 * ncols, 1.6 + 3.2 * nrows), dpi=150)
+    width = max(6.4, 1.0 + 3.8 * ncols)  # one panel still leaves room for the legends and the title
+    fig = Figure(figsize=(width, 1.6 + 3.2 * nrows), dpi=150)
     axes = fig.subplots(nrows, ncols, sharex=True, sharey="row", squeeze=False)
     xs = [s["x"] for _, series in panels for s in series]
     counts = [s["n_seeds"] for _, series in panels for s in series]
@@ -141,7 +145,7 @@ def make_comparison_figure(
         if panel_title:
             ax.set_title(panel_title, fontsize=9)
         for row in range(nrows):
-            _reversed_log_axis(axes[row][col], xs)
+            _reversed_log_axis(axes[row][col], xs, (width - 1.0) / ncols)
             axes[row][col].grid(True, axis="y", alpha=0.3)
         axes[nrows - 1][col].set_xlabel("remaining weights (%)")
     axes[0][0].set_ylabel("accuracy (%)")
@@ -168,7 +172,7 @@ def make_comparison_figure(
         title=by,
         title_fontsize=8,
     )
-    if title:
-        fig.suptitle(title, fontsize=9)
+    if title:  # wrapped to the figure's width (about 0.075 inch a character at this size)
+        fig.suptitle(textwrap.fill(title, int(width / 0.075)), fontsize=9)
     fig.tight_layout(rect=(0, (0.62 + 0.2 * value_rows) / height, 1, 1))
     return fig

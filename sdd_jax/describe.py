@@ -121,11 +121,9 @@ def pruning_words(config: Config) -> str:
     return ", ".join(parts)
 
 
-def describe(config: Config) -> str:
-    """One line saying what the run of ``config`` is: model · data · noise · schedule [· pruning]
-    [· dtype] · epochs · seeds, e.g. ``"LeNet-300-100 · MNIST 4,000 · 20% random labels · lottery
-    k=0 · 60 epochs · 2 seeds"``. Every part is read from the config itself (never from a preset's
-    hand-written text), so it is right for every variant and ``--set`` override."""
+def describe_parts(config: Config) -> list[str]:
+    """The parts of :func:`describe`'s line, in order (a comparison's title keeps the parts its
+    configurations share)."""
     parts = [model_words(config), data_words(config), noise_words(config), schedule_words(config)]
     extra = pruning_words(config)
     if extra:
@@ -134,7 +132,15 @@ def describe(config: Config) -> str:
         parts.append(f"{config.model.dtype} compute")
     parts.append(plural(config.optim.epochs, "epoch"))
     parts.append(plural(config.run.seeds, "seed"))
-    return " · ".join(parts)
+    return parts
+
+
+def describe(config: Config) -> str:
+    """One line saying what the run of ``config`` is: model · data · noise · schedule [· pruning]
+    [· dtype] · epochs · seeds, e.g. ``"LeNet-300-100 · MNIST 4,000 · 20% random labels · lottery
+    k=0 · 60 epochs · 2 seeds"``. Every part is read from the config itself (never from a preset's
+    hand-written text), so it is right for every variant and ``--set`` override."""
+    return " · ".join(describe_parts(config))
 
 
 # ----- slug ------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ _PHASE_COLOURS = {
 }
 
 # The paper's ticks (remaining weights, %), continued below 0.5 % for longer runs.
-_X_TICKS = (100, 50, 20, 10, 5, 1, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001)
+X_TICKS = (100, 50, 20, 10, 5, 1, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001)
 # Below this many levels every level gets its own tick (the paper's ticks would leave one or two).
 EVERY_LEVEL_TICKS = 10
 
@@ -160,7 +160,7 @@ def level_ticks(x: np.ndarray, left: float, right: float) -> list[float]:
     :data:`EVERY_LEVEL_TICKS` levels, else the paper's ticks inside ``[right, left]``."""
     if len(x) < EVERY_LEVEL_TICKS:
         return [float(v) for v in x]
-    return [t for t in _X_TICKS if right <= t <= left]
+    return [t for t in X_TICKS if right <= t <= left]
 
 
 def make_figure(data: Mapping[str, Any], title: str | None = None):

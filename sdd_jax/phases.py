@@ -55,12 +55,13 @@ def phase_boundaries(
     if light_end == n:
         return n, n, n
 
-    # Sweet start: first level after memorisation within tol_sweet of the best sparse test acc.
+    # Sweet start: first level after memorisation within tol_sweet of the best sparse test acc,
+    # provided that best generalises about as well as the dense net (a decline has no sweet phase).
+    dense_test = te[0]
     best = float(np.max(te[1:]))
     near = np.nonzero(te[light_end:] >= best - tol_sweet)[0]
-    sweet_start = int(near[0]) + light_end if near.size else n
+    sweet_start = int(near[0]) + light_end if near.size and best >= dense_test - tol_collapse else n
 
-    dense_test = te[0]
     if sweet_start < n:
         peak = sweet_start + int(np.argmax(te[sweet_start:]))
         after = np.arange(peak + 1, n)
@@ -126,8 +127,9 @@ def phases(
     Each phase is a contiguous run, so labels never go back in the order light -> critical ->
     sweet -> collapsed; any phase may be empty. A curve that never leaves the memorising plateau
     is all light (one level too); one whose test accuracy after memorisation never comes within
-    ``tol_sweet`` of ``best`` has no sweet phase, and its collapse is then the first level after
-    memorisation below ``te0 - tol_collapse``.
+    ``tol_sweet`` of ``best``, or whose ``best`` stays below ``te0 - tol_collapse`` (test accuracy
+    that only declines: no recovery, so no sweet spot), has no sweet phase, and its collapse is
+    then the first level after memorisation below ``te0 - tol_collapse``.
 
     ``agg`` must hold one entry per level (filter rows to one branch first); the curves are read
     from ``f"{train_key}_mean"`` and ``f"{test_key}_mean"``.

@@ -98,3 +98,12 @@ def test_phases_reject_bad_input():
         phase_labels([1.0, float("nan")], [0.9, 0.8])
     with pytest.raises(ValueError, match="no levels"):
         phases([])
+
+
+def test_a_decline_without_recovery_has_no_sweet_phase():
+    """Test accuracy that only falls after memorisation ends (its best sparse level more than
+    tol_collapse below the dense one) has no sweet spot: critical levels, if any, then collapsed."""
+    train, test = [1.0, 0.9, 0.8], [0.3475, 0.3340, 0.3285]
+    assert phase_labels(train, test) == ["light", "collapsed", "collapsed"]
+    # The same curve recovering to the dense accuracy (within tol_collapse) has one.
+    assert phase_labels(train, [0.3475, 0.3200, 0.3450]) == ["light", "critical", "sweet"]
