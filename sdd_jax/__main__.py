@@ -1,5 +1,3 @@
-import sys
+from sdd_jax.cli import entry
 
-from sdd_jax.cli import main
-
-sys.exit(main())
+entry()

@@ -16,6 +16,7 @@ PRESET is a preset name (sdd-jax presets) or a Python file defining config() (my
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import os
@@ -113,5 +114,24 @@ def os_error_line(err: OSError) -> str:
     return line
 
 
+STOPPED = (130, 128 + signal.SIGTERM)  # the exit statuses of an interrupt and of SIGTERM
+
+
+def entry() -> None:
+    """The ``sdd-jax`` console script and ``python -m sdd_jax``: :func:`main`, then exit with its
+    status. After a stop (Ctrl-C, SIGTERM) the process leaves without the interpreter's teardown:
+    the exit handlers run (a Cloud Storage lock is released, trackers finish their runs), the
+    streams are flushed, and ``os._exit`` ends it. Tearing jax down while a compilation or a
+    checkpoint thread is still at work crashed the interpreter (a segmentation fault instead of
+    exit status 130 or 143) when a stop came early in a run."""
+    code = main()
+    if code in STOPPED:
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
