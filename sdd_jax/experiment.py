@@ -146,6 +146,11 @@ def build(config: Config, dataset: Dataset | None = None) -> Experiment:
                 f"pruning.ignore pattern {pattern!r} matches no prunable parameter "
                 f"(prunable: {', '.join(prunable_names)})"
             )
+    if config.pruning.ignore and not any(is_prunable(p) for p in masks.paths(shapes["params"])):
+        raise ValueError(
+            f"pruning.ignore={list(config.pruning.ignore)} leaves no parameter to prune "
+            f"(prunable: {', '.join(prunable_names)}): ignore fewer of them"
+        )
     val = None
     if dataset.x_val is not None and len(dataset.x_val):
         val = engine.replicate(_device(dataset.x_val, dataset.y_val))

@@ -371,6 +371,7 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
         ("pruning.criterion", "taylor"),
         ("pruning.scope", "block"),
         ("pruning.ignore", "conv9"),
+        ("pruning.ignore", "fc"),  # matches every prunable kernel: nothing left to prune
     ):
         with pytest.raises(ValueError, match=key.split(".")[1]):
             runopen.open_run(tiny_config(tmp_path, **{key: value}))
@@ -431,9 +432,17 @@ def _distances(reference, params, mask, is_prunable):
 
 
 def test_reinit_distance_is_measured_from_its_own_initial_weights(lottery_run):
+    """Both pairs of distances, from θ0 and from θk, are the reinit network's from its own draw
+    (it starts from it at the rewind iteration): the run's θk (k = 3 here) is no reference of it."""
     config, _, (exp, run), _ = lottery_run
     path = branches.run_branch(exp, run, "reinit", [2])
     tree = run.branch("reinit", "reinit").level(2)
+    layers = results.read_csv(path.parent / "layers.csv")
+    assert layers and all(
+        r["learning_distance_rewind"] == r["learning_distance"]
+        and r["learning_distance_rewind_unpruned"] == r["learning_distance_unpruned"]
+        for r in layers
+    )
     for row in results.read_results_csv(path):
         i = config.seed_list.index(row["seed"])
         key = rng.stream_key(row["seed"], "init", branches.SALT["reinit"], 2)
@@ -443,6 +452,8 @@ def test_reinit_distance_is_measured_from_its_own_initial_weights(lottery_run):
         full, unpruned = _distances(own_init, params, mask, exp.is_prunable)
         assert row["learning_distance"] == pytest.approx(full, rel=1e-6)
         assert row["learning_distance_unpruned"] == pytest.approx(unpruned, rel=1e-6)
+        assert row["learning_distance_rewind"] == pytest.approx(full, rel=1e-6)
+        assert row["learning_distance_rewind_unpruned"] == pytest.approx(unpruned, rel=1e-6)
         from_theta0 = _distances(
             jax.tree.map(lambda leaf: leaf[i], run.theta0.load().params), params, mask, exp.is_prunable
         )[0]
