@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -134,6 +135,25 @@ def test_a_preset_file_is_loaded_and_validated_like_a_preset(tmp_path, capsys):
     assert cli.main(["show", str(bad_value)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "optim.lr" in err[0]
+
+
+def test_a_preset_file_imports_a_module_beside_it(tmp_path):
+    """An extension beside the preset file (docs/extending.md) is importable from it, as when the
+    file is run as a script; ``sys.path`` is as it was afterwards."""
+    helper = f"sdd_preset_helper_{tmp_path.name}".replace("-", "_")
+    (tmp_path / "ext").mkdir()
+    (tmp_path / "ext" / f"{helper}.py").write_text("RATE = 0.35\n")
+    path = tmp_path / "ext" / "preset.py"
+    path.write_text(
+        f"import {helper}\nfrom sdd_jax.config import Config, NoiseConfig\n"
+        f"def config():\n    return Config(noise=NoiseConfig(kind='random_labels', rate={helper}.RATE))\n"
+    )
+    before = list(sys.path)
+    try:
+        assert load_preset_file(path).noise.rate == 0.35
+    finally:
+        sys.modules.pop(helper, None)
+    assert sys.path == before
 
 
 @pytest.mark.parametrize(
