@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from sdd_jax.config import ConfigError, override, to_dict
+from sdd_jax.describe import describe, plural, spans
 
 
 def resolve(preset: str, overrides: list[str], seeds: int | None = None, workdir: str | None = None):
@@ -100,13 +101,11 @@ def _run(args) -> int:
     exp, run = open_run(config)
     already = set(run.finished_levels()) >= set(range(config.pruning.levels + 1))
     if config.run.verbosity:
-        from sdd_jax.describe import describe
-
         ds = exp.dataset
         print(
-            f"{config.name}: {describe(config)}\n{len(ds.y_train):,} training examples "
+            f"{config.name}: {describe(config)}\n{plural(len(ds.y_train), 'training example')} "
             f"({ds.metadata.get('realised_noise_rate', 0):.1%} labels changed), "
-            f"{config.pruning.levels} pruning levels\n"
+            f"{plural(config.pruning.levels, 'pruning level')}\n"
             f"run directory: {run.path}",
             file=sys.stderr,
         )
@@ -167,17 +166,6 @@ def _finish(
     return 0
 
 
-def _spans(levels: list[int]) -> str:
-    """``[3, 4, 5, 9]`` -> ``"3-5, 9"``."""
-    spans: list[list[int]] = []
-    for level in sorted(levels):
-        if spans and level == spans[-1][1] + 1:
-            spans[-1][1] = level
-        else:
-            spans.append([level, level])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
-
-
 def _levels_status(run_dir: Path, done: list[int]) -> str:
     """How many of the run's levels (``pruning.levels`` in its ``config.json``) ``results.csv``
     holds: ``complete (N of N levels)`` or ``unfinished: n of N levels done (missing ...)``."""
@@ -186,12 +174,12 @@ def _levels_status(run_dir: Path, done: list[int]) -> str:
 
         total = int(json.loads(storage.read_text(run_dir / "config.json"))["pruning"]["levels"]) + 1
     except (OSError, ValueError, KeyError, TypeError):  # no readable config: count what is there
-        return f"{len(set(done))} levels in results.csv"
+        return f"{plural(len(set(done)), 'level')} in results.csv"
     missing = sorted(set(range(total)) - set(done))
     if not missing:
         return f"complete ({total} of {total} levels)"
     return (
-        f"unfinished: {total - len(missing)} of {total} levels done (missing {_spans(missing)}; "
+        f"unfinished: {total - len(missing)} of {total} levels done (missing {spans(missing)}; "
         f"rerun the run command to continue)"
     )
 
@@ -257,7 +245,6 @@ def _presets(args) -> int:
 
 def _show(args) -> int:
     config = resolve(args.preset, args.overrides, args.seeds, args.workdir)
-    from sdd_jax.describe import describe
     from sdd_jax.runid import result_hash, run_dir_name
     from sdd_jax.validate import validate
 

@@ -202,6 +202,23 @@ def test_every_branch_command_has_its_own_help():
     assert "--level" in parsers["export"].format_help() and "bcoo" in parsers["export"].format_help()
 
 
+def _run_dir_help(parser: argparse.ArgumentParser) -> str:
+    return next(a.help for a in parser._actions if a.dest == "run_dir")
+
+
+def test_every_command_says_what_it_does_and_what_its_run_dir_is():
+    parsers = _subparsers()
+    for name, parser in parsers.items():
+        assert parser.description, name  # `sdd-jax NAME --help` describes the command
+    for name in ("report", "analyze", "export", "oneshot", "reinit", "random-prune", "redense"):
+        assert "<hash>" in _run_dir_help(parsers[name]), name
+    assert "study" in _run_dir_help(parsers["report"])
+    assert "level 0 finished" in _run_dir_help(parsers["oneshot"])  # one-shot needs the dense level only
+    assert "--levels finished" in _run_dir_help(parsers["reinit"])
+    top = cli_parser.build_parser().format_help()
+    assert "sdd-jax" in top and "``" not in top  # plain text, no reStructuredText markup
+
+
 # ----- the analysis report and figures --------------------------------------------------------
 
 
