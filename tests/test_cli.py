@@ -112,6 +112,15 @@ def test_unknown_preset_is_one_clear_error(capsys):
     assert "unknown preset 'lenet_cifar'" in err and "quickstart" in err
 
 
+def test_a_study_preset_given_to_a_run_command_names_the_sweep(tmp_path, capsys):
+    for command in ("show", "run", "estimate"):
+        for name in ("quickstart-noise", "fig4"):
+            assert cli.main([command, name, *(["--workdir", str(tmp_path)] if command == "run" else [])]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err == [f"sdd-jax: error: {name!r} is a study preset: run it with `sdd-jax sweep {name}`"]
+    assert not any(tmp_path.iterdir())
+
+
 def test_missing_run_dir_for_report(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "nope")]) == 2
     assert "results.csv" in capsys.readouterr().err
