@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
+from sdd_jax import __version__
 from sdd_jax.help_text import (
     BRANCH_HELP,
     EXPORT_HELP,
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdd-jax", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list the presets, one line each")
 

@@ -77,7 +77,8 @@ class Experiment:
     def execution(self) -> dict:
         """Settings outside the run's identity that can move the last float bits (``execution.json``):
         the evaluation batch (``run.eval_batch_size``: losses are summed batch by batch), seed
-        chunks, epoch loop, seed execution, backend and mesh."""
+        chunks, epoch loop, seed execution, backend and mesh (the run directory adds the software
+        versions: :func:`sdd_jax.rundir.software_versions`)."""
         mesh = self.engine.mesh
         return {
             "eval_batch_size": self.config.run.eval_batch_size,

@@ -2,13 +2,19 @@
 config hashing, and ``report`` rebuilding the figure from results.csv."""
 
 import dataclasses
+import importlib.metadata
 import json
 import math
+import warnings
+from pathlib import Path
 
+import jax
+import jaxlib.version
 import numpy as np
 import pytest
 
-from sdd_jax import cli, cli_commands, figure, presets, report, results
+import sdd_jax
+from sdd_jax import cli, cli_commands, figure, presets, report, results, rundir, version
 from sdd_jax.config import Config, ConfigError, from_dict, override, to_dict
 from sdd_jax.runid import result_hash
 
@@ -214,9 +220,39 @@ def test_config_round_trips_through_json():
         from_dict(Config, {**to_dict(config), "extra": 1})
 
 
-def test_execution_json_records_the_evaluation_batch(smoke_run):
+def test_execution_json_records_the_evaluation_batch_and_the_versions(smoke_run):
     execution = json.loads((smoke_run / "execution.json").read_text())
     assert execution["eval_batch_size"] == presets.get("smoke").run.eval_batch_size == 500
+    assert execution["jax_version"] == jax.__version__ and execution["jaxlib_version"] == jaxlib.version.__version__
+    assert execution["sdd_jax_version"] == sdd_jax.__version__
+
+
+def test_continuing_under_other_versions_warns_but_not_a_run_that_recorded_none(tmp_path):
+    (tmp_path / "levels").mkdir()  # a run with finished levels
+    now = {"eval_batch_size": 500, **rundir.software_versions()}
+    written_before_versions = {"eval_batch_size": 500}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rundir._check_execution(tmp_path, now, written_before_versions)
+    assert json.loads((tmp_path / "execution.json").read_text()) == now  # recorded from now on
+    with pytest.warns(UserWarning, match=r"other execution settings .*jax_version.*0\.0\.1 -> "):
+        rundir._check_execution(tmp_path, now, {**now, "jax_version": "0.0.1"})
+
+
+def test_version_from_the_distribution_else_from_the_checkout(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"sdd-jax {sdd_jax.__version__}\n"
+    assert sdd_jax.__version__ == importlib.metadata.version("sdd-jax")  # installed (editable) here
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    lines = (Path(sdd_jax.__file__).parents[1] / "pyproject.toml").read_text().splitlines()
+    project = lines[lines.index("[project]") + 1 :]
+    (stated,) = [line.split("=")[1].strip().strip('"') for line in project if line.startswith("version")][:1]
+    assert version.package_version() == stated
 
 
 def test_report_on_an_unfinished_run_says_how_many_levels_are_done(tmp_path, capsys, monkeypatch):
