@@ -166,14 +166,22 @@ def _finish(
     return 0
 
 
+def _planned_levels(run_dir: Path) -> int | None:
+    """The number of levels the run asks for (``pruning.levels`` + 1, from its ``config.json``),
+    or None when there is no readable one."""
+    from sdd_jax import storage
+
+    try:
+        return int(json.loads(storage.read_text(run_dir / "config.json"))["pruning"]["levels"]) + 1
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def _levels_status(run_dir: Path, done: list[int]) -> str:
     """How many of the run's levels (``pruning.levels`` in its ``config.json``) ``results.csv``
     holds: ``complete (N of N levels)`` or ``unfinished: n of N levels done (missing ...)``."""
-    try:
-        from sdd_jax import storage
-
-        total = int(json.loads(storage.read_text(run_dir / "config.json"))["pruning"]["levels"]) + 1
-    except (OSError, ValueError, KeyError, TypeError):  # no readable config: count what is there
+    total = _planned_levels(run_dir)
+    if total is None:  # no readable config: count what is there
         return f"{plural(len(set(done)), 'level')} in results.csv"
     missing = sorted(set(range(total)) - set(done))
     if not missing:
@@ -200,6 +208,9 @@ def _report(run_dir: Path) -> int:
 
         return _print_comparison(report_study(run_dir))
     if not storage.is_file(run_dir / "results.csv"):
+        total = _planned_levels(run_dir) if storage.is_file(run_dir / "config.json") else None
+        if total is not None:  # a run whose first level has not finished yet
+            raise ValueError(f"{run_dir}: no level finished yet (0 of {total}); rerun the run command to continue")
         raise FileNotFoundError(f"{run_dir / 'results.csv'} not found: is {run_dir} a run directory?")
     return _finish(run_dir, quiet=False, report_only=True)
 

@@ -162,7 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--level", type=int, required=True, help="a finished pruning level k")
     export.add_argument("--seed", type=int, help="which seed's network (default: the run's first seed)")
     export.add_argument("--format", choices=("npz", "bcoo"), default="npz", help="sparse layout (default npz)")
-    export.add_argument("--out", help="output file (default RUN_DIR/exports/level<k>-seed<s>[.bcoo].npz)")
+    export.add_argument(
+        "--out",
+        help="output file, or an existing folder to write the default file name in "
+        "(default RUN_DIR/exports/level<k>-seed<s>[.bcoo].npz)",
+    )
     for choice in sub._choices_actions:  # a command without a longer description says its one-line help
         command = sub.choices[choice.dest]
         if not command.description:

@@ -33,7 +33,6 @@ what is here: finished levels, θ0/θk and in-level progress. Runs are opened th
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -48,6 +47,7 @@ import jaxlib.version
 
 from sdd_jax import exports, results, storage, tracking
 from sdd_jax.atomic import atomic_write_json, atomic_write_text
+from sdd_jax.checkpoint_errors import level_remedy
 from sdd_jax.checkpoints import CheckpointNotFoundError, RunStore, UnreadableCheckpointError
 from sdd_jax.config import Config, ConfigError, from_dict, to_dict
 from sdd_jax.describe import describe
@@ -73,17 +73,6 @@ _TREE_REMEDY = {
     "theta_rewind": "θk is saved while level 0 trains: delete {path}/trees/theta_rewind and "
     "{path}/levels/0 and rerun the same command to train level 0 again (same numbers)",
 }
-
-
-@contextlib.contextmanager
-def _remedy_for_level():
-    """An unreadable finished level, named with the command that computes it again."""
-    try:
-        yield
-    except UnreadableCheckpointError as err:
-        raise UnreadableCheckpointError(
-            f"{err}; delete {err.path} and rerun the same command: the level is computed again (same numbers)", err.path
-        ) from None
 
 
 _REWRITTEN = "delete it and rerun: it is written again from the command's config"
@@ -287,7 +276,7 @@ class RunDir:
 
     def level(self, level: int) -> LevelWeights:
         """The final weights and mask of a finished level."""
-        with _remedy_for_level():
+        with level_remedy():
             tree, _ = self.store.restore_level(level, _tree(self.shapes))
         return LevelWeights(**tree)
 
@@ -347,7 +336,7 @@ class RunDir:
         """The stored metrics of a finished level: ``rows`` (one per seed, per-layer dicts
         included) and ``curves``."""
         if level not in self._metrics:
-            with _remedy_for_level():
+            with level_remedy():
                 self._metrics[level] = self.store.level_metrics(level)
         return self._metrics[level]
 

@@ -132,6 +132,20 @@ def test_missing_run_dir_for_report(tmp_path, capsys):
     assert "results.csv" in capsys.readouterr().err
 
 
+def test_report_on_a_run_with_no_finished_level_says_so(smoke_run, tmp_path, capsys):
+    started = tmp_path / smoke_run.name  # a run killed inside level 0: config.json, no results yet
+    started.mkdir()
+    (started / "config.json").write_text((smoke_run / "config.json").read_text())
+    total = json.loads((started / "config.json").read_text())["pruning"]["levels"] + 1
+    capsys.readouterr()
+    assert cli.main(["report", str(started)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"sdd-jax: error: {started}: no level finished yet (0 of {total}); rerun the run command to continue"
+    ]
+    assert sorted(p.name for p in started.iterdir()) == ["config.json"]  # nothing written
+
+
 def test_show_prints_the_resolved_config(capsys):
     assert cli.main(["show", "resnet18_cifar10-noise40-finetune", "--seeds", "3"]) == 0
     shown = json.loads(capsys.readouterr().out)
