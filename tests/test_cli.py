@@ -5,6 +5,8 @@ import dataclasses
 import importlib.metadata
 import json
 import math
+import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 import sdd_jax
-from sdd_jax import cli, cli_commands, figure, presets, report, results, rundir, version
+from sdd_jax import cli, cli_commands, figure, models, presets, report, results, rundir, version
 from sdd_jax.config import Config, ConfigError, from_dict, override, to_dict
 from sdd_jax.runid import result_hash
 
@@ -215,6 +217,26 @@ def test_presets_follow_the_paper(name):
     # The paper averages 5 runs for LeNet and 3 for the CIFAR (and Tiny-ImageNet) settings.
     expected_seeds = {"quickstart": 2, "smoke": 2, "lenet_mnist": 5}.get(name, 3)
     assert config.run.seeds == expected_seeds
+
+
+def test_the_readme_presets_table_says_which_output_layers_are_pruned():
+    """Every row of the README's presets table against the model family's own prunable rule at
+    its output layer (the name its module gives the classifier)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = text.split("\n## Presets\n", 1)[1].split("\n\n| preset |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    named = set()
+    for row in rows:
+        names, notes = re.findall(r"`([\w-]+)`", row[0]), row[-1]
+        for name in names:
+            config = presets.get(name)
+            family = models.family_of(config.model.name)
+            output = sys.modules[family.build.__module__].OUTPUT_LAYER
+            pruned = models.prunable_predicate(config.model)((output, "kernel"))
+            assert ("output layer pruned" in notes) == pruned, (name, notes)
+            assert ("output layer not pruned" in notes) == (not pruned), (name, notes)
+            named.add(name)
+    assert named == set(presets.BASE)  # every base preset has its row
 
 
 def test_result_hash_ignores_paths_and_verbosity_only():
