@@ -227,7 +227,7 @@ def _branch(args) -> int:
     overrides = args.overrides + (["run.verbosity=0"] if args.quiet else [])
     if args.force_unlock:
         _force_unlock(_path(args.run_dir))
-    exp, run = open_run(_path(args.run_dir), overrides)
+    exp, run = open_run(_path(args.run_dir), overrides, command=f"sdd-jax {args.command}")
     # Before the branch's training compiles (JAX opens the cache at the first compilation that
     # finds a cache directory set).
     _setup_compilation_cache(exp.config.run.compilation_cache)

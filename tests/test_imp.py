@@ -313,6 +313,8 @@ def test_branch_overrides_reach_the_engine_and_result_fields_are_refused(lottery
     for bad in ("run.seeds=1", "optim.lr=0.5", "run.eval_every_epochs=2"):
         with pytest.raises(runopen.RunOpenError, match="may only override"):
             runopen.open_run(run_dir, [bad])
+    with pytest.raises(runopen.RunOpenError, match=r"^sdd-jax reinit may only override pruning.redense_epochs, "):
+        runopen.open_run(run_dir, ["optim.lr=0.5"], command="sdd-jax reinit")
 
 
 def test_capture_epoch_curve_covers_the_whole_epoch(tmp_path):

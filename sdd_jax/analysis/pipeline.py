@@ -58,7 +58,7 @@ from sdd_jax.describe import plural, spans
 from sdd_jax.engine import has_convolutions
 from sdd_jax.progress import Progress
 from sdd_jax.results import ResultsError, read_results_csv
-from sdd_jax.runopen import open_run
+from sdd_jax.runopen import open_run, reopen_settings
 from sdd_jax.seed_axis import over_seeds
 from sdd_jax.train import Weights
 
@@ -337,6 +337,13 @@ def analyze(
     started = time.time()
     run_dir = storage.as_path(run_dir)  # an etils.epath.Path on Cloud Storage
     ours, theirs = split_overrides(list(overrides))
+    run_settings = [k for k in reopen_settings() if k.startswith("run.")]
+    for item in theirs:
+        if item.split("=", 1)[0].strip() not in run_settings:
+            raise AnalysisError(
+                f"sdd-jax analyze takes analysis.* settings (sdd_jax/analysis/settings.py) and the run's "
+                f"execution settings {', '.join(run_settings)} only (got {item!r})"
+            )
     cfg = parse(ours)
     results_csv = run_dir / "results.csv"
     if not storage.is_file(results_csv):
