@@ -23,7 +23,7 @@ from sdd_jax.choices import did_you_mean
 from sdd_jax.config import Config
 from sdd_jax.describe import describe
 
-from . import lenet_mnist, quickstart, resnet18_cifar, resnet101_tinyimagenet, smoke, vgg16_cifar
+from . import lenet_mnist, quickstart, resnet18_cifar, resnet101_tinyimagenet, smoke, studies, vgg16_cifar
 
 BASE: dict[str, Callable[[], Config]] = {
     "quickstart": quickstart.config,
@@ -73,7 +73,11 @@ def _apply_variant(config: Config, variant: str) -> Config:
 
 def get(name: str) -> Config:
     """The config of preset ``name`` (a base name plus optional ``-variant`` suffixes); a
-    variant's ``description`` is generated from its config (:func:`sdd_jax.describe.describe`)."""
+    variant's ``description`` is generated from its config (:func:`sdd_jax.describe.describe`).
+    Raises :class:`UnknownPreset` for an unknown name, and for a study preset's name with the
+    command that runs it."""
+    if studies.is_study(name):
+        raise UnknownPreset(f"{name!r} is a study preset: run it with `sdd-jax sweep {name}`")
     base, *variants = name.split("-")
     if base not in BASE:
         raise UnknownPreset(

@@ -139,6 +139,7 @@ def run_branch(exp: Experiment, run: RunDir, name: str, levels: list[int]) -> Pa
                 lambda s=state: s,
                 progress=progress,
                 distance_from=distance_from,
+                rewind_from=distance_from,  # a reinit network's own draw: the reference of both distances
             )
     path = branch.write_results()
     if run.results_path.is_file():
@@ -170,8 +171,9 @@ def retrain_start(schedule: str, level: int) -> Start:
 def branch_start(
     exp: Experiment, run: RunDir, name: str, level: int, plan: LevelPlan
 ) -> tuple[object, TrainState, Weights | None]:
-    """The mask, the starting state and the reference of the learning distance (``None``: θ0) of
-    branch ``name`` at ``level`` (one-shot: k). Starts: one-shot and random pruning retrain by
+    """The mask, the starting state and the reference of the learning distances (``None``: θ0 for
+    ``learning_distance``, θk for ``learning_distance_rewind``) of branch ``name`` at ``level``
+    (one-shot: k). Starts: one-shot and random pruning retrain by
     the run's schedule (:func:`retrain_start`), reinit from a fresh draw salted by
     ``SALT["reinit"]`` and the level, re-dense from the level's trained weights."""
     schedule = exp.config.pruning.schedule
@@ -181,7 +183,8 @@ def branch_start(
         return mask, imp.start_state(exp, run, plan, retrain_start(schedule, level), mask, dense.weights), None
     trained = run.level(level)
     if name == "reinit":
-        # The learning distance is measured from the network's own dense initialisation.
+        # Both learning distances (from θ0 and from θk) are measured from the network's own draw:
+        # it starts from it at the rewind iteration, so it has no θ0 or θk of its own apart from it.
         start = imp.fresh(SALT["reinit"], level)
         fresh = to_host(imp.start_weights(exp, run, plan, start))
         return trained.mask, imp.start_state(exp, run, plan, start, trained.mask), fresh

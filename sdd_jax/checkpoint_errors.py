@@ -8,6 +8,7 @@ Every error is a ``ValueError`` (:class:`CheckpointError`) or a ``FileNotFoundEr
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -23,6 +24,7 @@ __all__ = [
     "UnreadableCheckpointError",
     "drop_read_echoes",
     "first_line",
+    "level_remedy",
     "unreadable_step",
     "write_failure",
 ]
@@ -51,6 +53,18 @@ class UnreadableCheckpointError(CheckpointError):
     def __init__(self, message: str, path: Path):
         super().__init__(message)
         self.path = path
+
+
+@contextlib.contextmanager
+def level_remedy(rerun: str = "rerun the same command"):
+    """An unreadable finished level (:class:`UnreadableCheckpointError` raised inside the block),
+    named with what computes it again: delete its folder and ``rerun``."""
+    try:
+        yield
+    except UnreadableCheckpointError as err:
+        raise UnreadableCheckpointError(
+            f"{err}; delete {err.path} and {rerun}: the level is computed again (same numbers)", err.path
+        ) from None
 
 
 def first_line(err: BaseException) -> str:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from sdd_jax.config import ConfigError, override, to_dict
+from sdd_jax.describe import describe, plural, spans
 
 
 def resolve(preset: str, overrides: list[str], seeds: int | None = None, workdir: str | None = None):
@@ -100,13 +101,11 @@ def _run(args) -> int:
     exp, run = open_run(config)
     already = set(run.finished_levels()) >= set(range(config.pruning.levels + 1))
     if config.run.verbosity:
-        from sdd_jax.describe import describe
-
         ds = exp.dataset
         print(
-            f"{config.name}: {describe(config)}\n{len(ds.y_train):,} training examples "
+            f"{config.name}: {describe(config)}\n{plural(len(ds.y_train), 'training example')} "
             f"({ds.metadata.get('realised_noise_rate', 0):.1%} labels changed), "
-            f"{config.pruning.levels} pruning levels\n"
+            f"{plural(config.pruning.levels, 'pruning level')}\n"
             f"run directory: {run.path}",
             file=sys.stderr,
         )
@@ -167,31 +166,28 @@ def _finish(
     return 0
 
 
-def _spans(levels: list[int]) -> str:
-    """``[3, 4, 5, 9]`` -> ``"3-5, 9"``."""
-    spans: list[list[int]] = []
-    for level in sorted(levels):
-        if spans and level == spans[-1][1] + 1:
-            spans[-1][1] = level
-        else:
-            spans.append([level, level])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+def _planned_levels(run_dir: Path) -> int | None:
+    """The number of levels the run asks for (``pruning.levels`` + 1, from its ``config.json``),
+    or None when there is no readable one."""
+    from sdd_jax import storage
+
+    try:
+        return int(json.loads(storage.read_text(run_dir / "config.json"))["pruning"]["levels"]) + 1
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _levels_status(run_dir: Path, done: list[int]) -> str:
     """How many of the run's levels (``pruning.levels`` in its ``config.json``) ``results.csv``
     holds: ``complete (N of N levels)`` or ``unfinished: n of N levels done (missing ...)``."""
-    try:
-        from sdd_jax import storage
-
-        total = int(json.loads(storage.read_text(run_dir / "config.json"))["pruning"]["levels"]) + 1
-    except (OSError, ValueError, KeyError, TypeError):  # no readable config: count what is there
-        return f"{len(set(done))} levels in results.csv"
+    total = _planned_levels(run_dir)
+    if total is None:  # no readable config: count what is there
+        return f"{plural(len(set(done)), 'level')} in results.csv"
     missing = sorted(set(range(total)) - set(done))
     if not missing:
         return f"complete ({total} of {total} levels)"
     return (
-        f"unfinished: {total - len(missing)} of {total} levels done (missing {_spans(missing)}; "
+        f"unfinished: {total - len(missing)} of {total} levels done (missing {spans(missing)}; "
         f"rerun the run command to continue)"
     )
 
@@ -212,6 +208,9 @@ def _report(run_dir: Path) -> int:
 
         return _print_comparison(report_study(run_dir))
     if not storage.is_file(run_dir / "results.csv"):
+        total = _planned_levels(run_dir) if storage.is_file(run_dir / "config.json") else None
+        if total is not None:  # a run whose first level has not finished yet
+            raise ValueError(f"{run_dir}: no level finished yet (0 of {total}); rerun the run command to continue")
         raise FileNotFoundError(f"{run_dir / 'results.csv'} not found: is {run_dir} a run directory?")
     return _finish(run_dir, quiet=False, report_only=True)
 
@@ -228,7 +227,7 @@ def _branch(args) -> int:
     overrides = args.overrides + (["run.verbosity=0"] if args.quiet else [])
     if args.force_unlock:
         _force_unlock(_path(args.run_dir))
-    exp, run = open_run(_path(args.run_dir), overrides)
+    exp, run = open_run(_path(args.run_dir), overrides, command=f"sdd-jax {args.command}")
     # Before the branch's training compiles (JAX opens the cache at the first compilation that
     # finds a cache directory set).
     _setup_compilation_cache(exp.config.run.compilation_cache)
@@ -257,7 +256,6 @@ def _presets(args) -> int:
 
 def _show(args) -> int:
     config = resolve(args.preset, args.overrides, args.seeds, args.workdir)
-    from sdd_jax.describe import describe
     from sdd_jax.runid import result_hash, run_dir_name
     from sdd_jax.validate import validate
 

@@ -6,11 +6,19 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from sdd_jax.help_text import BRANCH_HELP, EXPORT_HELP, FORCE_UNLOCK_HELP, PRESET_HELP
-
-DESCRIPTION = (
-    "``sdd-jax`` / ``python -m sdd_jax``: run presets and studies, branch from finished runs, compare, report."
+from sdd_jax import __version__
+from sdd_jax.help_text import (
+    BRANCH_HELP,
+    EXPORT_HELP,
+    FORCE_UNLOCK_HELP,
+    PRESET_HELP,
+    REPORT_DIR_HELP,
+    REPORT_HELP,
+    RUN_DIR_HELP,
+    RUN_HELP,
 )
+
+DESCRIPTION = "sdd-jax (or python -m sdd_jax): run presets and studies, branch from finished runs, compare, report."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdd-jax", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list the presets, one line each")
 
@@ -42,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("preset", help=PRESET_HELP)
     add_overrides(show)
 
-    run = sub.add_parser("run", help="an iterative-pruning run (resumes if interrupted)")
+    run = sub.add_parser(
+        "run", help="an iterative-pruning run (resumes if interrupted)", description=textwrap.fill(RUN_HELP, 88)
+    )
     run.add_argument("preset", help=PRESET_HELP)
     add_overrides(run)
     loud = run.add_mutually_exclusive_group()
@@ -76,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
             ),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        branch.add_argument("run_dir", help="a run directory (runs/<preset>-<hash>) whose levels are finished")
+        branch.add_argument(
+            "run_dir",
+            help=RUN_DIR_HELP
+            + ("; its level 0 finished" if name == "oneshot" else "; the levels given to --levels finished"),
+        )
         branch.add_argument("--levels", required=True, help=levels_help)
         branch.add_argument(
             "--set",
@@ -93,8 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         branch.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
         branch.add_argument("--force-unlock", action="store_true", help=FORCE_UNLOCK_HELP)
 
-    rep = sub.add_parser("report", help="rebuild the table and figures from results.csv (a study: its comparison)")
-    rep.add_argument("run_dir")
+    rep = sub.add_parser(
+        "report",
+        help="rebuild the table and figures from results.csv (a study: its comparison)",
+        description=textwrap.fill(REPORT_HELP, 88),
+    )
+    rep.add_argument("run_dir", help=REPORT_DIR_HELP)
 
     cmp = sub.add_parser(
         "compare", help="configurations side by side: one figure and table of study or run directories"
@@ -111,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-dense training, interpolation, loss curves, sharpness, "
         "calibration and correlations over a finished run",
     )
-    analyze.add_argument("run_dir")
+    analyze.add_argument("run_dir", help=RUN_DIR_HELP + "; a finished run (an unfinished one: its finished levels)")
     analyze.add_argument(
         "--levels",
         help="comma-separated levels (default: dense, critical, sweet and collapsed, picked by the phase rule)",
@@ -139,9 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="write a level's pruned network as a sparse model and check its logits",
         description=EXPORT_HELP,
     )
-    export.add_argument("run_dir", help="a run directory (runs/<preset>-<hash>)")
+    export.add_argument("run_dir", help=RUN_DIR_HELP)
     export.add_argument("--level", type=int, required=True, help="a finished pruning level k")
     export.add_argument("--seed", type=int, help="which seed's network (default: the run's first seed)")
     export.add_argument("--format", choices=("npz", "bcoo"), default="npz", help="sparse layout (default npz)")
-    export.add_argument("--out", help="output file (default RUN_DIR/exports/level<k>-seed<s>[.bcoo].npz)")
+    export.add_argument(
+        "--out",
+        help="output file, or an existing folder to write the default file name in "
+        "(default RUN_DIR/exports/level<k>-seed<s>[.bcoo].npz)",
+    )
+    for choice in sub._choices_actions:  # a command without a longer description says its one-line help
+        command = sub.choices[choice.dest]
+        if not command.description:
+            command.description = choice.help[0].upper() + choice.help[1:] + "."
     return parser

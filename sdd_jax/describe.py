@@ -52,6 +52,17 @@ def plural(count: int, noun: str, nouns: str | None = None) -> str:
     return f"{count:,} {noun if count == 1 else (nouns or noun + 's')}"
 
 
+def spans(levels) -> str:
+    """``[3, 4, 5, 9] -> "3-5, 9"`` (sorted integers as runs of consecutive values)."""
+    runs: list[list[int]] = []
+    for level in sorted(levels):
+        if runs and level == runs[-1][1] + 1:
+            runs[-1][1] = level
+        else:
+            runs.append([level, level])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
 def model_words(config: Config) -> str:
     """``LeNet-300-100``, ``MLP 512-256``, ``ResNet-18``, ``VGG-16-BN`` (``× 0.25 width`` when
     thinned); a registered family's own name as it is."""

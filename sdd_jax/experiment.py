@@ -77,7 +77,8 @@ class Experiment:
     def execution(self) -> dict:
         """Settings outside the run's identity that can move the last float bits (``execution.json``):
         the evaluation batch (``run.eval_batch_size``: losses are summed batch by batch), seed
-        chunks, epoch loop, seed execution, backend and mesh."""
+        chunks, epoch loop, seed execution, backend and mesh (the run directory adds the software
+        versions: :func:`sdd_jax.rundir.software_versions`)."""
         mesh = self.engine.mesh
         return {
             "eval_batch_size": self.config.run.eval_batch_size,
@@ -146,6 +147,11 @@ def build(config: Config, dataset: Dataset | None = None) -> Experiment:
                 f"pruning.ignore pattern {pattern!r} matches no prunable parameter "
                 f"(prunable: {', '.join(prunable_names)})"
             )
+    if config.pruning.ignore and not any(is_prunable(p) for p in masks.paths(shapes["params"])):
+        raise ValueError(
+            f"pruning.ignore={list(config.pruning.ignore)} leaves no parameter to prune "
+            f"(prunable: {', '.join(prunable_names)}): ignore fewer of them"
+        )
     val = None
     if dataset.x_val is not None and len(dataset.x_val):
         val = engine.replicate(_device(dataset.x_val, dataset.y_val))

@@ -43,6 +43,7 @@ from jax.experimental import sparse
 
 from sdd_jax import masks, storage
 from sdd_jax.atomic import atomic_write_bytes
+from sdd_jax.checkpoint_errors import level_remedy
 from sdd_jax.config import Config, ModelConfig, from_dict, to_dict
 from sdd_jax.data import load_dataset
 from sdd_jax.data.device import normalize
@@ -285,7 +286,8 @@ def level_model(run_dir: str | os.PathLike, level: int, seed: int | None = None)
             if finished
             else f"{run.path.name} has no finished level yet: run it first"
         )
-    weights = run.level(level)
+    with level_remedy("rerun the run's command (sdd-jax run with its preset and settings)"):
+        weights = run.level(level)
     i = run.seeds.index(seed)
     pick = lambda tree: jax.tree.map(lambda a: np.asarray(a[i]), tree)  # noqa: E731
     params, mask, batch_stats = pick(weights.params), pick(weights.mask), pick(weights.batch_stats)
@@ -312,7 +314,8 @@ def export_level(
     check_examples: int = 256,
 ) -> dict[str, Any]:
     """Write seed ``seed`` (default: the run's first) of finished ``level`` as a sparse model in
-    format ``fmt`` to ``out`` (default :func:`default_path`), after reading its bytes back and
+    format ``fmt`` to ``out`` (default :func:`default_path`; an existing folder: the file of that
+    name in it), after reading its bytes back and
     comparing their sparse logits with the dense masked network's on the first ``check_examples``
     test examples.
 
@@ -331,11 +334,9 @@ def export_level(
     module = build_model(config.model, data.num_classes)
     model.meta["num_classes"] = data.num_classes
     x = normalize(data.x_test[:check_examples], data.mean, data.std)
-    path = (
-        storage.as_path(out)
-        if out is not None
-        else default_path(storage.absolute(run_dir), level, model.meta["seed"], fmt)
-    )
+    path = default_path(storage.absolute(run_dir), level, model.meta["seed"], fmt)
+    if out is not None:  # an existing folder receives the file under its default name
+        path = storage.as_path(out) / path.name if storage.is_dir(out) else storage.as_path(out)
     variables = {"params": dense["params"], **({"batch_stats": dense["batch_stats"]} if dense["batch_stats"] else {})}
     reference = np.asarray(module.apply(variables, x, train=False), np.float32)
     data = to_bytes(model, fmt)

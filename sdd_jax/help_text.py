@@ -5,6 +5,27 @@ from __future__ import annotations
 
 PRESET_HELP = "a preset name (sdd-jax presets, variants included) or a Python file defining config()"
 
+RUN_DIR_HELP = "a run directory: the folder `sdd-jax run` printed, <workdir>/<preset>[-<slug>]-<hash>"
+
+RUN_HELP = (
+    "Train the preset's dense network (level 0), then prune pruning.fraction of the remaining weights by "
+    "pruning.criterion (global magnitude by default) and retrain by pruning.schedule, pruning.levels times, all seeds together. Everything goes "
+    "to the run directory <workdir>/<preset>[-<slug>]-<hash>: results.csv, curves.csv, layers.csv, the "
+    "summary table, the figure and the checkpoints. Rerunning the same command resumes a killed run where "
+    "it stopped; a finished run is not recomputed; more levels (--set pruning.levels=N) extend it."
+)
+
+REPORT_HELP = (
+    "Rebuild a run directory's summary table, figure and combined files (results_all.csv, curves_all.csv) "
+    "from its results files alone, its branches drawn beside the main curve, and say how many of its levels "
+    "are done. Given a study directory (sdd-jax sweep), write the study's comparison instead."
+)
+
+REPORT_DIR_HELP = (
+    "a run directory (<workdir>/<preset>[-<slug>]-<hash>, as `sdd-jax run` printed it) or a study "
+    "directory (<workdir>/<name>-study-<hash>)"
+)
+
 # Per branch command: (one-line help, what it does, what --levels means for it).
 BRANCH_HELP = {
     "oneshot": (

@@ -51,11 +51,13 @@ def run_level(
     *,
     progress: Progress,
     distance_from: Weights | None = None,
+    rewind_from: Weights | None = None,
 ) -> LevelWeights:
     """Train, measure and record ``level`` on ``mask``; returns its final weights.
 
     Resumes from the level's progress checkpoint when there is one, else trains ``start()``.
-    The learning distances are measured from ``distance_from`` (default θ0) and from θk.
+    The learning distances are measured from ``distance_from`` (default θ0) and the rewind ones
+    from ``rewind_from`` (default θk; a reinit network's own draw stands for both).
     """
     curves = None
     resumed = _resume(exp, run, plan, level)
@@ -79,7 +81,8 @@ def run_level(
     if not run.theta_rewind.saved():  # k at the very end is rejected in experiment.build
         raise RuntimeError("the rewind point was never reached")
     reference = distance_from if distance_from is not None else run.theta0.load()
-    rows = measure(exp, plan.engine, state, mask, curves, reference.params, run.theta_rewind.load().params)
+    rewind_reference = rewind_from if rewind_from is not None else run.theta_rewind.load()
+    rows = measure(exp, plan.engine, state, mask, curves, reference.params, rewind_reference.params)
     weights = LevelWeights(state.params, state.batch_stats, mask)
     run.finish_level(level, weights, rows, curves)
     progress.level_done(level, rows)

@@ -18,13 +18,19 @@
 The config is then validated like a built-in preset's (:func:`sdd_jax.validate.validate`, on
 ``show`` and before a run writes anything). A config left with the default name ``custom`` is
 named after the file (``my_preset``). Its run directory is ``<name>-<hash>``.
+
+While the file is imported and its ``config()`` runs, the file's folder is first on ``sys.path``
+(as ``python my_preset.py`` would have it), so the file can ``import`` modules beside it: an
+extension that registers a pruning criterion or a model family (``docs/extending.md``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 from sdd_jax.config import Config, ConfigError
@@ -52,22 +58,37 @@ def load_preset_file(path: str | os.PathLike) -> Config:
     if spec is None or spec.loader is None:
         raise ConfigError(f"preset file {file} cannot be imported as a Python module (name it *.py)")
     module = importlib.util.module_from_spec(spec)
-    try:
-        spec.loader.exec_module(module)
-    except Exception as err:  # noqa: BLE001 - the user's code: any failure is one line naming the file
-        raise ConfigError(f"preset file {file} failed to import: {_first_line(err)}") from None
-    make = getattr(module, "config", None)
-    if not callable(make):
-        raise ConfigError(f"preset file {file} has no config() function: define one returning a sdd_jax.config.Config")
-    try:
-        config = make()
-    except Exception as err:  # noqa: BLE001
-        raise ConfigError(f"preset file {file}: config() failed: {_first_line(err)}") from None
+    with _first_on_path(str(file.resolve().parent)):
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # noqa: BLE001 - the user's code: any failure is one line naming the file
+            raise ConfigError(f"preset file {file} failed to import: {_first_line(err)}") from None
+        make = getattr(module, "config", None)
+        if not callable(make):
+            raise ConfigError(
+                f"preset file {file} has no config() function: define one returning a sdd_jax.config.Config"
+            )
+        try:
+            config = make()
+        except Exception as err:  # noqa: BLE001
+            raise ConfigError(f"preset file {file}: config() failed: {_first_line(err)}") from None
     if not isinstance(config, Config):
         raise ConfigError(f"preset file {file}: config() returned {type(config).__name__}, not a sdd_jax.config.Config")
     if config.name == Config.name:
         config = dataclasses.replace(config, name=file.stem)
     return config
+
+
+@contextlib.contextmanager
+def _first_on_path(folder: str):
+    """``folder`` first on ``sys.path`` inside the block, then taken out again (the modules it
+    imported stay imported: their registrations hold)."""
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):  # the user's code may have removed it itself
+            sys.path.remove(folder)
 
 
 def _first_line(err: BaseException) -> str:

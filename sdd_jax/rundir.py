@@ -6,7 +6,8 @@ Layout of one run (``<workdir>/<preset>[-<slug>]-<result_hash>``, :func:`sdd_jax
                           generated from it (:func:`sdd_jax.describe.describe`)
     result_fields.json    the settings that identify the results (checked on every start)
     dataset.json          sizes, noise statistics and the data fingerprint (checked on every start)
-    execution.json        settings outside the identity that can move the last float bits
+    execution.json        settings outside the identity that can move the last float bits, and
+                          the sdd-jax, jax and jaxlib versions (:func:`software_versions`)
     results.csv           one row per seed and finished level (``branch`` and the identity
                           columns of :mod:`sdd_jax.identity` first, in every results file)
     curves.csv            one row per seed, finished level and epoch (the training curves)
@@ -32,7 +33,6 @@ what is here: finished levels, θ0/θk and in-level progress. Runs are opened th
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -42,8 +42,12 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import jax
+import jaxlib.version
+
 from sdd_jax import exports, results, storage, tracking
 from sdd_jax.atomic import atomic_write_json, atomic_write_text
+from sdd_jax.checkpoint_errors import level_remedy
 from sdd_jax.checkpoints import CheckpointNotFoundError, RunStore, UnreadableCheckpointError
 from sdd_jax.config import Config, ConfigError, from_dict, to_dict
 from sdd_jax.describe import describe
@@ -57,6 +61,7 @@ from sdd_jax.runid import (
 )
 from sdd_jax.runlock import LOCK_FILE, OWNER_FILE, RunDirBusyError, lock_run_dir, remove_leftovers  # noqa: F401
 from sdd_jax.train import LevelWeights, TrainState, Weights
+from sdd_jax.version import package_version
 
 
 class RunDirConflictError(ValueError):
@@ -68,17 +73,6 @@ _TREE_REMEDY = {
     "theta_rewind": "θk is saved while level 0 trains: delete {path}/trees/theta_rewind and "
     "{path}/levels/0 and rerun the same command to train level 0 again (same numbers)",
 }
-
-
-@contextlib.contextmanager
-def _remedy_for_level():
-    """An unreadable finished level, named with the command that computes it again."""
-    try:
-        yield
-    except UnreadableCheckpointError as err:
-        raise UnreadableCheckpointError(
-            f"{err}; delete {err.path} and rerun the same command: the level is computed again (same numbers)", err.path
-        ) from None
 
 
 _REWRITTEN = "delete it and rerun: it is written again from the command's config"
@@ -131,10 +125,22 @@ def _prepare_run_dir(workdir: str | os.PathLike, config: Config) -> Path:
     return path
 
 
+def software_versions() -> dict[str, str]:
+    """The sdd-jax, jax and jaxlib versions, recorded in ``execution.json``: another version of
+    any of them may compile other kernels or add in another order, so, like the execution
+    settings, a change warns when a run is continued (a run written before they were recorded
+    has none: nothing to compare, no warning)."""
+    return {
+        "sdd_jax_version": package_version(),
+        "jax_version": jax.__version__,
+        "jaxlib_version": jaxlib.version.__version__,
+    }
+
+
 def _check_execution(path: Path, execution: dict, before: dict | None) -> None:
-    """Warn when a run is continued with other execution settings (``before``: the stored ones,
-    None for a new run): they are outside the run's identity but can move the last float bits
-    (see :class:`sdd_jax.engine.Engine`)."""
+    """Warn when a run is continued with other execution settings or software versions
+    (``before``: the stored ones, None for a new run): they are outside the run's identity but
+    can move the last float bits (see :class:`sdd_jax.engine.Engine`)."""
     stored = path / "execution.json"
     if before is not None:
         # Settings recorded only by newer versions (absent before) are not a change.
@@ -175,7 +181,7 @@ def open_run_dir(config: Config, dataset, execution: dict, shapes: LevelWeights,
         before = read_json(path / "execution.json", _REWRITTEN)
     path = _prepare_run_dir(config.run.workdir, config)
     atomic_write_json(stored, metadata)
-    _check_execution(path, execution, before)
+    _check_execution(path, {**execution, **software_versions()}, before)
     return RunDir(path, shapes, seeds, config=config, tracker=tracking.open_tracker(config, path, seeds))
 
 
@@ -270,7 +276,7 @@ class RunDir:
 
     def level(self, level: int) -> LevelWeights:
         """The final weights and mask of a finished level."""
-        with _remedy_for_level():
+        with level_remedy():
             tree, _ = self.store.restore_level(level, _tree(self.shapes))
         return LevelWeights(**tree)
 
@@ -330,7 +336,7 @@ class RunDir:
         """The stored metrics of a finished level: ``rows`` (one per seed, per-layer dicts
         included) and ``curves``."""
         if level not in self._metrics:
-            with _remedy_for_level():
+            with level_remedy():
                 self._metrics[level] = self.store.level_metrics(level)
         return self._metrics[level]
 

@@ -35,7 +35,11 @@ def reopen_settings() -> list[str]:
 
 
 def open_run(
-    source: Config | str | os.PathLike, overrides: list[str] = (), *, dataset: Dataset | None = None
+    source: Config | str | os.PathLike,
+    overrides: list[str] = (),
+    *,
+    dataset: Dataset | None = None,
+    command: str = "a branch",
 ) -> tuple[Experiment, rundir.RunDir]:
     """The experiment and the run directory of ``source``, created or resumed.
 
@@ -44,6 +48,7 @@ def open_run(
     existing run directory, reopened from its ``config.json`` with ``overrides`` (``key=value``)
     of :func:`reopen_settings` only: the ``run.*`` ones apply to the run, the
     :data:`BRANCH_SETTINGS` to the returned experiment's config alone (the run keeps its identity).
+    ``command`` names the caller in the message refusing another override (``sdd-jax reinit``).
 
     Raises ``ValueError`` naming the setting (an invalid config), :class:`RunOpenError` (not a run
     directory, an override it may not take, a directory that does not match its config) or
@@ -66,7 +71,7 @@ def open_run(
     allowed = reopen_settings()
     for item in overrides:
         if item.split("=", 1)[0].strip() not in allowed:
-            raise RunOpenError(f"a branch may only override {', '.join(allowed)} (got {item!r})")
+            raise RunOpenError(f"{command} may only override {', '.join(allowed)} (got {item!r})")
     branch_items = [i for i in overrides if i.split("=", 1)[0].strip() in BRANCH_SETTINGS]
     run_items = [i for i in overrides if i not in branch_items]
     config = override(config, [*run_items, f"run.workdir={run_dir.parent}"])

@@ -154,8 +154,10 @@ def _train_stack(study: Study, program: Program, level: int, indices: tuple[int,
     previous = None if level == 0 else program.previous(indices, level - 1)
     mask = dense_mask(stack) if level == 0 else program.next_mask(stack, previous, level, indices)
     progress.start_level(level, float(np.mean(densities(stack, mask))))
-    start, reference = program.starts(stack, run, plan, level, mask, previous)
-    run_level(stack, run, plan, level, mask, start, progress=progress, distance_from=reference)
+    start, reference, rewind_reference = program.starts(stack, run, plan, level, mask, previous)
+    run_level(
+        stack, run, plan, level, mask, start, progress=progress, distance_from=reference, rewind_from=rewind_reference
+    )
     program.remember(run, indices)
 
 

@@ -290,10 +290,11 @@ class Program:
         return stack.engine.place(concat(parts))
 
     def starts(self, stack: Stack, run: StackRun, plan: LevelPlan, level: int, mask, previous: LevelWeights | None):
-        """``(start, reference)``: a callable giving the level's start state (as
+        """``(start, reference, rewind_reference)``: a callable giving the level's start state (as
         :func:`sdd_jax.imp.start_state`, per replica: lottery replicas by the schedule, reinit
-        replicas from the fresh ``reinit`` draw) and the stacked weights the learning distance is
-        measured from (None: θ0 for every replica, as a lone run)."""
+        replicas from the fresh ``reinit`` draw) and the stacked weights the learning distances
+        are measured from, from θ0 and from θk (None: θ0, θk for every replica, as a lone run; a
+        reinit replica: its fresh draw for both, as the ``reinit`` branch)."""
         reinit = np.array([r.init == "reinit" for r in stack.replicas])
         fresh = None
         if reinit.any():
@@ -308,4 +309,5 @@ class Program:
             return state_from(stack, plan.engine, weights, mask, plan.start_iteration)
 
         reference = None if fresh is None else pick(reinit, fresh, run.theta0.load())
-        return start, reference
+        rewind_reference = None if fresh is None else pick(reinit, fresh, run.theta_rewind.load())
+        return start, reference, rewind_reference

@@ -85,12 +85,36 @@ def test_redense_curves_cover_every_epoch_of_both_stages(analysed):
     assert data["info"]["lr"] == pytest.approx(0.1)  # LeNet: the last (only) learning rate
 
 
-def test_rerun_is_served_from_the_cache(analysed, capsys):
+def test_the_dense_level_is_not_redensed(analysed):
+    """Level 0 has no pruned weight: no re-dense training, interpolation or re-dense 1-D curve,
+    and the report says so; level 2 has all three."""
+    run_dir, _ = analysed
+    root = run_dir / "analysis"
+    assert [p.name for p in root.glob("cache/redense-*/level_*.json")] == ["level_002.json"]
+    assert {line.split(",")[1] for line in (root / "redense.csv").read_text().splitlines()[1:]} == {"2"}
+    assert {line.split(",")[1] for line in (root / "interpolation.csv").read_text().splitlines()[1:]} == {"2"}
+    solutions = {tuple(line.split(",")[1:3]) for line in (root / "landscape.csv").read_text().splitlines()[1:]}
+    assert solutions == {("0", "sparse"), ("2", "sparse"), ("2", "redense")}
+    (dense_line,) = [line for line in (root / "report.md").read_text().splitlines() if "level 0 (" in line]
+    assert "not re-densed" in dense_line and "re-dense at lr" not in dense_line
+
+
+def test_rerun_is_served_from_the_cache_and_warns_on_an_unfinished_run(analysed, capsys):
     run_dir, args = analysed
     root = run_dir / "analysis"
     before = {p.name: p.read_bytes() for p in root.glob("*.csv")}
     stamps = {p: p.stat().st_mtime_ns for p in (root / "cache").rglob("level_*.json")}
-    assert cli.main(args) == 0
+    # Asking the run for 5 levels (not in its identity) leaves levels 4 and 5 to train.
+    stored = (run_dir / "config.json").read_text()
+    config = json.loads(stored)
+    config["pruning"]["levels"] = 5
+    (run_dir / "config.json").write_text(json.dumps(config))
+    try:
+        capsys.readouterr()
+        with pytest.warns(UserWarning, match=r"unfinished: 2 levels of 6 not trained yet \(4-5; .*levels 0-3"):
+            assert cli.main(args) == 0
+    finally:
+        (run_dir / "config.json").write_text(stored)
     assert {p.name: p.read_bytes() for p in root.glob("*.csv")} == before
     assert {p: p.stat().st_mtime_ns for p in (root / "cache").rglob("level_*.json")} == stamps
 
@@ -113,7 +137,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, analysed, capsys):
             ["analyze", str(run_dir), "--set", "analysis.eigen_method=qr", "-q"],
             lambda err: "analysis.eigen_method" in err,
         ),
-        (["analyze", str(run_dir), "--set", "optim.lr=0.5", "-q"], lambda err: "optim.lr" in err),
+        (
+            ["analyze", str(run_dir), "--set", "optim.lr=0.5", "-q"],
+            lambda err: "'optim.lr=0.5'" in err and "sdd-jax analyze takes analysis.*" in err and "branch" not in err,
+        ),
     ]
     capsys.readouterr()
     for args, says in refused:

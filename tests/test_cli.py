@@ -2,13 +2,21 @@
 config hashing, and ``report`` rebuilding the figure from results.csv."""
 
 import dataclasses
+import importlib.metadata
 import json
 import math
+import re
+import sys
+import warnings
+from pathlib import Path
 
+import jax
+import jaxlib.version
 import numpy as np
 import pytest
 
-from sdd_jax import cli, cli_commands, figure, presets, report, results
+import sdd_jax
+from sdd_jax import cli, cli_commands, figure, models, presets, report, results, rundir, version
 from sdd_jax.config import Config, ConfigError, from_dict, override, to_dict
 from sdd_jax.runid import result_hash
 
@@ -112,9 +120,32 @@ def test_unknown_preset_is_one_clear_error(capsys):
     assert "unknown preset 'lenet_cifar'" in err and "quickstart" in err
 
 
+def test_a_study_preset_given_to_a_run_command_names_the_sweep(tmp_path, capsys):
+    for command in ("show", "run", "estimate"):
+        for name in ("quickstart-noise", "fig4"):
+            assert cli.main([command, name, *(["--workdir", str(tmp_path)] if command == "run" else [])]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert err == [f"sdd-jax: error: {name!r} is a study preset: run it with `sdd-jax sweep {name}`"]
+    assert not any(tmp_path.iterdir())
+
+
 def test_missing_run_dir_for_report(tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "nope")]) == 2
     assert "results.csv" in capsys.readouterr().err
+
+
+def test_report_on_a_run_with_no_finished_level_says_so(smoke_run, tmp_path, capsys):
+    started = tmp_path / smoke_run.name  # a run killed inside level 0: config.json, no results yet
+    started.mkdir()
+    (started / "config.json").write_text((smoke_run / "config.json").read_text())
+    total = json.loads((started / "config.json").read_text())["pruning"]["levels"] + 1
+    capsys.readouterr()
+    assert cli.main(["report", str(started)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"sdd-jax: error: {started}: no level finished yet (0 of {total}); rerun the run command to continue"
+    ]
+    assert sorted(p.name for p in started.iterdir()) == ["config.json"]  # nothing written
 
 
 def test_show_prints_the_resolved_config(capsys):
@@ -188,6 +219,26 @@ def test_presets_follow_the_paper(name):
     assert config.run.seeds == expected_seeds
 
 
+def test_the_readme_presets_table_says_which_output_layers_are_pruned():
+    """Every row of the README's presets table against the model family's own prunable rule at
+    its output layer (the name its module gives the classifier)."""
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    table = text.split("\n## Presets\n", 1)[1].split("\n\n| preset |", 1)[1].split("\n\n", 1)[0]
+    rows = [line.split(" | ") for line in table.splitlines()[2:]]
+    named = set()
+    for row in rows:
+        names, notes = re.findall(r"`([\w-]+)`", row[0]), row[-1]
+        for name in names:
+            config = presets.get(name)
+            family = models.family_of(config.model.name)
+            output = sys.modules[family.build.__module__].OUTPUT_LAYER
+            pruned = models.prunable_predicate(config.model)((output, "kernel"))
+            assert ("output layer pruned" in notes) == pruned, (name, notes)
+            assert ("output layer not pruned" in notes) == (not pruned), (name, notes)
+            named.add(name)
+    assert named == set(presets.BASE)  # every base preset has its row
+
+
 def test_result_hash_ignores_paths_and_verbosity_only():
     base = presets.get("quickstart")
     same = override(
@@ -205,9 +256,39 @@ def test_config_round_trips_through_json():
         from_dict(Config, {**to_dict(config), "extra": 1})
 
 
-def test_execution_json_records_the_evaluation_batch(smoke_run):
+def test_execution_json_records_the_evaluation_batch_and_the_versions(smoke_run):
     execution = json.loads((smoke_run / "execution.json").read_text())
     assert execution["eval_batch_size"] == presets.get("smoke").run.eval_batch_size == 500
+    assert execution["jax_version"] == jax.__version__ and execution["jaxlib_version"] == jaxlib.version.__version__
+    assert execution["sdd_jax_version"] == sdd_jax.__version__
+
+
+def test_continuing_under_other_versions_warns_but_not_a_run_that_recorded_none(tmp_path):
+    (tmp_path / "levels").mkdir()  # a run with finished levels
+    now = {"eval_batch_size": 500, **rundir.software_versions()}
+    written_before_versions = {"eval_batch_size": 500}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rundir._check_execution(tmp_path, now, written_before_versions)
+    assert json.loads((tmp_path / "execution.json").read_text()) == now  # recorded from now on
+    with pytest.warns(UserWarning, match=r"other execution settings .*jax_version.*0\.0\.1 -> "):
+        rundir._check_execution(tmp_path, now, {**now, "jax_version": "0.0.1"})
+
+
+def test_version_from_the_distribution_else_from_the_checkout(monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"sdd-jax {sdd_jax.__version__}\n"
+    assert sdd_jax.__version__ == importlib.metadata.version("sdd-jax")  # installed (editable) here
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    lines = (Path(sdd_jax.__file__).parents[1] / "pyproject.toml").read_text().splitlines()
+    project = lines[lines.index("[project]") + 1 :]
+    (stated,) = [line.split("=")[1].strip().strip('"') for line in project if line.startswith("version")][:1]
+    assert version.package_version() == stated
 
 
 def test_report_on_an_unfinished_run_says_how_many_levels_are_done(tmp_path, capsys, monkeypatch):

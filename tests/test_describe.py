@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -136,6 +137,25 @@ def test_a_preset_file_is_loaded_and_validated_like_a_preset(tmp_path, capsys):
     assert len(err) == 1 and "optim.lr" in err[0]
 
 
+def test_a_preset_file_imports_a_module_beside_it(tmp_path):
+    """An extension beside the preset file (docs/extending.md) is importable from it, as when the
+    file is run as a script; ``sys.path`` is as it was afterwards."""
+    helper = f"sdd_preset_helper_{tmp_path.name}".replace("-", "_")
+    (tmp_path / "ext").mkdir()
+    (tmp_path / "ext" / f"{helper}.py").write_text("RATE = 0.35\n")
+    path = tmp_path / "ext" / "preset.py"
+    path.write_text(
+        f"import {helper}\nfrom sdd_jax.config import Config, NoiseConfig\n"
+        f"def config():\n    return Config(noise=NoiseConfig(kind='random_labels', rate={helper}.RATE))\n"
+    )
+    before = list(sys.path)
+    try:
+        assert load_preset_file(path).noise.rate == 0.35
+    finally:
+        sys.modules.pop(helper, None)
+    assert sys.path == before
+
+
 @pytest.mark.parametrize(
     "text, words",
     [
@@ -180,6 +200,23 @@ def test_every_branch_command_has_its_own_help():
     assert "random mask" in helps["random-prune"] and "per-layer counts" in levels["random-prune"]
     assert "pruning.redense_epochs" in helps["redense"] and "re-dense" in levels["redense"]
     assert "--level" in parsers["export"].format_help() and "bcoo" in parsers["export"].format_help()
+
+
+def _run_dir_help(parser: argparse.ArgumentParser) -> str:
+    return next(a.help for a in parser._actions if a.dest == "run_dir")
+
+
+def test_every_command_says_what_it_does_and_what_its_run_dir_is():
+    parsers = _subparsers()
+    for name, parser in parsers.items():
+        assert parser.description, name  # `sdd-jax NAME --help` describes the command
+    for name in ("report", "analyze", "export", "oneshot", "reinit", "random-prune", "redense"):
+        assert "<hash>" in _run_dir_help(parsers[name]), name
+    assert "study" in _run_dir_help(parsers["report"])
+    assert "level 0 finished" in _run_dir_help(parsers["oneshot"])  # one-shot needs the dense level only
+    assert "--levels finished" in _run_dir_help(parsers["reinit"])
+    top = cli_parser.build_parser().format_help()
+    assert "sdd-jax" in top and "``" not in top  # plain text, no reStructuredText markup
 
 
 # ----- the analysis report and figures --------------------------------------------------------

@@ -1,6 +1,7 @@
 """docs/extending.md as it stands: its ```python blocks (a SNIP criterion module, a Wide ResNet
-family module) are executed as modules, then the smoke preset runs with each addition, and the
-realised sparsity and the criterion's scores are checked against independent oracles."""
+family module, a preset file using the first) are executed as modules, then the smoke preset runs
+with each addition, and the realised sparsity and the criterion's scores are checked against
+independent oracles."""
 
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def extensions():
         FAMILIES.pop("wide_resnet", None)
 
 
-def small_smoke(tmp_path, **settings):
+def small_smoke(tmp_path, base_config=None, **settings):
     base = {
         "pruning.levels": 1,
         "optim.epochs": 1,
@@ -63,7 +64,7 @@ def small_smoke(tmp_path, **settings):
         "run.workdir": str(tmp_path),
         "run.verbosity": 0,
     }
-    return override(presets.get("smoke"), {**base, **settings})
+    return override(base_config or presets.get("smoke"), {**base, **settings})
 
 
 def kept_after_one_level(total: int) -> int:
@@ -78,8 +79,8 @@ def prunable_counts(exp, mask) -> tuple[int, np.ndarray]:
     return total, kept
 
 
-def test_the_doc_holds_the_two_modules():
-    assert list(doc_modules()) == ["snip", "wide_resnet"]
+def test_the_doc_holds_the_two_modules_and_a_preset_file():
+    assert list(doc_modules()) == ["snip", "wide_resnet", "snip_preset"]
 
 
 def test_snip_scores_are_abs_w_times_g(extensions):
@@ -96,7 +97,8 @@ def test_snip_scores_are_abs_w_times_g(extensions):
 
 
 def test_smoke_with_snip_prunes_the_exact_count_by_abs_w_times_g(extensions, tmp_path):
-    config = small_smoke(tmp_path, **{"pruning.criterion": "snip"})
+    config = small_smoke(tmp_path, extensions["snip_preset"].config())  # the doc's preset file
+    assert config.pruning.criterion == "snip"
     exp, run = runopen.open_run(config)
     imp.run_imp(config, prepared=(exp, run), write_report=False)
     level0, level1 = run.level(0), run.level(1)

@@ -313,6 +313,8 @@ def test_branch_overrides_reach_the_engine_and_result_fields_are_refused(lottery
     for bad in ("run.seeds=1", "optim.lr=0.5", "run.eval_every_epochs=2"):
         with pytest.raises(runopen.RunOpenError, match="may only override"):
             runopen.open_run(run_dir, [bad])
+    with pytest.raises(runopen.RunOpenError, match=r"^sdd-jax reinit may only override pruning.redense_epochs, "):
+        runopen.open_run(run_dir, ["optim.lr=0.5"], command="sdd-jax reinit")
 
 
 def test_capture_epoch_curve_covers_the_whole_epoch(tmp_path):
@@ -371,6 +373,7 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path):
         ("pruning.criterion", "taylor"),
         ("pruning.scope", "block"),
         ("pruning.ignore", "conv9"),
+        ("pruning.ignore", "fc"),  # matches every prunable kernel: nothing left to prune
     ):
         with pytest.raises(ValueError, match=key.split(".")[1]):
             runopen.open_run(tiny_config(tmp_path, **{key: value}))
@@ -431,9 +434,17 @@ def _distances(reference, params, mask, is_prunable):
 
 
 def test_reinit_distance_is_measured_from_its_own_initial_weights(lottery_run):
+    """Both pairs of distances, from θ0 and from θk, are the reinit network's from its own draw
+    (it starts from it at the rewind iteration): the run's θk (k = 3 here) is no reference of it."""
     config, _, (exp, run), _ = lottery_run
     path = branches.run_branch(exp, run, "reinit", [2])
     tree = run.branch("reinit", "reinit").level(2)
+    layers = results.read_csv(path.parent / "layers.csv")
+    assert layers and all(
+        r["learning_distance_rewind"] == r["learning_distance"]
+        and r["learning_distance_rewind_unpruned"] == r["learning_distance_unpruned"]
+        for r in layers
+    )
     for row in results.read_results_csv(path):
         i = config.seed_list.index(row["seed"])
         key = rng.stream_key(row["seed"], "init", branches.SALT["reinit"], 2)
@@ -443,6 +454,8 @@ def test_reinit_distance_is_measured_from_its_own_initial_weights(lottery_run):
         full, unpruned = _distances(own_init, params, mask, exp.is_prunable)
         assert row["learning_distance"] == pytest.approx(full, rel=1e-6)
         assert row["learning_distance_unpruned"] == pytest.approx(unpruned, rel=1e-6)
+        assert row["learning_distance_rewind"] == pytest.approx(full, rel=1e-6)
+        assert row["learning_distance_rewind_unpruned"] == pytest.approx(unpruned, rel=1e-6)
         from_theta0 = _distances(
             jax.tree.map(lambda leaf: leaf[i], run.theta0.load().params), params, mask, exp.is_prunable
         )[0]

@@ -4,6 +4,7 @@ exported as a sparse model, the redense error, and a run directory named the ear
 extended, branched and read back."""
 
 import json
+import os
 import shutil
 
 import jax
@@ -81,9 +82,11 @@ def _dense_logits(run_dir, level, seed, examples=256):
 
 @pytest.mark.parametrize("fmt, seed", [("npz", 0), ("bcoo", 1)])
 def test_an_exported_level_reloads_sparse_and_computes_the_dense_masked_logits(tiny_run, tmp_path, fmt, seed, capsys):
-    out = tmp_path / f"level1.{fmt}.npz"
+    # An existing folder as --out (bcoo here) receives the file under its default name.
+    out = tmp_path / f"level1.{fmt}.npz" if fmt == "npz" else tmp_path / f"level1-seed{seed}.bcoo.npz"
+    given = out if fmt == "npz" else tmp_path
     assert (
-        cli.main(["export", str(tiny_run), "--level", "1", "--seed", str(seed), "--format", fmt, "--out", str(out)])
+        cli.main(["export", str(tiny_run), "--level", "1", "--seed", str(seed), "--format", fmt, "--out", str(given)])
         == 0
     )
     printed = capsys.readouterr().out
@@ -118,6 +121,20 @@ def test_export_refuses_what_it_cannot_write_in_one_line(tiny_run, tmp_path, cap
     (tmp_path / "junk.npz").write_bytes(b"not an npz")
     with pytest.raises(export.ExportError, match="junk.npz is not a model written by"):
         export.load(tmp_path / "junk.npz")
+
+
+def test_export_of_an_unreadable_level_names_the_folder_and_the_command_that_computes_it(tiny_run, tmp_path, capsys):
+    run_dir = tmp_path / tiny_run.name
+    shutil.copytree(tiny_run, run_dir, ignore=shutil.ignore_patterns(".lock*"))
+    step = run_dir / "levels" / "1"
+    largest = max((p for p in step.rglob("*") if p.is_file() and p.parent.name == "d"), key=lambda p: p.stat().st_size)
+    os.truncate(largest, 100)  # a truncated copy
+    capsys.readouterr()
+    assert cli.main(["export", str(run_dir), "--level", "1", "--out", str(tmp_path / "x.npz")]) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err.startswith("sdd-jax: error: ") and f"delete {step} and rerun the run's command" in err
+    assert "sdd-jax run" in err and "same numbers" in err
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_redense_without_epochs_names_the_setting_to_add(tiny_run, capsys):

@@ -3,6 +3,7 @@ alone; matplotlib imported only here, bare ``Figure`` objects on the Agg canvas)
 
 * ``redense``            train/test accuracy and loss per epoch, sparse then re-dense (Fig. 6)
 * ``interpolation``      loss and accuracy from the sparse (α=0) to the re-dense (α=1) solution (Fig. 7)
+  (both over the chosen levels that have pruned weights, and left out when none has)
 * ``landscape``          1-D filter-normalised training loss curves, one line per sparsity (Fig. 8)
 * ``distance_sharpness`` learning distances, λmax and the Hessian trace beside test accuracy
   against the remaining weights (Fig. 9/12)
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from sdd_jax import storage
+from sdd_jax.analysis.tables import redensed
 from sdd_jax.figure import save_figure
 
 _X_TICKS = (100, 50, 20, 10, 5, 1, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001)
@@ -112,7 +114,7 @@ def _save(fig, folder: Path, stem: str) -> list[str]:
 
 
 def redense(data: dict):
-    chosen = data["chosen"]
+    chosen = redensed(data["chosen"])
     fig, axes = _figure(len(chosen), 2, sharey="row")
     for j, (role, c) in enumerate(chosen.items()):
         cv = c["redense"]["curves"]
@@ -143,7 +145,7 @@ def redense(data: dict):
 
 
 def interpolation(data: dict):
-    chosen = data["chosen"]
+    chosen = redensed(data["chosen"])
     fig, axes = _figure(len(chosen), 2, sharey="row")
     for j, (role, c) in enumerate(chosen.items()):
         it = c["interpolation"]
@@ -177,6 +179,8 @@ def landscape(data: dict):
         ax = axes[0, k]
         for j, (role, c) in enumerate(data["chosen"].items()):
             ls = c["landscape"]
+            if solution not in ls:  # a level with no pruned weight: not re-densed
+                continue
             d = _density_of(data, c["level"])
             ax.plot(
                 ls["alpha"],
@@ -331,8 +335,7 @@ def calibration(data: dict):
 def draw_all(folder: Path, data: dict) -> list[str]:
     """Draw every figure of the module docstring into ``folder`` (PNG and SVG); returns the paths."""
     makers = [
-        ("redense", redense),
-        ("interpolation", interpolation),
+        *([("redense", redense), ("interpolation", interpolation)] if redensed(data["chosen"]) else []),
         ("landscape", landscape),
         ("distance_sharpness", distance_sharpness),
         ("best_vs_last", best_vs_last),

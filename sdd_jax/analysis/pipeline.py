@@ -15,7 +15,10 @@ with everything cached only redraws the figures and the report):
    ``report.md`` (:mod:`.report`).
 
 The chosen levels default to four picked on the mean curves of ``results.csv`` by the phase rule
-(:func:`sdd_jax.analysis.levels.choose_levels`). Every step is vmapped over seeds (the run's seed
+(:func:`sdd_jax.analysis.levels.choose_levels`). A chosen level with no pruned weight (the dense
+level 0) has nothing to re-dense: its re-dense training, interpolation and re-dense 1-D curve are
+left out (the report says so). An unfinished run is analysed over its finished levels, with a
+warning naming the missing ones. Every step is vmapped over seeds (the run's seed
 execution) and, for interpolation and curves, mapped over the grid of points in chunks of
 ``analysis.grid_chunk``.
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -50,10 +54,11 @@ from sdd_jax.analysis.redense import last_learning_rate, redense_level
 from sdd_jax.analysis.settings import AnalysisConfig, as_dict, parse, settings_hash
 from sdd_jax.atomic import atomic_write_json
 from sdd_jax.checkpoints import RunStore
+from sdd_jax.describe import plural, spans
 from sdd_jax.engine import has_convolutions
 from sdd_jax.progress import Progress
 from sdd_jax.results import ResultsError, read_results_csv
-from sdd_jax.runopen import open_run
+from sdd_jax.runopen import open_run, reopen_settings
 from sdd_jax.seed_axis import over_seeds
 from sdd_jax.train import Weights
 
@@ -66,8 +71,17 @@ ANALYSIS_DIR = "analysis"
 class Analysis:
     """The analysis of one run: its experiment, settings, chosen levels and jitted functions."""
 
-    def __init__(self, exp, run, cfg: AnalysisConfig, levels: dict[str, int], verbosity: int):
+    def __init__(
+        self,
+        exp,
+        run,
+        cfg: AnalysisConfig,
+        levels: dict[str, int],
+        verbosity: int,
+        unpruned: frozenset[int] = frozenset(),
+    ):
         self.exp, self.run, self.cfg, self.levels = exp, run, cfg, levels
+        self.unpruned = unpruned  # chosen levels with no pruned weight: no re-dense, no interpolation
         self.root = run.path / ANALYSIS_DIR
         self.verbosity = verbosity
         engine = exp.engine
@@ -116,7 +130,7 @@ class Analysis:
 
     # -- units of work (for the progress bar)
     def work(self, finished: list[int]) -> dict[str, int]:
-        chosen = list(self.levels.values())
+        chosen = [lv for lv in self.levels.values() if lv not in self.unpruned]
         return {
             "calibration": sum(not self.caches["calibration"].has(lv) for lv in finished),
             "sharpness": sum(not self.caches["sharpness"].has(lv) for lv in finished),
@@ -124,7 +138,8 @@ class Analysis:
                 self.sparse_epochs[lv] + self.redense_epochs[lv] for lv in chosen if not self.caches["redense"].has(lv)
             ),
             "interpolation": sum(not self.caches["interpolation"].has(lv) for lv in chosen),
-            "landscape": 2 * sum(not self.caches["landscape"].has(lv) for lv in chosen),
+            "landscape": 2 * sum(not self.caches["landscape"].has(lv) for lv in chosen)
+            + sum(not self.caches["landscape"].has(lv) for lv in self.unpruned),
         }
 
     # -- 1. calibration and memorisation
@@ -261,10 +276,12 @@ class Analysis:
         )
 
     # -- 5. 1-D curves
-    def landscape(self, level: int, sparse, redensed: Weights, bar: Progress) -> dict:
+    def landscape(self, level: int, sparse, redensed: Weights | None, bar: Progress) -> dict:
+        """The 1-D curves around the level's solution and its re-dense one (``redensed=None``:
+        the level's alone)."""
         cache = self.caches["landscape"]
         if cache.has(level):
-            return cache.get(level)
+            return {k: v for k, v in cache.get(level).items() if redensed is not None or k != "redense"}
         cfg = self.cfg
         if not hasattr(self, "_curve_fn"):
             fn = partial(landscape.curve, self.spec, chunk=self.chunk)
@@ -274,7 +291,8 @@ class Analysis:
         keys = jnp.stack([rng.stream_key(cfg.seed, "analysis/direction", s) for s in self.seeds])
         dense = jax.tree.map(jnp.ones_like, sparse.mask)
         result = {"alpha": np.asarray(alphas)}
-        for name, weights, mask in (("sparse", sparse.weights, sparse.mask), ("redense", redensed, dense)):
+        solutions = [("sparse", sparse.weights, sparse.mask)] + ([("redense", redensed, dense)] if redensed else [])
+        for name, weights, mask in solutions:
             bar.task(f"1-D curve ({name}), level {level}")
             direction = self._direction_fn(keys, weights.params, mask)
             out = self._curve_fn(
@@ -319,6 +337,13 @@ def analyze(
     started = time.time()
     run_dir = storage.as_path(run_dir)  # an etils.epath.Path on Cloud Storage
     ours, theirs = split_overrides(list(overrides))
+    run_settings = [k for k in reopen_settings() if k.startswith("run.")]
+    for item in theirs:
+        if item.split("=", 1)[0].strip() not in run_settings:
+            raise AnalysisError(
+                f"sdd-jax analyze takes analysis.* settings (sdd_jax/analysis/settings.py) and the run's "
+                f"execution settings {', '.join(run_settings)} only (got {item!r})"
+            )
     cfg = parse(ours)
     results_csv = run_dir / "results.csv"
     if not storage.is_file(results_csv):
@@ -335,7 +360,18 @@ def analyze(
             f"{results_csv} lists levels {in_csv} but {run_dir / 'levels'} holds {finished}: "
             f"rerun `sdd-jax run` (or `sdd-jax report`) to bring them in line"
         )
-    an = Analysis(exp, run, cfg, chosen, 0 if quiet else exp.config.run.verbosity)
+    planned = range(exp.config.pruning.levels + 1)
+    missing = [lv for lv in planned if lv not in finished]
+    if missing:
+        warnings.warn(
+            f"{storage.resolve(run_dir).name} is unfinished: {plural(len(missing), 'level')} of {len(planned)} "
+            f"not trained yet ({spans(missing)}; rerun the run command to continue): analysing levels {spans(finished)}",
+            stacklevel=2,
+        )
+    unpruned = frozenset(
+        lv for lv in chosen.values() if all(r["density"] == 1.0 for r in rows if int(r["level"]) == lv)
+    )
+    an = Analysis(exp, run, cfg, chosen, 0 if quiet else exp.config.run.verbosity, unpruned)
     storage.mkdir(an.root)
     atomic_write_json(
         an.root / "settings.json",
@@ -356,6 +392,16 @@ def analyze(
             }
         chosen_data = {}
         for role, level in chosen.items():
+            if level in unpruned:  # nothing to re-dense: the level's own 1-D curve only
+                sparse = None if an.caches["landscape"].has(level) else on_device(run.level(level))
+                chosen_data[role] = {
+                    "level": level,
+                    "redense": None,
+                    "interpolation": None,
+                    "landscape": an.landscape(level, sparse, None, bar),
+                    "curves": run.store.level_metrics(level)["curves"],
+                }
+                continue
             redense_data, redensed = an.redense(level, bar)
             sparse = None
             if not (an.caches["interpolation"].has(level) and an.caches["landscape"].has(level)):

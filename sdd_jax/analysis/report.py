@@ -106,6 +106,17 @@ def phase_markdown(rows: list[dict], n_resamples: int | None = None) -> str:
     return "\n".join(out)
 
 
+def _redense_words(chosen: dict) -> str:
+    """How a chosen level was re-densed, or that it was not (no pruned weight)."""
+    if chosen["redense"] is None:
+        return "not re-densed: no pruned weight to release (no re-dense training, interpolation or re-dense 1-D curve)"
+    info = chosen["redense"]["info"]
+    words = f"re-dense at lr {info['lr']:g} for {plural(int(info['epochs']), 'epoch')}"
+    if info.get("replay_max_abs_diff") is not None:
+        words += f" (replayed sparse stage: max |Δw| {info['replay_max_abs_diff']:.2g} from the stored level)"
+    return words
+
+
 def write(root: Path, data: dict, tables: list[str], figures: list[str], cfg, seconds: float) -> str:
     """Write ``root/report.md``; returns its path."""
     if storage.is_remote(root):  # the link from report.md to a file under root
@@ -116,14 +127,7 @@ def write(root: Path, data: dict, tables: list[str], figures: list[str], cfg, se
     levels, x = data["levels"], data["density"]
     chosen = "\n".join(
         f"- **{role}**: level {c['level']} ({100 * x[levels.index(c['level'])]:.3g}% of the "
-        f"weights, {data['phases'][levels.index(c['level'])]} phase), re-dense at lr "
-        f"{c['redense']['info']['lr']:g} for {plural(int(c['redense']['info']['epochs']), 'epoch')}"
-        + (
-            ""
-            if c["redense"]["info"].get("replay_max_abs_diff") is None
-            else f" (replayed sparse stage: max |Δw| {c['redense']['info']['replay_max_abs_diff']:.2g}"
-            " from the stored level)"
-        )
+        f"weights, {data['phases'][levels.index(c['level'])]} phase), " + _redense_words(c)
         for role, c in data["chosen"].items()
     )
     ps = data["per_seed"]

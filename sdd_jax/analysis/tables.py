@@ -11,6 +11,9 @@ Files under ``RUN_DIR/analysis/`` (accuracies are fractions, losses in nats):
   and test metrics
 * ``interpolation.csv`` per chosen level, α and seed
 * ``landscape.csv``     per chosen level, solution (sparse/redense), α and seed
+
+A chosen level with no pruned weight (the dense level 0) is not re-densed: it has no rows in
+``redense.csv`` and ``interpolation.csv``, and only its ``sparse`` solution in ``landscape.csv``.
 """
 
 from __future__ import annotations
@@ -116,8 +119,13 @@ def collect(rows: list[dict], per_level: dict, chosen: dict, cfg, run, exp) -> d
         "reliability": reliability,
         "ece_bins": cfg.ece_bins,
         "schedule": exp.config.pruning.schedule,
-        "has_batch_norm": any(c["interpolation"].get("batch_norm_batches") for c in chosen.values()),
+        "has_batch_norm": any(c["interpolation"].get("batch_norm_batches") for c in redensed(chosen).values()),
     }
+
+
+def redensed(chosen: dict) -> dict:
+    """The chosen levels that were re-densed (a level with no pruned weight is not)."""
+    return {role: c for role, c in chosen.items() if c["redense"] is not None}
 
 
 def _roles(test_acc: np.ndarray, levels: list[int]) -> dict[str, int]:
@@ -189,7 +197,7 @@ def write(root: Path, data: dict) -> list[str]:
     )
     keys = ("train_loss", "train_acc", "train_acc_clean", "train_acc_noisy_subset", "test_loss", "test_acc")
     rows = []
-    for role, c in data["chosen"].items():
+    for role, c in redensed(data["chosen"]).items():
         cv = c["redense"]["curves"]
         for e, stage in enumerate(cv["stage"]):
             for i, s in enumerate(seeds):
@@ -197,7 +205,7 @@ def write(root: Path, data: dict) -> list[str]:
     files["redense.csv"] = _csv(["role", "level", "epoch", "stage", "seed", *keys], rows)
     ikeys = ("train_loss", "train_acc", "train_loss_clean", "train_acc_clean", "test_loss", "test_acc")
     rows = []
-    for role, c in data["chosen"].items():
+    for role, c in redensed(data["chosen"]).items():
         it = c["interpolation"]
         for i, s in enumerate(seeds):
             for p, a in enumerate(it["alpha"]):
@@ -207,7 +215,7 @@ def write(root: Path, data: dict) -> list[str]:
     rows = []
     for role, c in data["chosen"].items():
         ls = c["landscape"]
-        for solution in ("sparse", "redense"):
+        for solution in [name for name in ("sparse", "redense") if name in ls]:
             for i, s in enumerate(seeds):
                 for p, a in enumerate(ls["alpha"]):
                     rows.append([role, c["level"], solution, a, s, *[ls[solution][k][i][p] for k in lkeys]])
