@@ -120,7 +120,15 @@ def _sweep(args) -> int:
 
     verbosity = 0 if args.quiet else (2 if args.verbose else None)
     resolved = study.resolve_study(
-        args.preset, args.grid, overrides=args.overrides, seeds=args.seeds, workdir=args.workdir, verbosity=verbosity
+        args.preset,
+        args.grid,
+        overrides=args.overrides,
+        seeds=args.seeds,
+        workdir=args.workdir,
+        verbosity=verbosity,
+        by=args.by,
+        panel=args.panel,
+        distance=args.distance or None,
     )
     _setup_compilation_cache(resolved.base.run.compilation_cache)
     started = time.time()
@@ -200,13 +208,16 @@ def _print_comparison(result: dict) -> int:
     return 0
 
 
-def _report(run_dir: Path) -> int:
+def _report(args) -> int:
     from sdd_jax import storage
 
+    run_dir = _path(args.run_dir)
     if storage.is_file(run_dir / "study.json"):
         from sdd_jax.compare import report_study
 
-        return _print_comparison(report_study(run_dir))
+        return _print_comparison(report_study(run_dir, args.distance or None, args.by, args.panel))
+    if args.by or args.panel or args.distance:
+        raise ConfigError(f"--by, --panel and --distance draw a study's comparison: {run_dir} is not a study directory")
     if not storage.is_file(run_dir / "results.csv"):
         total = _planned_levels(run_dir) if storage.is_file(run_dir / "config.json") else None
         if total is not None:  # a run whose first level has not finished yet
@@ -269,7 +280,9 @@ def _show(args) -> int:
 def _compare(args) -> int:
     from sdd_jax.compare import compare
 
-    return _print_comparison(compare(args.paths, args.by, args.panel, args.distance, args.out, args.branches))
+    return _print_comparison(
+        compare(args.paths, args.by, args.panel, args.distance, args.out, args.branches, args.where)
+    )
 
 
 COMMANDS = {
@@ -277,7 +290,7 @@ COMMANDS = {
     "show": _show,
     "run": _run,
     "sweep": _sweep,
-    "report": lambda args: _report(_path(args.run_dir)),
+    "report": _report,
     "compare": _compare,
     "analyze": _analyze,
     "estimate": _estimate,

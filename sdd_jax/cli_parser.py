@@ -45,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
                 "--workdir", help="where run directories are created (run.workdir): a folder or gs://BUCKET/PATH"
             )
 
+    def add_drawing(p, what: str = ""):
+        """--by, --panel and --distance (of ``what``: a comparison's drawing)."""
+        of = f" ({what})" if what else ""
+        p.add_argument("--by", help=f"colour by: a dotted config key (noise.rate), an identity column or init{of}")
+        p.add_argument("--panel", help="one panel per value of this key")
+        p.add_argument("--distance", action="store_true", help="the learning distance in a second row of panels")
+
     show = sub.add_parser(
         "show", help="print the resolved config of a preset (or a preset file) as JSON, its description generated"
     )
@@ -73,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="an axis of the grid (repeatable; replaces a study preset's axis of the same key)",
     )
     add_overrides(sweep)
+    add_drawing(sweep, "the study's comparison (kept in study.json)")
     quiet = sweep.add_mutually_exclusive_group()
     quiet.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
     quiet.add_argument("-v", "--verbose", action="store_true", help="a line per finished level")
@@ -114,14 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         description=textwrap.fill(REPORT_HELP, 88),
     )
     rep.add_argument("run_dir", help=REPORT_DIR_HELP)
+    add_drawing(rep, "a study directory's comparison (default: the study's own)")
 
     cmp = sub.add_parser(
         "compare", help="configurations side by side: one figure and table of study or run directories"
     )
     cmp.add_argument("paths", nargs="+", metavar="STUDY_DIR|RUN_DIR")
-    cmp.add_argument("--by", help="colour by: a dotted config key (noise.rate), an identity column or init")
-    cmp.add_argument("--panel", help="one panel per value of this key")
-    cmp.add_argument("--distance", action="store_true", help="the learning distance in a second row of panels")
+    add_drawing(cmp)
+    cmp.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep only the configurations with this value (repeatable; e.g. --where pruning.criterion=magnitude)",
+    )
     cmp.add_argument("--branches", action="store_true", help="each branch of a run directory as a series too")
     cmp.add_argument("--out", help="where the files go (default: a single study's directory, else ./comparison)")
 

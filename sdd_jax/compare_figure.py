@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from sdd_jax.describe import describe_parts
-from sdd_jax.figure import X_TICKS
+from sdd_jax.figure import EVERY_LEVEL_TICKS, X_TICKS
 from sdd_jax.results import ResultsError, aggregate
 
 # Okabe & Ito (2008), "Color Universal Design": distinguishable with every common colour-vision
@@ -79,24 +79,60 @@ def shared_title(configs: Sequence[Any], by: str, panel: str | None, name: str =
     return (f"{name}: " if name else "") + " · ".join([*shared, split])
 
 
+def x_ticks(xs: Sequence[np.ndarray], left: float, right: float, width_inches: float) -> list[float]:
+    """The x ticks of a panel ``width_inches`` wide showing ``[right, left]`` (remaining weights,
+    %, on a log axis): as the run figure (:func:`sdd_jax.figure.level_ticks`), every level's
+    remaining weights when the curves have fewer than :data:`~sdd_jax.figure.EVERY_LEVEL_TICKS`
+    distinct ones, else the paper's ticks; thinned where two labels (:func:`tick_label`, about
+    0.09 inch a character at the tick labels' size) would overlap: the levels to every other
+    one (or every third, ...), the paper's ticks to their decades (and those that still
+    overlap left out)."""
+    levels = sorted({float(f"{v:.3g}") for x in xs for v in np.asarray(x)}, reverse=True)
+    if len(levels) < EVERY_LEVEL_TICKS:
+        for step in range(1, len(levels)):  # every level if they fit, else every other one, ...
+            if _apart(levels[::step], left, right, width_inches) == levels[::step]:
+                return levels[::step]
+        return levels[:1]
+    ticks = [float(t) for t in X_TICKS if right <= t <= left]
+    if len(ticks) < 2:  # a short range: its own ends
+        return [levels[0], levels[-1]]
+    if _apart(ticks, left, right, width_inches) != ticks:
+        ticks = [t for t in ticks if float(np.log10(t)).is_integer()]
+    return _apart(ticks, left, right, width_inches)
+
+
+def tick_label(value: float) -> str:
+    """A tick's label, as the run figure writes it: ``"80%"``, ``"0.05%"``, ``"26.2%"``."""
+    return f"{value:.3g}%"
+
+
+def _apart(ticks: Sequence[float], left: float, right: float, width_inches: float) -> list[float]:
+    """``ticks`` (descending) without those whose label would touch the previous kept one's."""
+    span = np.log10(left) - np.log10(right)
+    kept: list[float] = []
+    for tick in ticks:
+        where = width_inches * (np.log10(left) - np.log10(tick)) / span
+        if kept:
+            before = width_inches * (np.log10(left) - np.log10(kept[-1])) / span
+            room = 0.045 * (len(tick_label(tick)) + len(tick_label(kept[-1]))) + 0.08
+            if where - before < room:
+                continue
+        kept.append(tick)
+    return kept
+
+
 def _reversed_log_axis(ax, xs: Sequence[np.ndarray], width_inches: float) -> None:
     """The paper's axis, as :func:`sdd_jax.figure.make_figure` draws it: remaining weights in %,
-    log scale, reversed (sparsity grows to the right), ticks at the paper's values, thinned to
-    the decades when a panel is too narrow to print them all apart (``width_inches``)."""
+    log scale, reversed (sparsity grows to the right), ticks of :func:`x_ticks`."""
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
     all_x = np.concatenate(list(xs))
     left, right = float(np.max(all_x)) * 1.15, float(np.min(all_x)) / 1.15
     ax.set_xscale("log")
     ax.set_xlim(left, right)
-    ticks = [t for t in X_TICKS if right <= t <= left]
-    if len(ticks) > max(2, 1.6 * width_inches):  # about 0.6 inch a label, or they run together
-        ticks = [t for t in ticks if float(np.log10(t)).is_integer()]
-    if len(ticks) < 2:  # a short range: its own ends
-        ticks = sorted({float(f"{v:.3g}") for v in (np.max(all_x), np.min(all_x))}, reverse=True)
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_locator(FixedLocator(x_ticks(xs, left, right, width_inches)))
     ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: tick_label(v)))
 
 
 def _band(ax, x, mean, sd, colour_, alpha):
@@ -116,7 +152,9 @@ def make_comparison_figure(
 
     ``panels``: ``(panel title, series)`` in panel order (one panel: title ``""``); each series
     is a :func:`curve` dict plus ``value`` (its ``by`` value as text, one of ``values``) and
-    ``colour``. ``values``: the ``by`` values in legend order. Lines carry gids
+    ``colour``. ``values``: the ``by`` values in legend order. ``distance``: the learning
+    distance in a second row of panels (beside the accuracy when there is one panel, so that
+    the figure is as wide as its legends rather than tall and narrow). Lines carry gids
     ``test|<value>|<panel index>`` (and ``train|...``, ``distance|...``) so that the drawn
     figure can be checked. The legend names the values (titled ``by``), the line styles and the
     band (± 1 sd over the seeds)."""
@@ -124,14 +162,22 @@ def make_comparison_figure(
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    ncols, nrows = len(panels), 2 if distance else 1
-    width = max(6.4, 1.0 + 3.8 * ncols)  # one panel still leaves room for the legends and the title
+    ncols = len(panels)
+    beside = distance and ncols == 1  # one panel: the distance beside it, not below (a wide figure)
+    nrows = 2 if distance and not beside else 1
+    width = max(6.4, 1.0 + 3.8 * (2 if beside else ncols))  # room for the legends and the title
     fig = Figure(figsize=(width, 1.6 + 3.2 * nrows), dpi=150)
-    axes = fig.subplots(nrows, ncols, sharex=True, sharey="row", squeeze=False)
+    if beside:
+        grid = fig.subplots(1, 2, squeeze=False)
+        acc, dist = [grid[0][0]], [grid[0][1]]
+    else:
+        grid = fig.subplots(nrows, ncols, sharex=True, sharey="row", squeeze=False)
+        acc, dist = list(grid[0]), list(grid[1]) if distance else []
+    panel_width = (width - 1.0) / (2 if beside else ncols)
     xs = [s["x"] for _, series in panels for s in series]
     counts = [s["n_seeds"] for _, series in panels for s in series]
     for col, (panel_title, series) in enumerate(panels):
-        ax = axes[0][col]
+        ax = acc[col]
         for s in series:
             c = s["colour"]
             _band(ax, s["x"], s["test_mean"], s["test_sd"], c, 0.25)
@@ -139,18 +185,19 @@ def make_comparison_figure(
             ax.plot(s["x"], s["test_mean"], "o-", color=c, ms=2.5, lw=1.5, gid=f"test|{s['value']}|{col}", zorder=3)
             ax.plot(s["x"], s["train_mean"], "--", color=c, lw=1.2, gid=f"train|{s['value']}|{col}", zorder=3)
             if distance:
-                d = axes[1][col]
+                d = dist[col]
                 _band(d, s["x"], s["distance_mean"], s["distance_sd"], c, 0.25)
                 d.plot(s["x"], s["distance_mean"], "^-", color=c, ms=2.5, lw=1.2, gid=f"distance|{s['value']}|{col}")
         if panel_title:
             ax.set_title(panel_title, fontsize=9)
-        for row in range(nrows):
-            _reversed_log_axis(axes[row][col], xs, (width - 1.0) / ncols)
-            axes[row][col].grid(True, axis="y", alpha=0.3)
-        axes[nrows - 1][col].set_xlabel("remaining weights (%)")
-    axes[0][0].set_ylabel("accuracy (%)")
+        for a in [ax, *dist[col : col + 1]]:
+            _reversed_log_axis(a, xs, panel_width)
+            a.grid(True, axis="y", alpha=0.3)
+        for a in [ax, *dist[col : col + 1]] if beside else [dist[col] if distance else ax]:  # the bottom row
+            a.set_xlabel("remaining weights (%)")
+    acc[0].set_ylabel("accuracy (%)")
     if distance:
-        axes[1][0].set_ylabel("learning distance ‖θ0 − m⊙θT‖₂")
+        dist[0].set_ylabel("learning distance ‖θ0 − m⊙θT‖₂")
 
     # Two legends under the panels: the values of ``by`` (titled by it), then the line styles.
     height = fig.get_figheight()

@@ -134,8 +134,9 @@ HEADERS = ("n", "dense %", "worst level", "worst %", "best level", "best %", "di
 
 def text_table(labels: Sequence[Sequence[str]], label_headers: Sequence[str], summaries: Sequence[Mapping]) -> str:
     """A fixed-width table, one line per configuration: its label cells (``label_headers``), the
-    seeds, each quantity as mean ± sd, and the critical and sweet phases (levels and remaining
-    weights), then a note saying what ``± sd`` is."""
+    seeds, each quantity as mean ± sd over seeds (levels too: the mean of the seeds' levels), and
+    the critical and sweet phases (levels and remaining weights), then :data:`NOTE`, saying what
+    the numbers are and where their per-seed rows are."""
     headers = (*label_headers, *HEADERS, "critical phase", "sweet phase")
     body = []
     for cells, s in zip(labels, summaries):
@@ -153,7 +154,9 @@ def text_table(labels: Sequence[Sequence[str]], label_headers: Sequence[str], su
 
 
 NOTE = (
-    "Test accuracy in %, per seed then mean ± sample sd over the n seeds (ddof=1; the mean alone for one seed). "
-    "best: the best sparse level; worst: the lowest level from dense up to best; dip = dense - worst, "
-    "recovery = best - worst (points). Phases on the mean curves (sdd_jax.phases)."
+    "Each quantity is computed for each seed, then shown as mean ± sample sd over the n seeds (ddof=1; the mean "
+    "alone for one seed): test accuracy in %; levels: mean over seeds (so a level can be fractional); dip and "
+    "recovery in points. best: the best sparse level; worst: the lowest level from dense up to best; "
+    "dip = dense - worst, recovery = best - worst. Phases on the mean curves (sdd_jax.phases). comparison.csv "
+    "holds the same means and sds; every seed's rows are in results_all.csv."
 )

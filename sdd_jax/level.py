@@ -170,7 +170,7 @@ def train_epochs(
             if f"{split}_loss" in curves:
                 curves[f"{split}_loss"].append(None if numbers is None else np.asarray(numbers[0]).tolist())
                 curves[f"{split}_acc"].append(None if numbers is None else np.asarray(numbers[1]).tolist())
-        progress.epoch_done(test_acc=_last_mean(curves["test_acc"]))
+        progress.epoch_done(test_acc=_last(curves["test_acc"]))
         if on_record is not None:
             on_record(curves)
 
@@ -207,10 +207,11 @@ def train_epochs(
     return state, curves
 
 
-def _last_mean(values):
+def _last(values):
+    """The last evaluated epoch's values (per replica), or None."""
     for v in reversed(values):
         if v is not None:
-            return float(np.mean(v))
+            return v
     return None
 
 

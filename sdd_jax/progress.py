@@ -6,6 +6,11 @@ batch job), a bar would write a line per update, so the output is line based ins
 per finished level, and within a level at most one line per ``interval`` seconds (a minute).
 Nothing when quiet.
 
+A study trains several configurations in one stack (``describe(..., group=n)``: its points,
+``n`` consecutive replicas each): an accuracy shown is then the range of the configurations'
+means (``test 31.20–35.00% over 4 points``), not a mean over replicas of different
+configurations.
+
 The same object follows other work in units of its own (``unit``: the analysis counts "step"s):
 :meth:`Progress.task` names what is running (the bar's postfix, and the text of the throttled
 lines), :meth:`Progress.step` counts units done.
@@ -15,7 +20,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -60,6 +65,7 @@ class Progress:
         self.clock = clock
         self.unit = unit
         self.text = ""  # the current task (see task())
+        self.group: int | None = None  # replicas per configuration (see describe())
         self.level = 0
         self.density = 1.0
         self.done = 0  # epochs done, skipped ones included
@@ -75,10 +81,12 @@ class Progress:
             else:
                 self.lines = True
 
-    def describe(self, desc: str) -> None:
+    def describe(self, desc: str, group: int | None = None) -> None:
         """Name what is running now (the bar's description, the prefix of the lines): a study's
-        program and stack."""
+        program and stack, whose replicas are configurations of ``group`` consecutive replicas
+        (seeds) each."""
         self.desc = desc
+        self.group = group
         if self.bar is not None:
             self.bar.set_description(desc, refresh=False)
 
@@ -94,9 +102,9 @@ class Progress:
         if self.bar is not None:
             self.bar.update(n)
 
-    def epoch_done(self, test_acc: float | None) -> None:
-        """One epoch trained (``test_acc``: its mean test accuracy, None when not evaluated).
-        Under a :meth:`task`, the same as :meth:`step`."""
+    def epoch_done(self, test_acc: float | Sequence[float] | None) -> None:
+        """One epoch trained (``test_acc``: its test accuracy, a fraction, per replica or their
+        mean; None when not evaluated). Under a :meth:`task`, the same as :meth:`step`."""
         if self.text:
             self.step()
             return
@@ -105,8 +113,26 @@ class Progress:
             self.bar.update(1)
             self._postfix(test_acc)
         elif self.lines and self.clock() - self.last_line >= self.interval:
-            test = "" if test_acc is None else f"  test {100 * test_acc:6.2f}%"
+            test = "" if test_acc is None else f"  test {self._accuracy(test_acc)}{self._over(test_acc)}"
             self._line(f"level {self.level:2d}  density {100 * self.density:7.3f}%{test}")
+
+    def _means(self, values: float | Sequence[float]) -> np.ndarray:
+        """The configurations' mean accuracies (one value when the replicas are one configuration)."""
+        x = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        if self.group and x.size > self.group and x.size % self.group == 0:
+            return x.reshape(-1, self.group).mean(axis=1)
+        return np.array([x.mean()])
+
+    def _accuracy(self, values: float | Sequence[float], width: int = 6) -> str:
+        """``"80.00%"``, or ``"31.20–35.00%"``: the range of the configurations' means (in %)."""
+        means = 100 * self._means(values)
+        if means.size == 1:
+            return f"{means[0]:{width}.2f}%"
+        return f"{means.min():.2f}–{means.max():.2f}%"
+
+    def _over(self, values: float | Sequence[float]) -> str:
+        n = self._means(values).size
+        return f" over {n} points" if n > 1 else ""
 
     def task(self, text: str) -> None:
         """Name the work now running (``"re-dense, level 3"``): the bar's postfix, and the text of
@@ -129,7 +155,7 @@ class Progress:
             return
         postfix = {"level": self.level, "density": f"{100 * self.density:.2f}%"}
         if test_acc is not None:
-            postfix["test_acc"] = f"{100 * test_acc:.2f}%"
+            postfix["test_acc"] = self._accuracy(test_acc, width=0)
         self.bar.set_postfix(postfix, refresh=False)
 
     def _timing(self) -> str:
@@ -151,11 +177,16 @@ class Progress:
             return
         test = np.array([r["test_acc"] for r in rows])
         train = np.array([r["train_acc"] for r in rows])
-        spread = f" ± {100 * test.std(ddof=1):.2f}" if len(test) > 1 else ""  # sample std
-        message = (
-            f"level {level:2d}  density {100 * rows[0]['density']:7.3f}%  "
-            f"test {100 * test.mean():6.2f}%{spread}  train {100 * train.mean():6.2f}%"
-        )
+        if self._means(test).size > 1:  # several configurations: the range of their means
+            seeds = f", {self.group} seed{'s' if self.group != 1 else ''} each"
+            accuracy = (
+                f"test {self._accuracy(test)}  train {self._accuracy(train)}"
+                f"  (range of the means of {self._means(test).size} points{seeds})"
+            )
+        else:
+            spread = f" ± {100 * test.std(ddof=1):.2f}" if len(test) > 1 else ""  # sample std
+            accuracy = f"test {100 * test.mean():6.2f}%{spread}  train {100 * train.mean():6.2f}%"
+        message = f"level {level:2d}  density {100 * rows[0]['density']:7.3f}%  {accuracy}"
         if self.lines:
             self._line(f"{message}  done")
         else:

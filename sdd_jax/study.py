@@ -39,19 +39,21 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from sdd_jax import compare, imp, report, results, storage
+from sdd_jax.compare_keys import KeysError
 from sdd_jax.data import read_clean
 from sdd_jax.distributed import is_primary
 from sdd_jax.experiment import dense_mask, densities, fresh_state
 from sdd_jax.level import run_level
 from sdd_jax.progress import Progress
 from sdd_jax.runlock import lock_run_dir, remove_leftovers
-from sdd_jax.study_grid import Point, Study, resolve_study, write_study_json
+from sdd_jax.study_grid import Point, Study, drawing_problem, resolve_study, write_study_json
 from sdd_jax.study_stack import Program
 
 __all__ = ["report_study", "resolve_study", "run", "run_study", "summary_lines"]
@@ -66,14 +68,28 @@ def run_study(
     workdir: str | None = None,
     verbosity: int | None = None,
     write_report: bool = True,
+    by: str | None = None,
+    panel: str | None = None,
+    distance: bool | None = None,
 ) -> Path:
     """Run (or resume) the study of ``preset`` (a run or study preset) with ``grid`` axes
-    (``"KEY=V1,V2,..."``), ``--set`` ``overrides``, ``seeds`` per point and ``workdir``
-    (see :func:`sdd_jax.study_grid.resolve_study`). Returns the study directory.
+    (``"KEY=V1,V2,..."``), ``--set`` ``overrides``, ``seeds`` per point, ``workdir`` and the
+    comparison's ``by``, ``panel`` and ``distance`` (see
+    :func:`sdd_jax.study_grid.resolve_study`). Returns the study directory.
 
     Everything is checked before anything is written (:class:`~sdd_jax.config.ConfigError`, one
     line); then see :func:`run`."""
-    study = resolve_study(preset, grid, overrides=overrides, seeds=seeds, workdir=workdir, verbosity=verbosity)
+    study = resolve_study(
+        preset,
+        grid,
+        overrides=overrides,
+        seeds=seeds,
+        workdir=workdir,
+        verbosity=verbosity,
+        by=by,
+        panel=panel,
+        distance=distance,
+    )
     return run(study, write_report=write_report)
 
 
@@ -83,7 +99,13 @@ def run(study: Study, *, write_report: bool = True, announce: bool = False) -> P
 
     The programs are prepared first (data read once per data setting and checked, models and
     experiments built); only then is the study directory created and locked and the points' run
-    directories opened (``announce``: then say so on stderr, unless quiet)."""
+    directories opened (``announce``: then say so on stderr, unless quiet). When the study's
+    ``by`` and ``panel`` cannot tell its points apart, a warning says so before anything trains,
+    naming the ``sdd-jax compare`` command that draws it (:func:`~sdd_jax.study_grid.drawing_problem`);
+    the study trains all the same."""
+    problem = drawing_problem(study)
+    if problem:
+        warnings.warn(problem, stacklevel=2)
     clean = functools.lru_cache(maxsize=None)(read_clean)
     programs = []
     for points in study.programs():
@@ -112,7 +134,9 @@ def run(study: Study, *, write_report: bool = True, announce: bool = False) -> P
         for step, (program, level, indices) in enumerate(schedule):
             label = " ".join(f"{k}={v}" for k, v in program.points[0].program)
             replicas = len(indices) * program.n_seeds
-            progress.describe(f"{study.name}{' ' + label if label else ''} ({replicas} replicas)")
+            progress.describe(
+                f"{study.name}{' ' + label if label else ''} ({replicas} replicas)", group=program.n_seeds
+            )
             _train_stack(study, program, level, indices, progress)
             if step + 1 == len(schedule) or schedule[step + 1][0] is not program:
                 program.release()  # programs run one after another
@@ -188,13 +212,19 @@ def report_study(study: Study) -> dict | None:
     files), then the study its comparison (:func:`sdd_jax.compare.report_study`: one figure and
     table by the study's ``by`` and ``panel`` in ``<study>/comparison.*``). Returns the
     comparison's result, or ``None`` while fewer than two points have results (nothing to
-    compare yet)."""
+    compare yet) or when ``by`` and ``panel`` cannot tell the points apart: then a warning (one
+    line) names the ``sdd-jax compare`` command that draws it. A finished sweep is never
+    turned into an error by its comparison."""
     with_results = [p for p in study.points if _results_path(p).is_file()]
     for run_dir in dict.fromkeys(p.run_dir for p in with_results):
         report.report(run_dir)
     if len(with_results) < 2:
         return None
-    return compare.report_study(study.path)
+    try:
+        return compare.report_study(study.path)
+    except KeysError as err:
+        warnings.warn(f"no comparison drawn: {err}", stacklevel=2)
+        return None
 
 
 def summary_lines(study: Study) -> list[str]:

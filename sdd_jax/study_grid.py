@@ -39,6 +39,8 @@ from sdd_jax import presets, storage
 from sdd_jax.atomic import atomic_write_json
 from sdd_jax.checkpoints import valid_name
 from sdd_jax.choices import did_you_mean
+from sdd_jax.compare_keys import KeysError, check_keys, default_panel, key_names, remedy
+from sdd_jax.compare_series import Series
 from sdd_jax.config import Config, ConfigError, flat_keys, override
 from sdd_jax.identity import INITS, REINIT_BRANCH
 from sdd_jax.presets import studies
@@ -265,18 +267,31 @@ def resolve_study(
     seeds: int | None = None,
     workdir: str | None = None,
     verbosity: int | None = None,
+    by: str | None = None,
+    panel: str | None = None,
+    distance: bool | None = None,
 ) -> Study:
     """The study of ``preset`` (a run preset, variants allowed, or a study preset) with the
     command line's ``--grid`` items (``grid``: an axis of the preset's grid with the same key is
     replaced, another key adds an axis), ``--set`` ``overrides``, ``seeds`` per point, ``workdir``
     (default ``run.workdir``) and ``verbosity``. Writes nothing.
 
+    ``by``, ``panel`` and ``distance`` say how its comparison is drawn (``sdd-jax compare``'s
+    options, kept in ``study.json``): ``by`` defaults to the study preset's, else the first axis
+    with several values; ``panel`` to the study preset's, else the first other axis with several
+    values (:func:`sdd_jax.compare_keys.default_panel`); ``distance`` to the study preset's.
+    Whether they tell every point apart is :func:`drawing_problem`'s question.
+
     Raises :class:`~sdd_jax.config.ConfigError` (one line) for an unknown preset or key (with the
     closest names), a value of the wrong type, an empty axis, an axis or a value given twice, a
     key given both by ``--grid`` and ``--set``, a setting that cannot be an axis, an ``init`` value
-    other than lottery/reinit or ``reinit`` without ``lottery``, and any point whose config
-    :func:`sdd_jax.validate.validate` rejects (named by its coordinates).
+    other than lottery/reinit or ``reinit`` without ``lottery``, an unknown ``by`` or ``panel``
+    key, and any point whose config :func:`sdd_jax.validate.validate` rejects (named by its
+    coordinates).
     """
+    for option, key in (("--by", by), ("--panel", panel)):
+        if key is not None and key not in key_names():
+            raise ConfigError(f"{option} {key!r} is not a key{did_you_mean(key, key_names())}")
     spec = studies.get_study(preset) if studies.is_study(preset) else None
     base_name = spec.base if spec else preset
     try:
@@ -317,19 +332,37 @@ def resolve_study(
     if not valid_name(path.name):
         raise ConfigError(f"study name {name!r} cannot name a folder: use letters, digits and _ . , + = -")
     points = tuple(_point(base, resolved, values, path) for values in itertools.product(*(a.values for a in resolved)))
+    sizes = [(a.key, len(a.values)) for a in resolved]
+    if by is None:
+        by = spec.colour_axis if spec else next((k for k, n in sizes if n > 1), keys[0])
+    if panel is None and not (spec and spec.panel):
+        panel = default_panel(sizes, by)
     return Study(
         name=name,
         preset=base_name,
         description=spec.description if spec else f"{base_name} over {', '.join(keys)}",
         figure=spec.figure if spec else "",
-        by=spec.colour_axis if spec else keys[0],
-        panel=spec.panel if spec else None,
-        distance=spec.distance if spec else False,
+        by=by,
+        panel=panel or (spec.panel if spec else None),
+        distance=distance if distance is not None else (spec.distance if spec else False),
         base=base,
         axes=resolved,
         path=path,
         points=points,
     )
+
+
+def drawing_problem(study: Study) -> str | None:
+    """Why the study's comparison (by its ``by`` and ``panel``) cannot tell every point apart,
+    with a ``sdd-jax compare`` command that draws it (or parts of it, with ``--where``), in one
+    line; ``None`` when it can. Read from the points' configs: nothing needs to be trained."""
+    series = [Series(p.run_dir, p.run_dir, p.branch, p.config, (), dict(p.coords)) for p in study.points]
+    try:
+        check_keys(series, study.by, study.panel)
+    except KeysError as err:
+        keys = f"--by {study.by}" + (f" --panel {study.panel}" if study.panel else "")
+        return f"the comparison by {keys} cannot be drawn: {err}{remedy(err, [study.path])}"
+    return None
 
 
 def _check_init(base: Config, axes: Sequence[Axis]) -> None:

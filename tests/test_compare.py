@@ -4,6 +4,8 @@ sd, ddof=1), the figure's series, colours and panels against the --by/--panel va
 input refused with one line, exit 2 and nothing written."""
 
 import json
+import shlex
+import warnings
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import pytest
 from sdd_jax import cli, presets
 from sdd_jax.atomic import atomic_write_json
 from sdd_jax.compare import compare, report_study
-from sdd_jax.compare_figure import PALETTE, curve
+from sdd_jax.compare_figure import PALETTE, curve, make_comparison_figure
 from sdd_jax.config import override, to_dict
 from sdd_jax.exports import curve_rows, write_curves_csv
 from sdd_jax.identity import IDENTITY_COLUMNS
@@ -253,7 +255,8 @@ def test_compare_two_runs_from_the_command_line(runs, tmp_path, capsys, monkeypa
         ("unknown key", "--by 'noise.rat' is not a key (did you mean 'noise.rate'?)"),
         (
             "same for all",
-            "--by model is lenet_300_100 for every series (3): it tells nothing apart; these differ: noise_rate",
+            "--by model is lenet_300_100 for every series (3): it tells nothing apart; these differ: noise.rate; "
+            "draw it with `sdd-jax compare ",
         ),
         ("no results.csv", "results.csv not found"),
         ("broken study.json", "study.json is not valid JSON"),
@@ -279,3 +282,159 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(runs, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith("sdd-jax: error: ") and expected in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_the_table_says_levels_are_means_and_the_csv_holds_no_per_seed_values(runs, tmp_path):
+    paths, tests = runs
+    out = compare(paths[:2], by="noise.rate", out=tmp_path)
+    note = (tmp_path / "comparison.txt").read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert "levels: mean over seeds" in note and "per seed then" not in note
+    # What the note says of the files is true: comparison.csv one row per configuration, no
+    # per-seed column; results_all.csv every seed's rows.
+    table = read_csv(tmp_path / "comparison.csv")
+    assert len(table) == 2 and not any("seed" in c and c != "n_seeds" for c in table[0])
+    assert "comparison.csv holds the same means and sds; every seed's rows are in results_all.csv" in note
+    stacked = read_csv(tmp_path / "results_all.csv")
+    assert {(r["noise_rate"], r["seed"]) for r in stacked} == {(rate, s) for rate in (0.4, 0.8) for s in range(3)}
+    # A fractional worst level: the mean of the seeds' levels (rate 0.8's last seed dips earlier).
+    row = next(r for r in out["rows"] if r["noise.rate"] == 0.8)
+    seeds_levels = [int(np.argmin(100 * t[: 4 + 1])) for t in tests[0.8]]
+    assert row["worst_level_mean"] == pytest.approx(np.mean(seeds_levels)) and row["worst_level_mean"] % 1
+
+
+def test_settings_that_differ_besides_by_are_named_once_in_a_warning(runs, tmp_path):
+    paths, tests = runs
+    other = tmp_path / "other"  # less data, more epochs: the difference is not noise.rate's alone
+    _write_run(other, _config(**{"noise.rate": 0.6, "data.train_size": 300, "optim.epochs": 3}), tests[0.2])
+    with pytest.warns(UserWarning) as caught:
+        compare([paths[0], other], by="noise_rate", out=tmp_path / "cmp")
+    (message,) = [str(w.message) for w in caught]
+    assert "also differ in data.train_size (300, 512), optim.epochs (2, 3):" in message, message
+    assert "noise" not in message.split("differences")[0]  # the by key's setting, in neither spelling
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same configurations but noise.rate: no warning
+        compare(paths[:2], by="noise.rate", out=tmp_path / "cmp")
+    # Settings are named once: criterion and pruning.criterion are one setting.
+    crit = tmp_path / "crit"
+    _write_run(crit, _config(**{"noise.rate": 0.4, "pruning.criterion": "random"}), tests[0.4])
+    with pytest.raises(ValueError) as err:
+        compare([paths[0], crit], by="noise.rate", out=tmp_path / "cmp")
+    assert "these differ: pruning.criterion;" in str(err.value) and "criterion," not in str(err.value)
+    assert str(err.value).endswith("--by pruning.criterion`") and str(paths[0]) in str(err.value)
+
+
+def test_branches_by_init_keep_the_rows_init_tells_apart(runs, tmp_path):
+    _, tests = runs
+    run = tmp_path / "run"
+    _write_run(run, _config(), tests[0.2])
+    for branch in ("reinit", "oneshot", "random_prune"):
+        _write_run(run / "branches" / branch, None, tests[0.4], branch, with_config=False)
+    with pytest.warns(UserWarning) as caught:
+        out = compare([run], by="init", branches=True, out=tmp_path / "cmp")
+    assert out["values"] == ["lottery", "reinit"] and [s.branch for s in out["series"]] == ["imp", "reinit"]
+    (message,) = [str(w.message) for w in caught]
+    assert "oneshot, random_prune are left out" in message
+    # --by branch keeps every branch.
+    assert len(compare([run], by="branch", branches=True, out=tmp_path / "cmp")["series"]) == 4
+
+
+def _three_axis_study(root, panel="init"):
+    """noise.rate x pruning.criterion x init, every point done; study.json names ``panel``."""
+    points = []
+    for rate in (0.2, 0.4):
+        for crit in ("magnitude", "random"):
+            run_dir = f"points/smoke-{rate}-{crit}"
+            config = _config(**{"noise.rate": rate, "pruning.criterion": crit})
+            _write_run(root / run_dir, config, _curves(rate, 2, 1))
+            _write_run(root / run_dir / "branches" / "reinit", None, _curves(rate, 2, 2), "reinit", with_config=False)
+            for init, branch in (("lottery", "imp"), ("reinit", "reinit")):
+                coords = {"noise.rate": rate, "pruning.criterion": crit, "init": init}
+                points.append({"coords": coords, "run_dir": run_dir, "branch": branch, "done": True})
+    axes = [("noise.rate", [0.2, 0.4]), ("pruning.criterion", ["magnitude", "random"]), ("init", ["lottery", "reinit"])]
+    study = {"name": "three", "by": "noise.rate", "panel": panel, "points": points}
+    study["axes"] = [{"key": k, "values": v} for k, v in axes]
+    (root / "study.json").write_text(json.dumps(study), encoding="utf-8")
+
+
+def test_a_study_its_keys_cannot_draw_names_a_command_that_can(tmp_path, capsys):
+    _three_axis_study(tmp_path)
+    assert cli.main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(they differ in pruning.criterion)" in err and "branch" not in err, err
+    command = err.split("`")[1]
+    assert command == f"sdd-jax compare {tmp_path} --by noise.rate --panel init --where pruning.criterion=magnitude"
+    assert cli.main(shlex.split(command)[1:]) == 0  # the named command draws that part
+    rows = read_csv(tmp_path / "comparison.csv")
+    assert {(r["noise.rate"], r["init"], r["criterion"]) for r in rows} == {
+        (rate, init, "magnitude") for rate in (0.2, 0.4) for init in ("lottery", "reinit")
+    }
+    # report takes --by/--panel/--where's keys too; a --where value that matches nothing is one line.
+    assert cli.main(["report", str(tmp_path), "--by", "pruning.criterion", "--panel", "init"]) == 2
+    assert "--where noise.rate=0.2" in capsys.readouterr().err
+    assert cli.main(["compare", str(tmp_path), "--where", "noise.rate=0.3"]) == 2
+    assert "--where noise.rate=0.3 matches no series (noise.rate is 0.2, 0.4)" in capsys.readouterr().err
+
+
+def test_a_study_file_without_a_panel_gets_its_second_axis(tmp_path, capsys):
+    """study.json as written before the panel default (by the first axis, no panel)."""
+    _study(tmp_path)
+    record = json.loads((tmp_path / "study.json").read_text())
+    record.update(by="noise.rate", panel=None)
+    (tmp_path / "study.json").write_text(json.dumps(record), encoding="utf-8")
+    with pytest.warns(UserWarning):  # the unfinished 0.8 points
+        out = report_study(tmp_path)
+    assert out["values"] == [0.2, 0.4, 0.8] and out["panels"] == ["lottery", "reinit"]
+    with pytest.warns(UserWarning):
+        assert cli.main(["report", str(tmp_path), "--by", "init", "--panel", "noise.rate", "--distance"]) == 0
+    assert "noise.rate" in read_csv(tmp_path / "comparison.csv")[0]
+    assert cli.main(["report", str(tmp_path / "points" / "smoke-0.2"), "--by", "init"]) == 2
+    assert "not a study directory" in capsys.readouterr().err
+
+
+def _ticks(ax):
+    return [t.get_text() for t in ax.get_xticklabels()], [t.get_window_extent() for t in ax.get_xticklabels()]
+
+
+@pytest.mark.parametrize(
+    "levels, panels, every",
+    [(3, 1, True), (9, 1, True), (9, 3, False), (35, 1, False)],
+    ids=["3 levels", "9 levels", "9 levels in 3 panels", "35 levels"],
+)
+def test_ticks_at_every_level_of_a_short_range_and_labels_apart(levels, panels, every):
+    x = 100 * 0.8 ** np.arange(levels)
+    series = {
+        "x": x,
+        "test_mean": np.linspace(80, 60, levels),
+        "test_sd": np.ones(levels),
+        "train_mean": np.linspace(90, 70, levels),
+        "train_sd": np.ones(levels),
+        "n_seeds": 2,
+        "value": "0.2",
+        "colour": PALETTE[0],
+    }
+    fig = make_comparison_figure(
+        [(f"p{i}" if panels > 1 else "", [series]) for i in range(panels)], "noise.rate", ["0.2"]
+    )
+    fig.canvas.draw()
+    labels, boxes = _ticks(fig.axes[0])
+    expected = [f"{v:.3g}%" for v in x]  # as the run figure writes them
+    if every:
+        assert labels == expected
+    elif levels < 10:  # every other level
+        assert labels == expected[::2]
+    else:  # the paper's ticks, thinned
+        assert 3 <= len(labels) and set(labels) <= {f"{t:g}%" for t in (100, 50, 20, 10, 5, 1, 0.5, 0.1, 0.05)}
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), labels  # no two labels touch
+
+
+def test_one_panel_with_the_distance_is_wide_not_tall():
+    x = 100 * 0.8 ** np.arange(3)
+    series = {"x": x, "n_seeds": 1, "value": "0.2", "colour": PALETTE[0]}
+    for name in ("test", "train", "distance"):
+        series[f"{name}_mean"], series[f"{name}_sd"] = np.arange(3.0), np.full(3, np.nan)
+    fig = make_comparison_figure([("", [series])], "noise.rate", ["0.2"], distance=True)
+    width, height = fig.get_size_inches()
+    assert width > height
+    acc, dist = fig.axes
+    assert dist.get_position().x0 > acc.get_position().x1  # side by side
+    assert _lines(fig, "distance") == _lines(fig, "test") == {("0.2", 0): PALETTE[0]}

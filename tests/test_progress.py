@@ -101,3 +101,28 @@ def test_a_task_names_itself_on_the_bar():
         assert progress.done == 3
     text = stream.getvalue()
     assert "re-dense, level 2" in text and "3/3" in text and "test_acc" not in text
+
+
+def test_a_stack_of_several_configurations_shows_the_range_of_their_means_not_one_mean():
+    """A study's stack: 3 points x 2 seeds. Its lines give the range of the points' mean
+    accuracies (numpy here), never the mean or sd over replicas of different configurations."""
+    accs = np.array([0.30, 0.32, 0.40, 0.44, 0.35, 0.35])  # points: 31%, 42%, 35%
+    means = 100 * accs.reshape(3, 2).mean(axis=1)
+    rows6 = [{"test_acc": a, "train_acc": 0.9 + a / 10, "density": 0.8} for a in accs]
+    clock, stream = [0.0], io.StringIO()
+    with Progress(total_epochs=2, verbosity=1, stream=stream, clock=lambda: clock[0], interval=0) as progress:
+        progress.describe("study noise.rate=0.2 (6 replicas)", group=2)
+        progress.start_level(1, 0.8)
+        clock[0] += 1
+        progress.epoch_done(list(accs))
+        progress.level_done(1, rows6)
+        progress.describe("study (2 replicas)", group=2)  # one point: its mean and sd over seeds
+        progress.level_done(1, rows6[:2])
+    epoch, level, single = stream.getvalue().splitlines()
+    span = f"{means.min():.2f}–{means.max():.2f}%"
+    assert f"test {span} over 3 points" in epoch
+    train = 100 * (0.9 + accs / 10).reshape(3, 2).mean(axis=1)
+    assert f"test {span}  train {train.min():.2f}–{train.max():.2f}%" in level
+    assert "of 3 points, 2 seeds each" in level and "±" not in level
+    assert f"{100 * accs.mean():.2f}" not in epoch + level  # the meaningless mean over replicas
+    assert f"test  31.00% ± {100 * np.std(accs[:2], ddof=1):.2f}" in single

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import chex
@@ -295,6 +297,7 @@ BAD_GRIDS = [
     (["--grid", "noise.rate"], "--grid expects KEY=V1,V2,..."),
     ([], "smoke has no grid"),
     (["--grid", "noise.rate=0.2,0.4", "--set", "data.train_size=99999"], "train_size 99999 exceeds"),  # the data
+    (["--grid", "noise.rate=0.2,0.4", "--by", "noise.rat"], "--by 'noise.rat' is not a key (did you mean"),
 ]
 
 
@@ -330,3 +333,62 @@ def test_the_sweep_command_end_to_end(tmp_path, capsys):
         assert [(r["seed"], r["level"]) for r in rows] == [(0, 0), (0, 1)]
         assert {r["seed"] for r in rows} == {0} and rows[0]["density"] == 1.0
         assert saved.load_run(run_dir).levels() == [0, 1]  # a run directory like any other
+
+
+def test_the_comparison_keys_of_a_grid_default_to_its_varying_axes(tmp_path):
+    def keys(grid, preset="smoke", **options):
+        resolved = study.resolve_study(preset, grid, workdir=str(tmp_path), **options)
+        return resolved.by, resolved.panel, study.drawing_problem(resolved)
+
+    # Two axes: the second is the panel, so that every point is told apart (README's examples).
+    assert keys(["noise.rate=0.2,0.4", "init=lottery,reinit"]) == ("noise.rate", "init", None)
+    assert keys(GRID) == ("noise.rate", "pruning.criterion", None)
+    assert keys(["noise.rate=0.2", "init=lottery,reinit"]) == ("init", None, None)  # a one-value axis is no key
+    assert keys(GRID, by="criterion") == ("criterion", "noise.rate", None)  # not its own twin
+    assert keys(["noise.rate=0.2,0.4"], "fig10") == ("init", "noise.rate", None)  # an axis added to a preset
+    assert keys(["noise.rate=0.2,0.4"], "fig2")[:2] == ("pruning.criterion", "pruning.criterion")  # the preset's
+    by, panel, problem = keys([*GRID, "init=lottery,reinit"], by="init", panel="noise.rate", distance=True)
+    assert (by, panel) == ("init", "noise.rate") and problem.count("\n") == 0
+    assert "(they differ in pruning.criterion)" in problem
+    assert problem.endswith("--by init --panel noise.rate --where pruning.criterion=magnitude`")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sweep_over_three_axes_warns_before_training_finishes_and_names_a_command_that_draws_it(tmp_path, capsys):
+    """The tiny real sweep: the vmapped study's grid (2 noise rates x 2 criteria) times 2 noise
+    draws, 1 seed, 1 level: the same 8 replicas and shapes, so its programs come from the
+    compilation cache. Its by/panel cannot tell the 8 points apart: one warning up front, the
+    sweep still trains every point, its report warns instead of failing, and the command it names
+    draws a part."""
+    grid = [*GRID, "noise.seed=0,1"]
+    args = ["sweep", "smoke", *(x for g in grid for x in ("--grid", g)), *(x for s in SET for x in ("--set", s))]
+    args += ["--set", "pruning.levels=1", "--seeds", "1", "--workdir", str(tmp_path), "--by", "noise.rate"]
+
+    def show(message, category, filename, lineno, file=None, line=None):  # as the command line prints them
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        assert cli.main(args) == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    first, last = [i for i, line in enumerate(lines) if "sdd-jax compare" in line]
+    trained = [i for i, line in enumerate(lines) if " done " in line and line.count("level")]
+    assert first < trained[0] and trained[-1] < last  # up front, then at the end
+    assert lines[first].startswith("sdd-jax: warning: the comparison by --by noise.rate --panel pruning.criterion")
+    assert "no comparison drawn" in lines[last]
+    # The progress gives the range over the stack's points, not a mean over their replicas.
+    assert all("of 8 points, 1 seed each" in lines[i] for i in trained) and len(trained) == 2
+    (path,) = [Path(line.split("study: ", 1)[1]) for line in out.splitlines() if line.startswith("study: ")]
+    record = json.loads((path / STUDY_FILE).read_text())
+    assert (record["by"], record["panel"]) == ("noise.rate", "pruning.criterion")  # the second axis
+    assert len(record["points"]) == 8 and all(p["done"] for p in record["points"])
+    assert not (path / "comparison.csv").exists()
+    command = lines[last].split("`")[1]
+    assert command.endswith(f"{path} --by noise.rate --panel pruning.criterion --where noise.seed=0")
+    assert cli.main(shlex.split(command)[1:]) == 0
+    rows = results.read_csv(path / "comparison.csv")
+    assert sorted((r["noise.rate"], r["criterion"]) for r in rows) == [
+        (a, b) for a in (0.2, 0.4) for b in ("magnitude", "saliency")
+    ]
