@@ -81,3 +81,25 @@ def memorisation(pred: np.ndarray, y_noisy: np.ndarray, y_clean: np.ndarray) -> 
         "noisy_subset_acc_noisy": split["train_acc_noisy_subset"],
         "noisy_subset_acc_true": true,
     }
+
+
+def per_seed(logits: np.ndarray, pred: np.ndarray, dataset, bins: int) -> dict[str, list]:
+    """Calibration and memorisation of each seed: ``logits`` (seeds, test examples, classes) on
+    ``dataset.y_test``, ``pred`` (seeds, train examples) on the noisy and clean training labels;
+    one list (over seeds) per quantity, the reliability diagram's bins as ``bin_*``."""
+    out: dict[str, list] = {}
+    for i in range(len(logits)):
+        c = calibration(logits[i], dataset.y_test, bins)
+        m = memorisation(pred[i], dataset.y_train, dataset.y_train_clean)
+        for k, v in {
+            "test_acc": c["acc"],
+            "ece": c["ece"],
+            "nll": c["nll"],
+            "brier": c["brier"],
+            **m,
+            "bin_count": c["reliability"]["count"],
+            "bin_confidence": c["reliability"]["confidence"],
+            "bin_accuracy": c["reliability"]["accuracy"],
+        }.items():
+            out.setdefault(k, []).append(v)
+    return out

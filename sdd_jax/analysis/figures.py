@@ -350,3 +350,13 @@ def draw_all(folder: Path, data: dict) -> list[str]:
     for stem, make in makers:
         paths += _save(make(data), storage.as_path(folder), stem)
     return paths
+
+
+def prune_stale(folder: Path, keep: list[str]) -> None:
+    """Remove figures of an earlier analysis that this one did not draw (e.g. no reinit branch)."""
+    keep = {storage.as_path(p).name for p in keep}
+    for path in storage.listdir(folder):
+        if storage.is_file(path) and path.name not in keep:
+            storage.remove_file(path)
+    if not storage.listdir(folder):
+        storage.remove_tree(folder)

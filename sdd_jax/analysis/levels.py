@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sdd_jax.describe import plural, spans
 from sdd_jax.phases import phases
 from sdd_jax.results import aggregate, main_branch
 
@@ -64,3 +65,21 @@ def chosen_levels(rows: list[dict], finished: list[int], levels: list[int] | Non
         raise AnalysisError(f"--levels {missing} are not finished levels of {run_name} (finished: {finished})")
     names = {lv: role for role, lv in choose_levels(rows).items()}
     return {names.get(lv, f"level {lv}"): lv for lv in dict.fromkeys(levels)}
+
+
+def unfinished(run_name: str, levels: int, finished: list[int]) -> str | None:
+    """The warning for a run of ``levels`` pruning levels (0..levels) of which only ``finished``
+    are trained (one line: how many are missing, which, and which are analysed), or None."""
+    missing = [lv for lv in range(levels + 1) if lv not in finished]
+    if not missing:
+        return None
+    return (
+        f"{run_name} is unfinished: {plural(len(missing), 'level')} of {levels + 1} not trained yet "
+        f"({spans(missing)}; rerun the run command to continue): analysing levels {spans(finished)}"
+    )
+
+
+def unpruned_levels(rows: list[dict], chosen: dict[str, int]) -> frozenset[int]:
+    """The ``chosen`` levels with no pruned weight (density 1 in every row of ``rows``): the dense
+    level has nothing to re-dense or interpolate."""
+    return frozenset(lv for lv in chosen.values() if all(r["density"] == 1.0 for r in rows if int(r["level"]) == lv))

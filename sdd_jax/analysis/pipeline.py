@@ -35,7 +35,6 @@ import os
 import time
 import warnings
 from functools import partial
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -49,12 +48,13 @@ from sdd_jax.analysis.levels import (
     AnalysisError,
     choose_levels,  # noqa: F401 (the pipeline's public name before levels.py)
     chosen_levels,
+    unfinished,
+    unpruned_levels,
 )
 from sdd_jax.analysis.redense import last_learning_rate, redense_level
-from sdd_jax.analysis.settings import AnalysisConfig, as_dict, parse, settings_hash
+from sdd_jax.analysis.settings import AnalysisConfig, as_dict, parse, settings_hash, split_overrides
 from sdd_jax.atomic import atomic_write_json
 from sdd_jax.checkpoints import RunStore
-from sdd_jax.describe import plural, spans
 from sdd_jax.engine import has_convolutions
 from sdd_jax.progress import Progress
 from sdd_jax.results import ResultsError, read_results_csv
@@ -153,22 +153,7 @@ class Analysis:
         logits = np.asarray(self._logits_fn(weights.params, weights.batch_stats, weights.mask, self.exp.test.x))
         _, _, pred = self.engine.evaluate(weights.params, weights.batch_stats, weights.mask, self.exp.train)
         pred = np.asarray(pred)
-        ds = self.exp.dataset
-        out: dict[str, list] = {}
-        for i in range(len(self.seeds)):
-            c = calib.calibration(logits[i], ds.y_test, self.cfg.ece_bins)
-            m = calib.memorisation(pred[i], ds.y_train, ds.y_train_clean)
-            for k, v in {
-                "test_acc": c["acc"],
-                "ece": c["ece"],
-                "nll": c["nll"],
-                "brier": c["brier"],
-                **m,
-                "bin_count": c["reliability"]["count"],
-                "bin_confidence": c["reliability"]["confidence"],
-                "bin_accuracy": c["reliability"]["accuracy"],
-            }.items():
-                out.setdefault(k, []).append(v)
+        out = calib.per_seed(logits, pred, self.exp.dataset, self.cfg.ece_bins)
         bar.step()
         return cache.put(level, out)
 
@@ -317,12 +302,6 @@ class Analysis:
         return cache.put(level, result)
 
 
-def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
-    """(``analysis.*`` assignments, the others: run settings for :func:`sdd_jax.runopen.open_run`)."""
-    ours = [o for o in overrides if o.split("=", 1)[0].strip().startswith("analysis.")]
-    return ours, [o for o in overrides if o not in ours]
-
-
 def analyze(
     run_dir: str | os.PathLike, levels: list[int] | None = None, overrides: list[str] = (), quiet: bool = False
 ) -> dict:
@@ -336,14 +315,7 @@ def analyze(
     """
     started = time.time()
     run_dir = storage.as_path(run_dir)  # an etils.epath.Path on Cloud Storage
-    ours, theirs = split_overrides(list(overrides))
-    run_settings = [k for k in reopen_settings() if k.startswith("run.")]
-    for item in theirs:
-        if item.split("=", 1)[0].strip() not in run_settings:
-            raise AnalysisError(
-                f"sdd-jax analyze takes analysis.* settings (sdd_jax/analysis/settings.py) and the run's "
-                f"execution settings {', '.join(run_settings)} only (got {item!r})"
-            )
+    ours, theirs = split_overrides(list(overrides), [k for k in reopen_settings() if k.startswith("run.")])
     cfg = parse(ours)
     results_csv = run_dir / "results.csv"
     if not storage.is_file(results_csv):
@@ -360,17 +332,10 @@ def analyze(
             f"{results_csv} lists levels {in_csv} but {run_dir / 'levels'} holds {finished}: "
             f"rerun `sdd-jax run` (or `sdd-jax report`) to bring them in line"
         )
-    planned = range(exp.config.pruning.levels + 1)
-    missing = [lv for lv in planned if lv not in finished]
-    if missing:
-        warnings.warn(
-            f"{storage.resolve(run_dir).name} is unfinished: {plural(len(missing), 'level')} of {len(planned)} "
-            f"not trained yet ({spans(missing)}; rerun the run command to continue): analysing levels {spans(finished)}",
-            stacklevel=2,
-        )
-    unpruned = frozenset(
-        lv for lv in chosen.values() if all(r["density"] == 1.0 for r in rows if int(r["level"]) == lv)
-    )
+    problem = unfinished(storage.resolve(run_dir).name, exp.config.pruning.levels, finished)
+    if problem:
+        warnings.warn(problem, stacklevel=2)
+    unpruned = unpruned_levels(rows, chosen)
     an = Analysis(exp, run, cfg, chosen, 0 if quiet else exp.config.run.verbosity, unpruned)
     storage.mkdir(an.root)
     atomic_write_json(
@@ -420,15 +385,5 @@ def analyze(
     figure_paths = figures.draw_all(an.root / "figures", data)
     seconds = time.time() - started
     report_path = report.write(an.root, data, written, figure_paths, cfg, seconds)
-    _prune_stale_figures(an.root / "figures", figure_paths)
+    figures.prune_stale(an.root / "figures", figure_paths)
     return {"report": report_path, "tables": written, "figures": figure_paths, "seconds": seconds, "data": data}
-
-
-def _prune_stale_figures(folder: Path, keep: list[str]) -> None:
-    """Remove figures of an earlier analysis that this one did not draw (e.g. no reinit branch)."""
-    keep = {storage.as_path(p).name for p in keep}
-    for path in storage.listdir(folder):
-        if storage.is_file(path) and path.name not in keep:
-            storage.remove_file(path)
-    if not storage.listdir(folder):
-        storage.remove_tree(folder)

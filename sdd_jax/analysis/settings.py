@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 
 from sdd_jax.choices import EIGEN_METHODS, MOMENTUM_MODES
-from sdd_jax.config import override, to_dict
+from sdd_jax.config import ConfigError, override, to_dict
 from sdd_jax.validate import at_least, check_fields, finite, one_of
 
 
@@ -98,3 +98,18 @@ def settings_hash(cfg: AnalysisConfig, keys: tuple[str, ...], **extra) -> str:
 
 def as_dict(cfg: AnalysisConfig) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def split_overrides(overrides: list[str], run_settings: list[str]) -> tuple[list[str], list[str]]:
+    """(``analysis.*`` assignments, the others: the run's execution settings for
+    :func:`sdd_jax.runopen.open_run`). Raises :class:`~sdd_jax.config.ConfigError` (one line) for
+    an assignment of any other key: the analysis cannot change the run it analyses."""
+    ours = [o for o in overrides if o.split("=", 1)[0].strip().startswith("analysis.")]
+    theirs = [o for o in overrides if o not in ours]
+    for item in theirs:
+        if item.split("=", 1)[0].strip() not in run_settings:
+            raise ConfigError(
+                f"sdd-jax analyze takes analysis.* settings (sdd_jax/analysis/settings.py) and the run's "
+                f"execution settings {', '.join(run_settings)} only (got {item!r})"
+            )
+    return ours, theirs
