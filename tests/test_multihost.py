@@ -14,6 +14,7 @@ from pathlib import Path
 import chex
 import jax
 import pytest
+from conftest import TEST_XLA_FLAGS
 
 from sdd_jax import distributed, imp, results
 from sdd_jax.atomic import atomic_write_json
@@ -42,7 +43,7 @@ def _job(workdir: Path, phase: str) -> list[subprocess.CompletedProcess]:
         env = {
             **os.environ,
             **STARVED,
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_cpu_multi_thread_eigen=false",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {TEST_XLA_FLAGS}",
             "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
             "JAX_NUM_PROCESSES": "2",
             "JAX_PROCESS_ID": str(index),

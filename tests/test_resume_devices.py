@@ -13,6 +13,7 @@ from pathlib import Path
 import jax
 import pytest
 import resume_devices_checks
+from conftest import TEST_XLA_FLAGS
 
 from sdd_jax import runlock
 
@@ -22,7 +23,7 @@ TESTS = Path(__file__).resolve().parent
 def _on_eight_devices(workdir: Path, levels: int, seed_devices: int, stop_level: int | None = None) -> dict:
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}",
         "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
     }
     args = [str(workdir), str(levels), str(seed_devices)] + ([] if stop_level is None else [str(stop_level)])

@@ -18,6 +18,7 @@ import chex
 import jax
 import numpy as np
 import pytest
+from conftest import TEST_XLA_FLAGS
 
 from sdd_jax import branches, cli, imp, presets, results, runopen, saved, study
 from sdd_jax.checkpoints import RunStore
@@ -247,7 +248,7 @@ def test_kills_inside_and_between_levels_resume_and_added_values_train_only_thei
 def test_a_study_on_eight_devices_equals_one_device():
     env = {
         **os.environ,
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}",
         "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
     }
     done = subprocess.run(
