@@ -19,6 +19,18 @@ PRODUCT_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 TEST_XLA_FLAGS = f"{PRODUCT_XLA_FLAGS} --xla_backend_optimization_level=0"
 os.environ.setdefault("XLA_FLAGS", TEST_XLA_FLAGS)
 
+
+def simulated_devices_env(count: int) -> dict[str, str]:
+    """The environment of a subprocess with ``count`` simulated CPU devices (the suite's XLA
+    flags, set before jax is imported there) that imports the checkout's package and the tests'
+    helper modules."""
+    return {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={count} {TEST_XLA_FLAGS}",
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+
+
 # One XLA compilation cache for the whole session (every test, both xdist workers and the
 # subprocesses they start): most tests build an engine for the same small configurations, and
 # compiling their programs again was most of the suite's time. A cache hit loads the very

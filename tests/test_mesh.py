@@ -5,7 +5,6 @@ The multi-device checks run once in a subprocess with 8 simulated CPU devices
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import TEST_XLA_FLAGS
+from conftest import simulated_devices_env
 from thin_models import thin_resnet
 
 from sdd_jax import engine as engine_lib
@@ -31,11 +30,7 @@ TESTS = Path(__file__).resolve().parent
 
 @pytest.fixture(scope="module")
 def mesh_facts():
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}",
-        "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = simulated_devices_env(8)
     done = subprocess.run(
         [sys.executable, str(TESTS / "mesh_checks.py")], env=env, capture_output=True, text=True, timeout=900
     )

@@ -5,7 +5,6 @@ equal a one-process run, and a run killed on both hosts resumes to the same resu
 import dataclasses
 import inspect
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import chex
 import jax
 import pytest
-from conftest import TEST_XLA_FLAGS
+from conftest import simulated_devices_env
 
 from sdd_jax import distributed, imp, results
 from sdd_jax.atomic import atomic_write_json
@@ -41,14 +40,12 @@ def _job(workdir: Path, phase: str) -> list[subprocess.CompletedProcess]:
     procs, logs = [], []
     for index in range(2):
         env = {
-            **os.environ,
+            **simulated_devices_env(2),
             **STARVED,
-            "XLA_FLAGS": f"--xla_force_host_platform_device_count=2 {TEST_XLA_FLAGS}",
             "JAX_COORDINATOR_ADDRESS": f"localhost:{port}",
             "JAX_NUM_PROCESSES": "2",
             "JAX_PROCESS_ID": str(index),
             "JAX_PLATFORMS": "cpu",
-            "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
         }
         # Output to files, not pipes: a process blocked on a full pipe would stall the other at
         # their next barrier.

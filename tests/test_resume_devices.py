@@ -5,7 +5,6 @@ devices run in processes of their own, the steps on one device in this one, whic
 (``tests/resume_devices_checks.py``)."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import jax
 import pytest
 import resume_devices_checks
-from conftest import TEST_XLA_FLAGS
+from conftest import simulated_devices_env
 
 from sdd_jax import runlock
 
@@ -21,11 +20,7 @@ TESTS = Path(__file__).resolve().parent
 
 
 def _on_eight_devices(workdir: Path, levels: int, seed_devices: int, stop_level: int | None = None) -> dict:
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}",
-        "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = simulated_devices_env(8)
     args = [str(workdir), str(levels), str(seed_devices)] + ([] if stop_level is None else [str(stop_level)])
     done = subprocess.run(
         [sys.executable, str(TESTS / "resume_devices_checks.py"), *args],

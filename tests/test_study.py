@@ -6,7 +6,6 @@ writing anything. Tiny: the smoke preset on 256 digits, a 32-unit MLP, 2 epochs,
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -18,7 +17,7 @@ import chex
 import jax
 import numpy as np
 import pytest
-from conftest import TEST_XLA_FLAGS
+from conftest import simulated_devices_env
 
 from sdd_jax import branches, cli, imp, presets, results, runopen, saved, study
 from sdd_jax.checkpoints import RunStore
@@ -246,11 +245,7 @@ def test_kills_inside_and_between_levels_resume_and_added_values_train_only_thei
 
 
 def test_a_study_on_eight_devices_equals_one_device():
-    env = {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}",
-        "PYTHONPATH": os.pathsep.join([str(TESTS.parent), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = simulated_devices_env(8)
     done = subprocess.run(
         [sys.executable, str(TESTS / "study_checks.py")], env=env, capture_output=True, text=True, timeout=900
     )
