@@ -219,7 +219,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin is tuple:
         item_type = args[0] if args else str
         if isinstance(value, str):
-            text = value.strip().strip("()[]")
+            text = value.strip()
+            if text[:1] in ("(", "["):  # an enclosed list: the brackets must close it
+                if len(text) < 2 or text[-1] != {"(": ")", "[": "]"}[text[0]]:
+                    raise ConfigError(f"{key}: {value!r} opens a bracket it does not close: write a,b or (a,b)")
+                text = text[1:-1]
             items = [v.strip() for v in text.split(",") if v.strip()]
         elif isinstance(value, (list, tuple)):
             items = list(value)

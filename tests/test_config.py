@@ -85,6 +85,9 @@ BAD_VALUES = [
     ("run.seed_devices", "-1"),
     ("run.data_devices", "0"),
     ("run.compilation_cache", " "),
+    ("pruning.ignore", "["),
+    ("optim.milestones", "(80,120"),
+    ("model.widths", "[300,100)"),
 ]
 
 
@@ -190,3 +193,16 @@ def test_a_mistyped_key_or_preset_is_answered_with_the_closest_name():
     with pytest.raises(presets.UnknownPreset) as err:
         presets.get("lenet_mnist-noise4")
     assert "did you mean 'noise40'" in str(err.value)
+
+
+def test_a_list_is_read_with_or_without_its_brackets_and_a_regex_keeps_its_own():
+    def ignore(value):
+        return override(presets.get("smoke"), [f"pruning.ignore={value}"]).pruning.ignore
+
+    for text in ("80,120", "(80,120)", "[80, 120]", " ( 80 , 120 ) "):
+        assert override(presets.get("smoke"), [f"optim.milestones={text}"]).optim.milestones == (80, 120), text
+    assert ignore("()") == () and ignore("[]") == () and ignore("") == ()
+    assert ignore("bn(1|2)") == ("bn(1|2)",)  # a closing bracket of the regex itself stays
+    for bad in ("[", "(", "[fc", "(a,b]"):
+        with pytest.raises(ConfigError, match=r"pruning.ignore: .* opens a bracket it does not close"):
+            ignore(bad)
