@@ -52,6 +52,10 @@ BF16_BASES = ("resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10", "vgg16_c
 ASYMMETRIC_BASES = ("lenet_mnist", "resnet18_cifar10", "resnet18_cifar100", "vgg16_cifar10", "vgg16_cifar100")
 
 
+# The setting each family of variants sets (a preset name takes at most one of each).
+_FAMILIES = {"noise": NOISE_VARIANTS, "retraining schedule": SCHEDULE_VARIANTS, "dtype": DTYPE_VARIANTS}
+
+
 class UnknownPreset(KeyError):
     def __str__(self) -> str:
         return self.args[0]
@@ -74,8 +78,8 @@ def _apply_variant(config: Config, variant: str) -> Config:
 def get(name: str) -> Config:
     """The config of preset ``name`` (a base name plus optional ``-variant`` suffixes); a
     variant's ``description`` is generated from its config (:func:`sdd_jax.describe.describe`).
-    Raises :class:`UnknownPreset` for an unknown name, and for a study preset's name with the
-    command that runs it."""
+    Raises :class:`UnknownPreset` for an unknown name, two variants of one setting
+    (``-noise40-noise20``), and for a study preset's name with the command that runs it."""
     if studies.is_study(name):
         raise UnknownPreset(f"{name!r} is a study preset: run it with `sdd-jax sweep {name}`")
     base, *variants = name.split("-")
@@ -84,7 +88,14 @@ def get(name: str) -> Config:
             f"unknown preset {name!r}{did_you_mean(base, BASE)}; presets: {', '.join(BASE)} (variants: {', '.join(VARIANTS)})"
         )
     config = BASE[base]()
+    families = {}  # one variant per setting: -noise40-noise20 says two things of the noise
     for variant in variants:
+        family = next((f for f, group in _FAMILIES.items() if variant in group), variant)
+        if family in families:
+            raise UnknownPreset(
+                f"preset {name!r} sets the {family} twice (-{families[family]}, -{variant}): keep one of them"
+            )
+        families[family] = variant
         config = _apply_variant(config, variant)
     if variants:  # the base preset's words no longer hold
         config = dataclasses.replace(config, description=describe(config))

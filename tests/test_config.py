@@ -206,3 +206,20 @@ def test_a_list_is_read_with_or_without_its_brackets_and_a_regex_keeps_its_own()
     for bad in ("[", "(", "[fc", "(a,b]"):
         with pytest.raises(ConfigError, match=r"pruning.ignore: .* opens a bracket it does not close"):
             ignore(bad)
+
+
+@pytest.mark.parametrize(
+    "name,family",
+    [
+        ("lenet_mnist-noise40-noise20", "noise"),
+        ("lenet_mnist-asym20-noise40", "noise"),
+        ("resnet18_cifar10-finetune-scratch", "retraining schedule"),
+        ("resnet18_cifar10-bf16-noise40-bf16", "dtype"),
+    ],
+)
+def test_two_variants_of_one_setting_are_refused_naming_both(name, family):
+    with pytest.raises(presets.UnknownPreset) as err:
+        presets.get(name)
+    message = str(err.value)
+    assert f"preset {name!r} sets the {family} twice" in message and "keep one of them" in message
+    assert presets.get("resnet18_cifar10-noise40-finetune-bf16").noise.rate == 0.4  # one of each is fine
