@@ -13,6 +13,7 @@ seed (or can be wrapped in ``jax.vmap``).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -112,24 +113,25 @@ def ones_like(params: Any) -> Any:
     return jax.tree_util.tree_map(jnp.ones_like, params)
 
 
-def _leaf_counts(leaf: jax.Array, seed_axis: bool) -> tuple[jax.Array, int]:
-    leaf = jnp.asarray(leaf)
-    if seed_axis:
-        if leaf.ndim == 0:
-            raise MaskError("seed_axis=True needs a leading seed axis on every leaf")
-        axes = tuple(range(1, leaf.ndim))
-        return jnp.sum(leaf != 0, axis=axes, dtype=jnp.int32), leaf.size // leaf.shape[0]
-    return jnp.sum(leaf != 0, dtype=jnp.int32), leaf.size
+@functools.partial(jax.jit, static_argnames="seed_axis")
+def _kept(leaves: list[jax.Array], seed_axis: bool) -> list[jax.Array]:
+    """The nonzero count (int32) of each leaf, per seed (over every axis but the first) with
+    ``seed_axis``. One program per mask structure instead of an eager reduction per leaf shape."""
+    return [
+        jnp.sum(leaf != 0, axis=tuple(range(1, leaf.ndim)) if seed_axis else None, dtype=jnp.int32) for leaf in leaves
+    ]
 
 
 def layer_counts(mask: Any, prunable: Predicate, *, seed_axis: bool = False) -> dict[str, tuple[jax.Array, int]]:
-    """``{path_str: (kept, total)}`` for every prunable leaf (``kept`` per seed with ``seed_axis``)."""
+    """``{path_str: (kept, total)}`` for every prunable leaf (``kept`` per seed with ``seed_axis``;
+    ``total`` per seed, a Python int)."""
     flags = prunable_flags(mask, prunable)
-    out = {}
-    for path, leaf, flag in zip(paths(mask), jax.tree_util.tree_leaves(mask), flags):
-        if flag:
-            out[path_str(path)] = _leaf_counts(leaf, seed_axis)
-    return out
+    chosen = [(path, leaf) for path, leaf, flag in zip(paths(mask), jax.tree_util.tree_leaves(mask), flags) if flag]
+    if seed_axis and any(jnp.ndim(leaf) == 0 for _, leaf in chosen):
+        raise MaskError("seed_axis=True needs a leading seed axis on every leaf")
+    kept = _kept([leaf for _, leaf in chosen], seed_axis)
+    totals = [jnp.size(leaf) // (jnp.shape(leaf)[0] if seed_axis else 1) for _, leaf in chosen]
+    return {path_str(path): (k, t) for (path, _), k, t in zip(chosen, kept, totals)}
 
 
 def count(mask: Any, prunable: Predicate, *, seed_axis: bool = False) -> tuple[jax.Array, int]:
