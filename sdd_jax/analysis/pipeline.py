@@ -357,24 +357,14 @@ def analyze(
             }
         chosen_data = {}
         for role, level in chosen.items():
-            if level in unpruned:  # nothing to re-dense: the level's own 1-D curve only
-                sparse = None if an.caches["landscape"].has(level) else on_device(run.level(level))
-                chosen_data[role] = {
-                    "level": level,
-                    "redense": None,
-                    "interpolation": None,
-                    "landscape": an.landscape(level, sparse, None, bar),
-                    "curves": run.store.level_metrics(level)["curves"],
-                }
-                continue
-            redense_data, redensed = an.redense(level, bar)
-            sparse = None
-            if not (an.caches["interpolation"].has(level) and an.caches["landscape"].has(level)):
-                sparse = on_device(run.level(level))
+            pruned = level not in unpruned  # the dense level has nothing to re-dense: its own 1-D curve only
+            redense_data, redensed = an.redense(level, bar) if pruned else (None, None)
+            steps = ("interpolation", "landscape") if pruned else ("landscape",)
+            sparse = None if all(an.caches[s].has(level) for s in steps) else on_device(run.level(level))
             chosen_data[role] = {
                 "level": level,
                 "redense": redense_data,
-                "interpolation": an.interpolation(level, sparse, redensed, bar),
+                "interpolation": an.interpolation(level, sparse, redensed, bar) if pruned else None,
                 "landscape": an.landscape(level, sparse, redensed, bar),
                 "curves": run.store.level_metrics(level)["curves"],
             }
