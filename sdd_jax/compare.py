@@ -55,6 +55,7 @@ from sdd_jax.compare_keys import (
     parse_where,
     remedy,
     text,
+    varies,
 )
 from sdd_jax.compare_series import STUDY_FILE, Series, load_series, read_study
 from sdd_jax.exports import write_curves_csv
@@ -274,6 +275,6 @@ def study_keys(
         raise ValueError(f"{storage.as_path(study_dir) / STUDY_FILE} names no 'by' key and no axes")
     if panel is None:
         panel = study.get("panel") or default_panel(axes, by)
-        if panel and len({repr(key_value(s, panel)) for s in series}) < 2:
+        if panel and not varies(series, panel):
             panel = None
     return by, panel

@@ -104,7 +104,8 @@ def label(series: Series) -> str:
     return " ".join(f"{k}={text(v)}" for k, v in series.coords.items()) if series.coords else series.name
 
 
-def _varies(series: Sequence[Series], key: str) -> bool:
+def varies(series: Sequence[Series], key: str) -> bool:
+    """Whether ``key`` takes more than one value over ``series``."""
     return len({repr(key_value(s, key)) for s in series}) > 1
 
 
@@ -115,7 +116,7 @@ def differing(series: Sequence[Series]) -> list[str]:
     (:func:`sdd_jax.runid.result_fields`, ``run.seeds`` included)."""
     fields = dict.fromkeys(k for s in series for k in result_fields(s.config) if k in _config_keys())
     keys = [*dict.fromkeys(k for s in series for k in s.coords), *IDENTITY_COLUMNS, "branch", *fields]
-    out = list(dict.fromkeys(setting(k) for k in keys if k in key_names() and _varies(series, k)))
+    out = list(dict.fromkeys(setting(k) for k in keys if k in key_names() and varies(series, k)))
     if "branch" in out and "init" in out:
         pairs = {(key_value(s, "init"), s.branch) for s in series}
         if len(pairs) == len({init for init, _ in pairs}):  # the branch follows from init
@@ -140,7 +141,7 @@ def check_keys(series: Sequence[Series], by: str, panel: str | None) -> None:
                 f"{option} {key!r} is not a key{did_you_mean(key, key_names())}: use a dotted config key "
                 f"(noise.rate), an identity column ({', '.join(IDENTITY_COLUMNS)}) or branch"
             )
-        if not _varies(series, key):
+        if not varies(series, key):
             differ = differing(series)
             hint = f"; these differ: {', '.join(differ)}" if differ else ""
             raise KeysError(

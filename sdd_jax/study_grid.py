@@ -39,7 +39,7 @@ from sdd_jax import presets, storage
 from sdd_jax.atomic import atomic_write_json
 from sdd_jax.checkpoints import valid_name
 from sdd_jax.choices import did_you_mean
-from sdd_jax.compare_keys import KeysError, check_keys, default_panel, key_names, remedy
+from sdd_jax.compare_keys import KeysError, check_keys, default_panel, key_names, remedy, text
 from sdd_jax.compare_series import Series
 from sdd_jax.config import Config, ConfigError, flat_keys, override
 from sdd_jax.identity import INITS, REINIT_BRANCH
@@ -98,7 +98,7 @@ class Point:
 
     @property
     def label(self) -> str:
-        return " ".join(f"{k}={_text(v)}" for k, v in self.coords) or self.config.name
+        return " ".join(f"{k}={text(v)}" for k, v in self.coords) or self.config.name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,12 +166,6 @@ def write_study_json(study: Study, done: Mapping[Point, bool]) -> Path:
     path = study.path / STUDY_FILE
     atomic_write_json(path, study.record(done), indent=2)
     return path
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, tuple):
-        return "(" + ",".join(_text(v) for v in value) + ")"
-    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # ----- parsing ------------------------------------------------------------------------------------
@@ -243,7 +237,7 @@ def _coerce_values(base: Config, key: str, raw: Sequence[Any]) -> tuple[Any, ...
         raise ConfigError(f"--grid {key}: the axis has no values")
     repeated = [v for i, v in enumerate(values) if v in values[:i]]
     if repeated:
-        raise ConfigError(f"--grid {key}: the value {_text(repeated[0])} is given twice")
+        raise ConfigError(f"--grid {key}: the value {text(repeated[0])} is given twice")
     return values
 
 
@@ -335,15 +329,15 @@ def resolve_study(
     sizes = [(a.key, len(a.values)) for a in resolved]
     if by is None:
         by = spec.colour_axis if spec else next((k for k, n in sizes if n > 1), keys[0])
-    if panel is None and not (spec and spec.panel):
-        panel = default_panel(sizes, by)
+    if panel is None:
+        panel = spec.panel if spec and spec.panel else default_panel(sizes, by)
     return Study(
         name=name,
         preset=base_name,
         description=spec.description if spec else f"{base_name} over {', '.join(keys)}",
         figure=spec.figure if spec else "",
         by=by,
-        panel=panel or (spec.panel if spec else None),
+        panel=panel,
         distance=distance if distance is not None else (spec.distance if spec else False),
         base=base,
         axes=resolved,

@@ -29,9 +29,7 @@ import numpy as np
 
 from sdd_jax import storage
 from sdd_jax.analysis.tables import redensed
-from sdd_jax.figure import save_figure
-
-_X_TICKS = (100, 50, 20, 10, 5, 1, 0.5, 0.1, 0.05, 0.01, 0.005, 0.001)
+from sdd_jax.figure import X_TICKS, save_figure
 
 
 def _figure(ncols: int, nrows: int = 1, width: float = 3.4, height: float = 2.8, sharey: str | bool = False):
@@ -87,7 +85,7 @@ def _sparsity_axis(ax, x: np.ndarray) -> None:
     ax.set_xscale("log")
     left, right = float(np.max(x)) * 1.15, float(np.min(x)) / 1.15
     ax.set_xlim(left, right)
-    ax.xaxis.set_major_locator(FixedLocator([t for t in _X_TICKS if right <= t <= left]))
+    ax.xaxis.set_major_locator(FixedLocator([t for t in X_TICKS if right <= t <= left]))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
     ax.set_xlabel("remaining weights (%)")

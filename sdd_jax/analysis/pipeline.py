@@ -276,7 +276,9 @@ class Analysis:
         keys = jnp.stack([rng.stream_key(cfg.seed, "analysis/direction", s) for s in self.seeds])
         dense = jax.tree.map(jnp.ones_like, sparse.mask)
         result = {"alpha": np.asarray(alphas)}
-        solutions = [("sparse", sparse.weights, sparse.mask)] + ([("redense", redensed, dense)] if redensed else [])
+        solutions = [("sparse", sparse.weights, sparse.mask)] + (
+            [("redense", redensed, dense)] if redensed is not None else []
+        )
         for name, weights, mask in solutions:
             bar.task(f"1-D curve ({name}), level {level}")
             direction = self._direction_fn(keys, weights.params, mask)
@@ -324,7 +326,8 @@ def analyze(
     if not rows:
         raise ResultsError(f"{results_csv} has no rows of the main run")
     in_csv = sorted({int(r["level"]) for r in rows})
-    chosen = chosen_levels(rows, in_csv, levels, storage.resolve(run_dir).name)  # refused before the run is opened
+    run_name = storage.resolve(run_dir).name
+    chosen = chosen_levels(rows, in_csv, levels, run_name)  # refused before the run is opened
     exp, run = open_run(run_dir, theirs + (["run.verbosity=0"] if quiet else []))
     finished = run.finished_levels()
     if in_csv != finished:
@@ -332,11 +335,10 @@ def analyze(
             f"{results_csv} lists levels {in_csv} but {run_dir / 'levels'} holds {finished}: "
             f"rerun `sdd-jax run` (or `sdd-jax report`) to bring them in line"
         )
-    problem = unfinished(storage.resolve(run_dir).name, exp.config.pruning.levels, finished)
+    problem = unfinished(run_name, exp.config.pruning.levels, finished)
     if problem:
         warnings.warn(problem, stacklevel=2)
-    unpruned = unpruned_levels(rows, chosen)
-    an = Analysis(exp, run, cfg, chosen, 0 if quiet else exp.config.run.verbosity, unpruned)
+    an = Analysis(exp, run, cfg, chosen, 0 if quiet else exp.config.run.verbosity, unpruned_levels(rows, chosen))
     storage.mkdir(an.root)
     atomic_write_json(
         an.root / "settings.json",
@@ -357,7 +359,7 @@ def analyze(
             }
         chosen_data = {}
         for role, level in chosen.items():
-            pruned = level not in unpruned  # the dense level has nothing to re-dense: its own 1-D curve only
+            pruned = level not in an.unpruned  # the dense level has nothing to re-dense: its own 1-D curve only
             redense_data, redensed = an.redense(level, bar) if pruned else (None, None)
             steps = ("interpolation", "landscape") if pruned else ("landscape",)
             sparse = None if all(an.caches[s].has(level) for s in steps) else on_device(run.level(level))
