@@ -29,6 +29,10 @@ from sdd_jax.cli_commands import COMMANDS
 from sdd_jax.cli_parser import build_parser
 from sdd_jax.config import ConfigError
 
+# The exit statuses of a stopped command, as shells report signals: Ctrl-C (SIGINT), SIGTERM.
+INTERRUPTED = 128 + signal.SIGINT
+TERMINATED = 128 + signal.SIGTERM
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a preempted VM's shutdown): the command stops as on Ctrl-C, its in-flight
@@ -76,10 +80,10 @@ def _main(args) -> int:
         return 2
     except Terminated:
         print("sdd-jax: stopped by SIGTERM; rerun the same command to resume", file=sys.stderr)
-        return 128 + signal.SIGTERM
+        return TERMINATED
     except KeyboardInterrupt:
         print("sdd-jax: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return INTERRUPTED
     except Exception as err:  # noqa: BLE001 - a bug: one line, the traceback on request
         if os.environ.get("SDD_JAX_TRACEBACK"):
             raise
@@ -114,7 +118,7 @@ def os_error_line(err: OSError) -> str:
     return line
 
 
-STOPPED = (130, 128 + signal.SIGTERM)  # the exit statuses of an interrupt and of SIGTERM
+STOPPED = (INTERRUPTED, TERMINATED)
 
 
 def entry() -> None:

@@ -219,7 +219,7 @@ def _report(args) -> int:
     if args.by or args.panel or args.distance:
         raise ConfigError(f"--by, --panel and --distance draw a study's comparison: {run_dir} is not a study directory")
     if not storage.is_file(run_dir / "results.csv"):
-        total = _planned_levels(run_dir) if storage.is_file(run_dir / "config.json") else None
+        total = _planned_levels(run_dir)
         if total is not None:  # a run whose first level has not finished yet
             raise ValueError(f"{run_dir}: no level finished yet (0 of {total}); rerun the run command to continue")
         raise FileNotFoundError(f"{run_dir / 'results.csv'} not found: is {run_dir} a run directory?")

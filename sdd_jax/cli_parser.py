@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 
-from sdd_jax import __version__
 from sdd_jax.help_text import (
     BRANCH_HELP,
     EXPORT_HELP,
@@ -17,8 +17,18 @@ from sdd_jax.help_text import (
     RUN_DIR_HELP,
     RUN_HELP,
 )
+from sdd_jax.version import package_version
 
 DESCRIPTION = "sdd-jax (or python -m sdd_jax): run presets and studies, branch from finished runs, compare, report."
+
+
+class _Version(argparse.Action):
+    """``--version``: the package's version, looked up only when asked (argparse's own version
+    action takes the text when the parser is built, on every command)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stdout.write(f"{parser.prog} {package_version()}\n")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdd-jax", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="show the version of sdd-jax and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list the presets, one line each")
 

@@ -8,6 +8,7 @@ source checkout run without installing (``PYTHONPATH=.``), the ``version`` of th
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ DISTRIBUTION = "sdd-jax"
 _PROJECT_VERSION = re.compile(r'^\[project\]\s*$(?:(?!^\[).)*?^version\s*=\s*"([^"]+)"', re.M | re.S)
 
 
+@functools.cache
 def package_version() -> str:
     """The installed distribution's version, else the source checkout's ``pyproject.toml``
     ``[project] version``, else ``"unknown"``."""
